@@ -1,0 +1,14 @@
+"""shieldwall: Byzantine-robust distributed and federated training.
+
+Layers, bottom up:
+
+* pure math — :mod:`shieldwall.aggregators`, :mod:`shieldwall.preaggregators`,
+  :mod:`shieldwall.attacks`, :mod:`shieldwall.redundancy` (tensors in, tensors out);
+* components — :mod:`shieldwall.data`, :mod:`shieldwall.models`, :mod:`shieldwall.config`;
+* algorithms — :mod:`shieldwall.algorithms` (what one round does), written against the
+  communication contract of :mod:`shieldwall.runtime.base`;
+* runtimes — the in-process simulator, torch.distributed, networked;
+* entry points — :mod:`shieldwall.train` and :mod:`shieldwall.cli`.
+"""
+
+__version__ = "0.1.0"

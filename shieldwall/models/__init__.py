@@ -1,0 +1,25 @@
+"""Models, chosen by name: ``fn(input_shape, num_classes) -> nn.Module`` in :data:`MODELS`.
+
+Names are case-insensitive and accept FedML's and ByzShield's spellings (``lr``, ``LeNet``,
+``ResNet18``, ``VGG13``, ``DenseNet``…).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from shieldwall.registry import Registry, import_submodules
+
+__all__ = ["MODELS", "build_model"]
+
+MODELS: Registry = Registry("model")
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Instantiate the registered model ``name`` for inputs of ``input_shape`` (no batch dim)."""
+    return MODELS.get(name)(tuple(input_shape), num_classes)
+
+
+import_submodules(__name__)
