@@ -1,0 +1,262 @@
+"""Reading, overriding and validating experiment configs.
+
+``load_config(path, overrides)`` reads a FedML-style YAML file, applies ``--set section.key=value``
+overrides, and returns a validated :class:`~shieldwall.config.schema.ExperimentConfig`. Every
+problem is a :class:`ConfigError` whose message names the key, the value received, the allowed
+values and, for unknown keys, the closest known key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shieldwall.config.schema import (
+    IGNORED_KEYS,
+    OPEN_SECTIONS,
+    SECTIONS,
+    ExperimentConfig,
+)
+from shieldwall.registry import closest, normalize_name
+
+__all__ = ["ConfigError", "load_config", "config_from_dict", "parse_override", "config_to_dict"]
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message says what to change."""
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split ``section.key=value`` into its parts; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    path, raw = text.split("=", 1)
+    if "." not in path:
+        raise ConfigError(f"--set expects section.key=value, got {text!r} (no section)")
+    section, key = path.strip().split(".", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return section, key, value
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read ``path`` (YAML) and apply ``overrides`` (``section.key=value`` strings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return config_from_dict(raw, overrides=overrides, name=path.stem)
+
+
+def config_from_dict(
+    raw: Mapping[str, Any], overrides: Iterable[str] = (), name: str = "experiment"
+) -> ExperimentConfig:
+    """Build a validated config from a parsed mapping plus ``--set`` overrides."""
+    values: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    ignored: list[str] = []
+    for section, body in raw.items():
+        section_name = _known_section(str(section))
+        if body is None:
+            body = {}
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"section {section_name!r} must be a mapping, got {body!r}")
+        for key, value in body.items():
+            if key in IGNORED_KEYS.get(section_name, ()):
+                ignored.append(f"{section_name}.{key}")
+                continue
+            values.setdefault(section_name, {})[str(key)] = value
+            sources[f"{section_name}.{key}"] = "file"
+    for text in overrides:
+        section, key, value = parse_override(text)
+        section_name = _known_section(section)
+        values.setdefault(section_name, {})[key] = value
+        sources[f"{section_name}.{key}"] = "--set"
+    if ignored:
+        log.info("ignoring FedML deployment keys (not used by shieldwall): %s", ", ".join(ignored))
+
+    sections = {name_: _build_section(name_, values.get(name_, {})) for name_ in SECTIONS}
+    cfg = ExperimentConfig(**sections, sources=sources, name=name)
+    _check_consistency(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain data (what a run directory records)."""
+    out: dict[str, Any] = {}
+    for section in SECTIONS:
+        body = dataclasses.asdict(getattr(cfg, section))
+        params = body.pop("params", None)
+        if params:
+            body.update(params)
+        out[section] = body
+    return out
+
+
+def _known_section(section: str) -> str:
+    if section in SECTIONS:
+        return section
+    hint = closest(section, list(SECTIONS))
+    raise ConfigError(
+        f"unknown config section {section!r}"
+        + (f" (did you mean {hint!r}?)" if hint else "")
+        + f"; valid sections: {', '.join(SECTIONS)}"
+    )
+
+
+def _build_section(section: str, body: Mapping[str, Any]) -> Any:
+    cls = SECTIONS[section]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "params"}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for key, value in body.items():
+        if key in fields:
+            kwargs[key] = _coerce(section, key, value, hints[key], fields[key])
+        elif section in OPEN_SECTIONS:
+            params[key] = value
+        else:
+            known = [*fields, *IGNORED_KEYS.get(section, ())]
+            hint = closest(key, known)
+            raise ConfigError(
+                f"unknown key {section}.{key}"
+                + (f" (did you mean {section}.{hint}?)" if hint else "")
+                + f"; known keys of {section}: {', '.join(sorted(fields))}"
+            )
+    if section in OPEN_SECTIONS:
+        kwargs["params"] = params
+    return cls(**kwargs)
+
+
+def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Field) -> Any:
+    """Check ``value`` against the field's type and choices; parse the few string forms."""
+    where = f"{section}.{key}"
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    optional = origin in (typing.Union, types.UnionType) and type(None) in args
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        if optional or hint is Any:
+            return None
+        if hint is str:
+            return None if key in ("defense_type", "attack_type") else "None"
+        raise ConfigError(f"{where} must not be empty")
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+            return value.strip().lower() in ("true", "yes")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not _is_int(value):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if hint is str:
+        text = str(value)
+        choices = fld.metadata.get("choices")
+        if choices:
+            canon = {normalize_name(c): c for c in choices}
+            if normalize_name(text) not in canon:
+                hint_ = closest(text, list(choices))
+                raise ConfigError(
+                    f"{where} has invalid value {value!r}"
+                    + (f" (did you mean {hint_!r}?)" if hint_ else "")
+                    + f"; allowed values: {', '.join(dict.fromkeys(choices))}"
+                )
+        return text
+    if origin is list:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"{where} must be a list, got {value!r}") from None
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        if args and args[0] is int:
+            if not all(_is_int(v) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{where} must be a list of integers, got {value!r}")
+            return [int(v) for v in value]
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return value.is_integer()
+    if isinstance(value, str):
+        try:
+            int(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _positive(where: str, value: int | float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{where} must be {bound}, got {value}")
+
+
+def _check_consistency(cfg: ExperimentConfig) -> None:
+    """Checks across fields of the whole config (registry names are checked at build time)."""
+    t = cfg.train_args
+    _positive("train_args.client_num_in_total", t.client_num_in_total)
+    _positive("train_args.client_num_per_round", t.client_num_per_round)
+    _positive("train_args.comm_round", t.comm_round)
+    _positive("train_args.epochs", t.epochs)
+    _positive("train_args.batch_size", t.batch_size)
+    _positive("train_args.learning_rate", t.learning_rate)
+    _positive("train_args.weight_decay", t.weight_decay, allow_zero=True)
+    _positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
+    _positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
+    _positive("data_args.partition_alpha", cfg.data_args.partition_alpha)
+    if t.client_num_per_round is not None and t.client_num_per_round > t.client_num_in_total:
+        raise ConfigError(
+            f"train_args.client_num_per_round ({t.client_num_per_round}) exceeds "
+            f"train_args.client_num_in_total ({t.client_num_in_total})"
+        )
+    a = cfg.attack_args
+    _positive("attack_args.byzantine_client_num", a.byzantine_client_num, allow_zero=True)
+    _positive("attack_args.attack_start", a.attack_start, allow_zero=True)
+    if a.byzantine_client_num > t.client_num_in_total:
+        raise ConfigError(
+            f"attack_args.byzantine_client_num ({a.byzantine_client_num}) exceeds "
+            f"train_args.client_num_in_total ({t.client_num_in_total})"
+        )
+    d = cfg.defense_args
+    _positive("defense_args.byzantine_client_num", d.byzantine_client_num, allow_zero=True)

@@ -1,0 +1,272 @@
+"""The experiment configuration: one dataclass per FedML section.
+
+The YAML layout is FedML's (``common_args``, ``data_args``, ``model_args``, ``train_args``, …) so
+that FedML users' files load unchanged; shieldwall's own additions (runtime, aggregator
+parameters, pre-aggregators, checkpointing…) live in the same sections. Every field is documented
+by the string under it. ``choices`` in a field's metadata are checked case-insensitively by
+:mod:`shieldwall.config.loader`; values naming registry entries (models, data sets, aggregators,
+attacks) are checked against the registries when the run is built.
+
+Keys that only matter to FedML's deployment machinery are listed in :data:`IGNORED_KEYS`: they are
+accepted and reported once in the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CommonArgs",
+    "EnvironmentArgs",
+    "DataArgs",
+    "ModelArgs",
+    "TrainArgs",
+    "ValidationArgs",
+    "DeviceArgs",
+    "CommArgs",
+    "TrackingArgs",
+    "AttackArgs",
+    "DefenseArgs",
+    "ClientSiloArgs",
+    "ExperimentConfig",
+    "SECTIONS",
+    "IGNORED_KEYS",
+    "OPEN_SECTIONS",
+]
+
+
+def choice(default: Any, *choices: str) -> Any:
+    """A field whose value must be one of ``choices`` (compared case-insensitively)."""
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass(kw_only=True)
+class CommonArgs:
+    training_type: str = choice("simulation", "simulation", "cross_silo", "cross_device")
+    """FedML's deployment type. shieldwall picks the runtime from ``comm_args.runtime`` and the
+    launcher; this value is recorded for reference."""
+    random_seed: int = 0
+    """Seed of every random choice: partitions, client sampling, batches, attacks, init."""
+    scenario: str = choice("horizontal", "horizontal", "hierarchical")
+    """``hierarchical``: silos that train with DDP inside (see ``client_silo_args``)."""
+
+
+@dataclass(kw_only=True)
+class EnvironmentArgs:
+    """FedML's bootstrap script settings; nothing here is used by shieldwall."""
+
+
+@dataclass(kw_only=True)
+class DataArgs:
+    dataset: str = "digits"
+    """Data set name (``digits`` is embedded; ``mnist``, ``fashion_mnist``, ``cifar10``,
+    ``cifar100``, ``svhn`` read local files)."""
+    data_cache_dir: str | None = None
+    """Folder holding the data set's files, or a parent holding them under the data set's name.
+    Nothing is ever downloaded."""
+    partition_method: str = choice(
+        "iid", "iid", "homo", "homogeneous", "hetero", "dirichlet", "non-iid", "noniid"
+    )
+    """How training data is split over clients: ``iid``/``homo`` or ``hetero``/``dirichlet``."""
+    partition_alpha: float = 0.5
+    """Dirichlet concentration for ``hetero``: smaller is more skewed."""
+    partition_min_size: int = 10
+    """Dirichlet partitions are redrawn until every client holds at least this many samples."""
+
+
+@dataclass(kw_only=True)
+class ModelArgs:
+    model: str = "lr"
+    """Model name: ``lr``, ``mlp``, ``cnn``, ``lenet``, ``resnet18``… (case-insensitive)."""
+
+
+@dataclass(kw_only=True)
+class TrainArgs:
+    federated_optimizer: str = choice(
+        "FedAvg", "FedAvg", "PS-SGD", "PSSGD", "SGD", "BTARD", "HierarchicalFedAvg"
+    )
+    """Algorithm: ``FedAvg`` (clients train locally, the server aggregates model updates) or
+    ``PS-SGD`` (synchronous SGD: the server aggregates one gradient per worker each step)."""
+    client_id_list: list[int] | None = None
+    """FedML's ids of the clients this deployment runs (``"[1, 2]"`` strings are parsed)."""
+    client_num_in_total: int = 10
+    """Number of clients (workers); the training set is partitioned over them."""
+    client_num_per_round: int | None = None
+    """Clients sampled each round (FedAvg); ``None`` means all of them."""
+    comm_round: int = 10
+    """Rounds (FedAvg) or steps (PS-SGD) to run."""
+    epochs: int = 1
+    """Local epochs per round (FedAvg)."""
+    batch_size: int = 10
+    """Local batch size; in PS-SGD each worker's batch per step."""
+    client_optimizer: str = choice("sgd", "sgd", "adam")
+    """Optimizer of local training (FedAvg) or of the server (PS-SGD)."""
+    learning_rate: float = 0.03
+    """Learning rate of ``client_optimizer``."""
+    weight_decay: float = 0.0
+    """L2 weight decay of ``client_optimizer``."""
+    momentum: float = 0.0
+    """SGD momentum (local in FedAvg, at the server in PS-SGD)."""
+    server_lr: float = 1.0
+    """FedAvg: the global model moves by ``server_lr`` times the aggregated update."""
+    checkpoint_frequency: int = 1
+    """Write a checkpoint every this many rounds (0: only at the end)."""
+
+
+@dataclass(kw_only=True)
+class ValidationArgs:
+    frequency_of_the_test: int = 1
+    """Evaluate on the test set every this many rounds (and always after the last)."""
+
+
+@dataclass(kw_only=True)
+class DeviceArgs:
+    worker_num: int | None = None
+    """FedML's number of worker processes; informational in the simulator."""
+    using_gpu: bool = False
+    """Train on CUDA (and use NCCL in multi-process runs) when available."""
+    device: str | None = None
+    """Explicit torch device (``cpu``, ``cuda:0``); overrides ``using_gpu``."""
+
+
+@dataclass(kw_only=True)
+class CommArgs:
+    backend: str = choice(
+        "sim", "sim", "simulation", "local", "MPI", "gloo", "nccl", "torch", "GRPC", "MQTT_S3",
+        "TRPC", "MQTT",
+    )
+    """FedML's backend name; mapped to a shieldwall runtime when ``runtime`` is ``auto``."""
+    runtime: str = choice("auto", "auto", "simulator", "torch_distributed", "grpc")
+    """``auto``: torch.distributed when launched by torchrun/mpirun, else the simulator."""
+    round_timeout: float = 300.0
+    """Seconds the server waits for a round's updates before treating the absent as absent."""
+    max_update_norm: float = 1e12
+    """Received updates with a larger L2 norm are treated as Byzantine input."""
+
+
+@dataclass(kw_only=True)
+class TrackingArgs:
+    log_file_dir: str = "./runs"
+    """Parent folder of run directories."""
+    run_name: str | None = None
+    """Name of this run's directory under ``log_file_dir`` (default: config name + time)."""
+    enable_tensorboard: bool = True
+    """Write TensorBoard event files into the run directory."""
+    progress_bar: bool | None = None
+    """Show a progress bar; ``None``: only on an interactive terminal outside CI."""
+    log_level: str = choice("info", "debug", "info", "warning", "error")
+    """Logging level; ``debug`` also prints each client's class histogram."""
+    enable_wandb: bool = False
+    """Accepted for FedML compatibility; shieldwall logs locally only."""
+
+
+@dataclass(kw_only=True)
+class AttackArgs:
+    enable_attack: bool = False
+    """Turn the attack on."""
+    attack_type: str | None = None
+    """FedML's ``byzantine`` (then ``attack_mode`` names the attack) or any attack name."""
+    attack_mode: str | None = None
+    """For ``attack_type: byzantine``: FedML's ``zero``, ``random``, ``flip``, or any attack."""
+    byzantine_client_num: int = 0
+    """Number of Byzantine clients."""
+    attack_start: int = 0
+    """First round in which Byzantine clients attack."""
+    attack_end: int | None = None
+    """Last round (inclusive) of the attack; ``None``: until the end."""
+    byzantine_redraw: bool = False
+    """Redraw which clients are Byzantine every round (else one seeded draw)."""
+    knowledge: str = choice("omniscient", "omniscient", "own")
+    """What update attacks see: all honest updates of the round, or only their own."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Parameters of the chosen attack (any other key of this section lands here and is
+    checked against the attack's signature)."""
+
+
+@dataclass(kw_only=True)
+class DefenseArgs:
+    enable_defense: bool = False
+    """Turn the robust defense on (off: plain weighted mean)."""
+    defense_type: str | None = None
+    """Aggregator name (``krum``, ``median``, ``trimmed_mean``, …)."""
+    byzantine_client_num: int | None = None
+    """f the defense tolerates; default: ``attack_args.byzantine_client_num``."""
+    preaggregators: list[Any] = field(default_factory=list)
+    """Pre-aggregation steps before the aggregator, in order: names or ``{name: {params}}``."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Parameters of the aggregator (any other key of this section lands here and is checked
+    against the aggregator's signature)."""
+
+
+@dataclass(kw_only=True)
+class ClientSiloArgs:
+    n_node_in_silo: int = 1
+    """Machines per silo (hierarchical cross-silo)."""
+    n_proc_per_node: int = 1
+    """DDP trainer processes per machine in a silo."""
+    node_rank_in_silo: int = 0
+    """This machine's rank within its silo."""
+    pg_master_address: str = "127.0.0.1"
+    """Address of the silo's DDP process-group master."""
+    pg_master_port: int = 29500
+    """Port of the silo's DDP process-group master."""
+
+
+@dataclass(kw_only=True)
+class ExperimentConfig:
+    """A whole experiment: one attribute per YAML section."""
+
+    common_args: CommonArgs = field(default_factory=CommonArgs)
+    environment_args: EnvironmentArgs = field(default_factory=EnvironmentArgs)
+    data_args: DataArgs = field(default_factory=DataArgs)
+    model_args: ModelArgs = field(default_factory=ModelArgs)
+    train_args: TrainArgs = field(default_factory=TrainArgs)
+    validation_args: ValidationArgs = field(default_factory=ValidationArgs)
+    device_args: DeviceArgs = field(default_factory=DeviceArgs)
+    comm_args: CommArgs = field(default_factory=CommArgs)
+    tracking_args: TrackingArgs = field(default_factory=TrackingArgs)
+    attack_args: AttackArgs = field(default_factory=AttackArgs)
+    defense_args: DefenseArgs = field(default_factory=DefenseArgs)
+    client_silo_args: ClientSiloArgs = field(default_factory=ClientSiloArgs)
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each set value came from (``file``, ``--set``), keyed ``section.key``."""
+    name: str = "experiment"
+    """The config's name (its file's stem)."""
+
+
+SECTIONS: dict[str, type] = {
+    "common_args": CommonArgs,
+    "environment_args": EnvironmentArgs,
+    "data_args": DataArgs,
+    "model_args": ModelArgs,
+    "train_args": TrainArgs,
+    "validation_args": ValidationArgs,
+    "device_args": DeviceArgs,
+    "comm_args": CommArgs,
+    "tracking_args": TrackingArgs,
+    "attack_args": AttackArgs,
+    "defense_args": DefenseArgs,
+    "client_silo_args": ClientSiloArgs,
+}
+
+# Sections whose unknown keys are parameters of the chosen registry entry.
+OPEN_SECTIONS = frozenset({"attack_args", "defense_args"})
+
+# Keys that matter only to FedML's deployment machinery (MLOps, MQTT/S3, GPU mapping, W&B…).
+IGNORED_KEYS: dict[str, frozenset[str]] = {
+    "common_args": frozenset({"using_mlops", "config_version"}),
+    "environment_args": frozenset({"bootstrap"}),
+    "model_args": frozenset({"model_file_cache_folder", "global_model_file_path"}),
+    "device_args": frozenset({"gpu_mapping_file", "gpu_mapping_key", "gpu_id"}),
+    "comm_args": frozenset({"mqtt_config_path", "s3_config_path", "grpc_ipconfig_path",
+                            "trpc_master_config_path"}),
+    "tracking_args": frozenset({"wandb_project", "wandb_name", "wandb_key", "wandb_entity",
+                                "enable_tracking", "log_server_url", "wandb_only_server"}),
+    "train_args": frozenset({"server_optimizer"}),
+    "validation_args": frozenset(),
+    "data_args": frozenset(),
+    "attack_args": frozenset(),
+    "defense_args": frozenset(),
+    "client_silo_args": frozenset(),
+}
