@@ -41,8 +41,10 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 CIFAR10_FOLDERS = ("cifar-10-batches-py", "cifar10", "cifar-10", "CIFAR10", "cifar")
 CIFAR100_FOLDERS = ("cifar-100-python", "cifar100", "cifar-100", "CIFAR100", "cifar")
 
-# Globals a pickled numpy array may reference (numpy 1 and numpy 2 module spellings).
+# Globals a pickled numpy array may reference (numpy 1 and numpy 2 module spellings), plus
+# ``_codecs.encode``, which Python 3 uses to pickle ``bytes`` at protocol 2 (harmless: a codec).
 _ALLOWED = {
+    ("_codecs", "encode"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"),
