@@ -1,9 +1,8 @@
-"""Data set readers on tiny synthetic files in the real formats, and on the real MNIST if present."""
+"""Data set readers on tiny synthetic files in the real formats, and on the real MNIST."""
 
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import pickle
 import tarfile
