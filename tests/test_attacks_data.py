@@ -140,6 +140,7 @@ def test_byzantine_ids_validation():
 def test_attack_active_window():
     assert attack_active(0, 0, None)
     assert not attack_active(2, 3, None)
-    assert attack_active(3, 3, 5) and attack_active(4, 3, 5)
-    assert not attack_active(5, 3, 5)  # half-open [start, end)
+    assert attack_active(3, 3, 5) and attack_active(5, 3, 5)  # both ends inclusive
+    assert not attack_active(6, 3, 5)
+    assert attack_active(4, 4, 4) and not attack_active(3, 4, 4)
     assert attack_active(10**6, 3, None)

@@ -6,9 +6,10 @@
   from ``(seed, round)`` (ByzShield/DETOX's ``byzantine_gen="random"``, which draws a fresh set
   per iteration). Either way it is a pure function of its arguments: no global RNG is read or
   advanced, and any process computes the same set.
-* :func:`attack_active` — whether the attack runs in a round: the half-open window
-  ``[attack_start, attack_end)`` (``attack_end=None``: until the end of training). Outside the
-  window the Byzantine workers behave honestly.
+* :func:`attack_active` — whether the attack runs in a round: the closed window
+  ``[attack_start, attack_end]`` (both inclusive, as ``attack_args.attack_start``/``attack_end``
+  are documented in the config schema; ``attack_end=None``: until the end of training). Outside
+  the window the Byzantine workers behave honestly.
 
 Draws use ``numpy.random.default_rng`` seeded with the integers above (hashed by NumPy's
 ``SeedSequence``, so nearby seeds and rounds give unrelated sets); results are the same on every
@@ -52,7 +53,7 @@ def byzantine_ids(
 
 
 def attack_active(round: int, attack_start: int = 0, attack_end: int | None = None) -> bool:
-    """``attack_start <= round < attack_end`` (no upper bound when ``attack_end`` is None)."""
+    """``attack_start <= round <= attack_end`` (no upper bound when ``attack_end`` is None)."""
     if round < attack_start:
         return False
-    return attack_end is None or round < attack_end
+    return attack_end is None or round <= attack_end
