@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Registry", "Entry", "UnknownNameError", "closest", "normalize_name", "import_submodules"]
+__all__ = [
+    "Registry",
+    "Entry",
+    "UnknownNameError",
+    "closest",
+    "normalize_name",
+    "import_submodules",
+]
 
 T = TypeVar("T")
 

@@ -128,6 +128,9 @@ class DeviceArgs:
     """Train on CUDA (and use NCCL in multi-process runs) when available."""
     device: str | None = None
     """Explicit torch device (``cpu``, ``cuda:0``); overrides ``using_gpu``."""
+    num_threads: int | None = None
+    """CPU threads for torch's kernels (``None``: torch's default). Small models run fastest
+    with 1 thread, and several processes on one machine should share the cores."""
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,97 @@
+r"""Synchronous SGD with a parameter server (PS-SGD).
+
+Each step every worker computes the gradient of the loss on one mini-batch of its shard at the
+current parameters :math:`\theta_t`; the server aggregates the :math:`(n, d)` gradient matrix
+with the configured (robust) rule into :math:`\hat g_t` and steps its optimizer:
+
+.. math::
+    \theta_{t+1} = \mathrm{opt}(\theta_t, \hat g_t), \qquad
+    \hat g_t = \mathrm{AGG}(g_t^{(1)}, \dots, g_t^{(n)}).
+
+This is the setting of Krum (Blanchard et al., 2017), Bulyan (El Mhamdi et al., 2018), DETOX and
+ByzShield. Batch-norm running statistics travel as the last ``num_buffers`` entries of each row
+(their change during the worker's forward pass) and are aggregated with the gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shieldwall.algorithms import ALGORITHMS
+from shieldwall.algorithms.base import (
+    Algorithm,
+    ClientData,
+    ClientTask,
+    DataAttack,
+    LocalResult,
+    apply_data_attack,
+)
+from shieldwall.config.schema import TrainArgs
+from shieldwall.seeding import torch_generator
+
+__all__ = ["PSSGD"]
+
+
+@ALGORITHMS.register("PS-SGD", aliases=("pssgd", "ps_sgd", "sgd", "sync_sgd"))
+class PSSGD(Algorithm):
+    """Parameter-server synchronous SGD; the server steps SGD (momentum, weight decay) or Adam."""
+
+    name = "PS-SGD"
+    update_kind = "gradient"
+
+    def __init__(self, train_args: TrainArgs, model: nn.Module, device: torch.device) -> None:
+        super().__init__(train_args, model, device)
+        self._server_param = nn.Parameter(torch.zeros(self.flat.num_params, device=device))
+        if train_args.client_optimizer.lower() == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                [self._server_param],
+                lr=train_args.learning_rate,
+                weight_decay=train_args.weight_decay,
+            )
+        else:
+            self.optimizer = torch.optim.SGD(
+                [self._server_param],
+                lr=train_args.learning_rate,
+                momentum=train_args.momentum,
+                weight_decay=train_args.weight_decay,
+            )
+
+    def client_update(
+        self,
+        params: Tensor,
+        data: ClientData,
+        task: ClientTask,
+        data_attack: DataAttack | None = None,
+    ) -> LocalResult:
+        gen = torch_generator(task.seed, "batch", task.round, task.client_id)
+        self.flat.load(params)
+        self.model.train()
+        size = min(self.args.batch_size, len(data))
+        idx = torch.randperm(len(data), generator=gen)[:size].to(data.y.device)
+        x, y = apply_data_attack(data.x[idx], data.y[idx], data_attack, task.poisoned, gen)
+        buffers_before = self.flat.buffer_vector()
+        self.model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        update = torch.cat([self.flat.grad_vector(), self.flat.buffer_vector() - buffers_before])
+        return LocalResult(update.detach(), size, float(loss.detach()))
+
+    def server_step(self, params: Tensor, aggregate: Tensor, round: int) -> Tensor:
+        p = self.flat.num_params
+        with torch.no_grad():
+            self._server_param.copy_(params[:p])
+        self._server_param.grad = aggregate[:p].to(self._server_param.dtype).clone()
+        self.optimizer.step()
+        new_buffers = params[p:] + aggregate[p:]
+        return torch.cat([self._server_param.detach().clone(), new_buffers])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,154 @@
+"""One round at the server, the same on every runtime.
+
+1. plan: sample the round's clients, note which are poisoned (data attacks);
+2. run: the runtime brings back one row per client (malformed rows already rejected);
+3. attack: the adversary replaces the Byzantine clients' rows (update attacks);
+4. check: rows that are not finite or too large are rejected (each spends one unit of ``f``);
+5. aggregate: the defense turns the remaining rows into one;
+6. step: the algorithm's server half moves the global state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from shieldwall.algorithms.adversary import Adversary
+from shieldwall.algorithms.base import Algorithm
+from shieldwall.algorithms.defense import Defense
+from shieldwall.runtime.base import RoundPlan, Runtime, sanitize_row
+from shieldwall.seeding import numpy_generator
+
+__all__ = ["Server", "RoundRecord"]
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round (a line of ``metrics.jsonl``)."""
+
+    round: int
+    clients: list[int]
+    byzantine: list[int]
+    train_loss: float
+    rejected: dict[int, str] = field(default_factory=dict)
+    selected: list[int] | None = None
+    dropped: list[int] | None = None
+    f: int = 0
+    update_norm: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "round": self.round,
+            "train_loss": self.train_loss,
+            "byzantine": self.byzantine,
+            "f": self.f,
+            "aggregate_norm": self.update_norm,
+        }
+        if self.rejected:
+            out["rejected"] = {str(k): v for k, v in self.rejected.items()}
+        if self.selected is not None:
+            out["selected"] = self.selected
+            out["dropped"] = self.dropped
+        return out
+
+
+class Server:
+    """Runs rounds: plan, collect, attack, check, aggregate, step.
+
+    Args:
+        algorithm: the algorithm (its server half runs here).
+        runtime: where clients run.
+        defense: the aggregation step.
+        adversary: the attack, or ``None``.
+        num_clients: clients in total.
+        clients_per_round: clients sampled per round (all when equal to ``num_clients``).
+        f: Byzantine rows the defense tolerates.
+        seed: the run's seed.
+        max_update_norm: attack rows above this norm are rejected like malformed messages.
+    """
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        runtime: Runtime,
+        defense: Defense,
+        adversary: Adversary | None,
+        *,
+        num_clients: int,
+        clients_per_round: int,
+        f: int,
+        seed: int,
+        max_update_norm: float = 1e12,
+    ) -> None:
+        self.algorithm = algorithm
+        self.runtime = runtime
+        self.defense = defense
+        self.adversary = adversary
+        self.num_clients = num_clients
+        self.clients_per_round = clients_per_round
+        self.f = f
+        self.seed = seed
+        self.max_update_norm = max_update_norm
+
+    def plan(self, round: int) -> RoundPlan:
+        if self.clients_per_round >= self.num_clients:
+            ids = tuple(range(self.num_clients))
+        else:
+            rng = numpy_generator(self.seed, "sample", round)
+            chosen = rng.choice(self.num_clients, size=self.clients_per_round, replace=False)
+            ids = tuple(sorted(int(c) for c in chosen))
+        poisoned = self.adversary.poisoned(round, ids) if self.adversary else frozenset()
+        return RoundPlan(round, ids, poisoned)
+
+    def round(self, params: Tensor, round: int) -> tuple[Tensor, RoundRecord]:
+        plan = self.plan(round)
+        results = self.runtime.run_clients(params, plan)
+        ids = plan.client_ids
+        updates, rejected = results.updates, dict(results.rejected)
+        usable = [c not in rejected for c in ids]
+
+        byzantine: list[int] = []
+        if self.adversary is not None:
+            byz = self.adversary.byzantine_ids(round)
+            byzantine = sorted(c for c in ids if c in byz)
+            reference = params if self.algorithm.update_kind == "model_delta" else None
+            attacked = self.adversary.corrupt_updates(
+                updates, ids, usable, round, self.f, reference, self.defense.as_function()
+            )
+            for i in attacked:
+                row, reason = sanitize_row(
+                    updates[i], updates.shape[1], updates.dtype, self.max_update_norm
+                )
+                if row is None:
+                    rejected[ids[i]] = f"attack row: {reason}"
+                    usable[i] = False
+
+        keep = [i for i, ok in enumerate(usable) if ok]
+        if not keep:
+            raise RuntimeError(f"round {round}: every client's update was rejected: {rejected}")
+        f_left = max(self.f - (len(ids) - len(keep)), 0)
+        kept_updates = updates[keep] if len(keep) < len(ids) else updates
+        weights = results.num_samples[keep].to(updates.dtype)
+        result = self.defense(kept_updates, f_left, weights)
+        new_params = self.algorithm.server_step(params, result.vector, round)
+
+        honest_losses = [
+            float(results.losses[i]) for i in keep if ids[i] not in set(byzantine)
+        ] or [float(results.losses[i]) for i in keep]
+        record = RoundRecord(
+            round=round,
+            clients=list(ids),
+            byzantine=byzantine,
+            train_loss=sum(honest_losses) / len(honest_losses),
+            rejected=rejected,
+            f=f_left,
+            update_norm=float(torch.linalg.vector_norm(result.vector)),
+        )
+        if result.selected is not None:
+            chosen = {ids[keep[int(i)]] for i in result.selected.tolist()}
+            record.selected = sorted(chosen)
+            record.dropped = sorted(set(ids) - chosen)
+        return new_params, record

@@ -1,0 +1,55 @@
+"""Checkpoints: the global vector, the algorithm's server state, the round, and RNG states.
+
+All of a run's randomness is derived from ``(seed, purpose, round, client)`` (see
+:mod:`shieldwall.seeding`), so restoring these is enough for a resumed run to match an
+uninterrupted one exactly; the global RNG states are saved too, for code that uses them.
+Writes are atomic (temporary file, then rename), so a crash never leaves a torn checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(
+    run_dir: str | Path, *, round: int, params: Tensor, algorithm_state: dict[str, Any]
+) -> Path:
+    """Save the state after ``round`` (the next run resumes at ``round + 1``)."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    state = {
+        "round": round,
+        "params": params.detach().cpu(),
+        "algorithm": algorithm_state,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        },
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """Load ``run_dir``'s checkpoint and restore the global RNG states."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {str(path)!r} does not exist")
+    state = torch.load(path, weights_only=False)
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return state

@@ -1,0 +1,63 @@
+"""The ``shieldwall`` command: sub-commands live in :mod:`shieldwall.commands`, one per module.
+
+Errors a user can fix (a bad config, a missing data folder, an unknown name) print one line
+``shieldwall: error: …`` and exit 2, never a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+import shieldwall
+import shieldwall.commands
+
+__all__ = ["main", "build_parser", "USER_ERRORS"]
+
+# Exceptions that describe a problem with what the user asked for.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shieldwall",
+        description="Byzantine-robust distributed and federated training.",
+    )
+    parser.add_argument("--version", action="version", version=shieldwall.__version__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(shieldwall.commands.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"shieldwall.commands.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"shieldwall: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shieldwall: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

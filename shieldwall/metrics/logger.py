@@ -1,0 +1,120 @@
+"""Where a run's numbers go: ``metrics.jsonl``, TensorBoard event files and a progress bar.
+
+``metrics.jsonl`` has one JSON object per evaluated round (round, train loss, test loss and
+accuracy, wall time, Byzantine clients, rejected rows, the defense's selection) and is the source
+for ``shieldwall plot``. On resume, lines after the checkpoint's round are dropped first so the
+file stays one line per round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLogger", "read_metrics"]
+
+log = logging.getLogger(__name__)
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/Inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``run_dir/metrics.jsonl`` (empty when there is none)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsLogger:
+    """Writes per-round records; a context manager that closes its files.
+
+    Args:
+        run_dir: the run directory.
+        total_rounds: for the progress bar.
+        start_round: first round this process will log (resume).
+        tensorboard: write TensorBoard event files under ``run_dir/tensorboard``.
+        progress: show a progress bar (``None``: only on a terminal and outside CI).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        total_rounds: int,
+        start_round: int = 0,
+        tensorboard: bool = True,
+        progress: bool | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.jsonl"
+        self._truncate_after(start_round - 1)
+        self._file = self.path.open("a")
+        self._writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(
+                    str(self.run_dir / "tensorboard"), purge_step=start_round
+                )
+            except ImportError:  # pragma: no cover - tensorboard is a dependency
+                log.warning("tensorboard is not installed: no event files will be written")
+        if progress is None:
+            progress = sys.stderr.isatty() and not os.environ.get("CI")
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_rounds, initial=start_round, unit="round", leave=True)
+
+    def _truncate_after(self, last_round: int) -> None:
+        if not self.path.is_file():
+            return
+        kept = [r for r in read_metrics(self.run_dir) if r.get("round", -1) <= last_round]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def log_round(self, record: dict[str, Any]) -> None:
+        """Append one round's record; scalars also go to TensorBoard and the bar."""
+        self._file.write(json.dumps(_clean(record)) + "\n")
+        self._file.flush()
+        step = int(record["round"])
+        if self._writer is not None:
+            for key in ("train_loss", "test_loss", "test_accuracy", "aggregate_norm"):
+                value = record.get(key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self._writer.add_scalar(key, value, step)
+        if self._bar is not None:
+            acc = record.get("test_accuracy")
+            self._bar.set_postfix(
+                loss=f"{record.get('train_loss', float('nan')):.3f}",
+                **({"acc": f"{acc:.3f}"} if acc is not None else {}),
+            )
+            self._bar.update(1)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

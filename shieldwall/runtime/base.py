@@ -1,0 +1,135 @@
+"""The communication contract between the server loop and wherever clients run.
+
+The server asks a :class:`Runtime` to run one round (:meth:`Runtime.run_clients`): send the
+global vector to the round's clients, have each compute :meth:`Algorithm.client_update`, and
+bring the rows back as one ``(n, d)`` tensor. A runtime never aggregates and never attacks: the
+server does both, identically on every runtime. A malformed answer (wrong shape or dtype,
+NaN/Inf, norm above the bound, no answer in time) is not an exception: :func:`sanitize_row`
+turns it into a rejected row with a reason, and the server treats it as Byzantine input.
+
+The worker side is a :class:`ClientExecutor`: the algorithm plus the shards of the clients this
+process hosts (all of them in the simulator, its own in a multi-process run).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from shieldwall.algorithms.base import Algorithm, ClientData, ClientTask, DataAttack, LocalResult
+from shieldwall.config.schema import ExperimentConfig
+from shieldwall.registry import Registry
+
+__all__ = [
+    "RUNTIMES",
+    "RoundPlan",
+    "RoundResults",
+    "Runtime",
+    "ClientExecutor",
+    "sanitize_row",
+]
+
+RUNTIMES: Registry = Registry("runtime")
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """One round as the server planned it.
+
+    Attributes:
+        round: 0-based round (or step) index.
+        client_ids: the clients taking part, in row order.
+        poisoned_ids: clients whose local data the data attack corrupts this round.
+    """
+
+    round: int
+    client_ids: tuple[int, ...]
+    poisoned_ids: frozenset[int] = frozenset()
+
+
+@dataclass
+class RoundResults:
+    """The rows of one round, in ``plan.client_ids`` order.
+
+    Attributes:
+        updates: ``(n, d)``; rejected rows are NaN.
+        num_samples: ``(n,)`` samples each client used (0 for rejected rows).
+        losses: ``(n,)`` mean local training loss (NaN for rejected rows).
+        rejected: client id → why its row was rejected.
+    """
+
+    updates: Tensor
+    num_samples: Tensor
+    losses: Tensor
+    rejected: dict[int, str] = field(default_factory=dict)
+
+
+class ClientExecutor:
+    """Runs :meth:`Algorithm.client_update` for the clients a process hosts."""
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        shards: dict[int, ClientData],
+        seed: int,
+        data_attack: DataAttack | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self.shards = shards
+        self.seed = seed
+        self.data_attack = data_attack
+
+    @property
+    def dim(self) -> int:
+        return self.algorithm.flat.dim
+
+    def run(self, params: Tensor, plan: RoundPlan, client_id: int) -> LocalResult:
+        task = ClientTask(plan.round, client_id, self.seed, client_id in plan.poisoned_ids)
+        return self.algorithm.client_update(
+            params, self.shards[client_id], task, self.data_attack
+        )
+
+
+def sanitize_row(
+    row: object, dim: int, dtype: torch.dtype, max_norm: float
+) -> tuple[Tensor | None, str | None]:
+    """Check one received row: ``(row, None)`` if acceptable, else ``(None, reason)``."""
+    if not isinstance(row, Tensor):
+        return None, f"not a tensor ({type(row).__name__})"
+    if row.dtype != dtype:
+        return None, f"dtype {row.dtype}, expected {dtype}"
+    if row.shape != (dim,):
+        return None, f"shape {tuple(row.shape)}, expected ({dim},)"
+    if not bool(torch.isfinite(row).all()):
+        return None, "non-finite values"
+    norm = float(torch.linalg.vector_norm(row))
+    if norm > max_norm:
+        return None, f"norm {norm:.3g} above the bound {max_norm:.3g}"
+    return row, None
+
+
+class Runtime(ABC):
+    """Where clients run (see module docstring)."""
+
+    is_server: bool = True
+    """False on processes that only host clients; they call :meth:`serve` instead."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: ExperimentConfig, executor: ClientExecutor) -> Runtime:
+        """Build the runtime for ``cfg``; ``executor`` hosts this process's clients."""
+
+    @abstractmethod
+    def run_clients(self, params: Tensor, plan: RoundPlan) -> RoundResults:
+        """Run one round's clients from global ``params``; rows in ``plan.client_ids`` order."""
+
+    def serve(self) -> None:
+        """Client-hosting processes: answer the server's rounds until it says stop."""
+        raise NotImplementedError(f"{type(self).__name__} has no client processes")
+
+    def close(self) -> None:
+        """Release processes, sockets and groups (called once, in ``finally``)."""
+        return None
