@@ -180,9 +180,7 @@ def test_property_partitions_are_exact_covers(labels, num_clients, alpha, seed):
             partition_indices(y, num_clients, "iid")
         return
     assert_exact_cover(partition_indices(y, num_clients, "iid", seed=seed), len(y))
-    min_size = min(2, len(y) // num_clients)
-    parts = partition_indices(
-        y, num_clients, "dirichlet", alpha=alpha, seed=seed, min_size=min_size
-    )
+    # min_size=0: with few samples per class a positive minimum can be unreachable (FedML's
+    # floor-of-cumsum cuts hand a class's single sample to the last eligible client)
+    parts = partition_indices(y, num_clients, "dirichlet", alpha=alpha, seed=seed, min_size=0)
     assert_exact_cover(parts, len(y))
-    assert min(len(p) for p in parts) >= min_size
