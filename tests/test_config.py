@@ -1,0 +1,99 @@
+"""Config loading: both shared FedML configs as they are, overrides, and bad configs' messages."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import yaml
+
+from shieldwall.config import ConfigError, config_from_dict, config_to_dict, load_config
+
+
+def test_shared_krum_config_loads_unchanged(shared_configs, caplog):
+    with caplog.at_level(logging.INFO):
+        cfg = load_config(shared_configs / "fedml_mpi_krum_mnist_lr.yaml")
+    assert cfg.data_args.dataset == "mnist"
+    assert cfg.data_args.partition_method == "hetero"
+    assert cfg.data_args.partition_alpha == 0.5
+    assert cfg.train_args.client_num_in_total == 5
+    assert cfg.train_args.comm_round == 10
+    assert cfg.train_args.weight_decay == 0.001
+    assert cfg.attack_args.enable_attack and cfg.attack_args.attack_mode == "random"
+    assert cfg.attack_args.byzantine_client_num == 1
+    assert cfg.defense_args.defense_type == "krum"
+    assert cfg.comm_args.backend == "MPI"
+    ignored = [r.getMessage() for r in caplog.records if "ignoring FedML" in r.getMessage()]
+    assert len(ignored) == 1
+    assert "common_args.using_mlops" in ignored[0] and "device_args.gpu_mapping_file" in ignored[0]
+
+
+def test_shared_hierarchical_config_loads_unchanged(shared_configs):
+    cfg = load_config(shared_configs / "fedml_hierarchical_cross_silo_mnist_lr.yaml")
+    assert cfg.train_args.client_id_list == [1, 2]  # FedML writes it as the string "[1, 2]"
+    assert cfg.client_silo_args.n_proc_per_node == 2
+    assert cfg.client_silo_args.pg_master_port == 12345
+    assert cfg.comm_args.backend == "MQTT_S3"
+
+
+def test_set_overrides_file_values(shared_configs):
+    cfg = load_config(
+        shared_configs / "fedml_mpi_krum_mnist_lr.yaml",
+        ["data_args.data_cache_dir=../shared/datasets", "train_args.comm_round=3",
+         "defense_args.enable_defense=false"],
+    )
+    assert cfg.data_args.data_cache_dir == "../shared/datasets"
+    assert cfg.train_args.comm_round == 3
+    assert cfg.defense_args.enable_defense is False
+    assert cfg.sources["train_args.comm_round"] == "--set"
+    assert cfg.sources["train_args.batch_size"] == "file"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"train_args": {"comm_rounds": 3}},
+         ["unknown key train_args.comm_rounds", "did you mean train_args.comm_round"]),
+        ({"trian_args": {}}, ["unknown config section 'trian_args'", "did you mean 'train_args'"]),
+        ({"data_args": {"partition_method": "heterogeneous"}},
+         ["data_args.partition_method", "'heterogeneous'", "allowed values", "hetero"]),
+        ({"train_args": {"batch_size": "ten"}}, ["train_args.batch_size", "integer", "'ten'"]),
+        ({"train_args": {"learning_rate": -1}}, ["train_args.learning_rate", "> 0", "-1"]),
+        ({"train_args": {"client_num_in_total": 4, "client_num_per_round": 5}},
+         ["client_num_per_round (5)", "client_num_in_total (4)"]),
+        ({"attack_args": {"byzantine_client_num": 11}}, ["byzantine_client_num (11)"]),
+        ({"validation_args": {"frequency_of_the_test": 0}}, ["frequency_of_the_test", "> 0"]),
+        ({"common_args": {"random_seed": True}}, ["common_args.random_seed", "integer"]),
+    ],
+)
+def test_bad_configs_name_the_key(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    for text in expected:
+        assert text in str(info.value)
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        config_from_dict({}, ["comm_round=3"])
+
+
+def test_open_sections_collect_parameters():
+    cfg = config_from_dict({"defense_args": {"defense_type": "krum", "m": 3}})
+    assert cfg.defense_args.params == {"m": 3}
+    assert config_to_dict(cfg)["defense_args"]["m"] == 3
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = config_from_dict({"train_args": {"comm_round": 7}, "attack_args": {"sigma": 2.0}})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    again = load_config(path)
+    assert config_to_dict(again) == config_to_dict(cfg)
+
+
+def test_none_strings_mean_none():
+    cfg = config_from_dict({"defense_args": {"defense_type": "None"},
+                            "attack_args": {"attack_type": None}})
+    assert cfg.defense_args.defense_type is None
+    assert cfg.attack_args.attack_type is None
