@@ -152,6 +152,21 @@ def test_empty_folder_error_lists_folders_looked_in(tmp_path):
     assert "t10k-labels-idx1-ubyte" in msg and "data_args.data_cache_dir" in msg
 
 
+def test_folder_named_for_another_dataset_is_not_read(tmp_path):
+    write_idx_set(tmp_path / "mnist")  # MNIST and Fashion-MNIST files have the same names
+    with pytest.raises(DataNotFoundError, match="named for another data set"):
+        load_dataset("fashion_mnist", str(tmp_path / "mnist"))
+    with pytest.raises(DataNotFoundError, match="fashion-mnist/"):
+        load_dataset("fashion_mnist", str(tmp_path))
+    assert load_dataset("mnist", str(tmp_path / "mnist")).train_x.shape[0] == 12
+
+
+def test_default_root_is_reported(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataNotFoundError, match="default: no data_cache_dir"):
+        load_dataset("mnist", None)
+
+
 def test_one_missing_file_is_named(tmp_path):
     write_idx_set(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()

@@ -122,23 +122,47 @@ def locate(
     Raises:
         DataNotFoundError: ``root`` does not exist or no candidate folder holds the files.
     """
+    folder_names = tuple(folder_names)
     base = expand_root(root)
-    shown = f"{root!s}" if root is not None else f"{DEFAULT_ROOT} (default)"
+    shown = str(base) if base.is_absolute() else f"{base} (= {base.absolute()})"
+    if root is None:
+        shown += " (the default: no data_cache_dir given)"
     if not base.is_dir():
         raise DataNotFoundError(
-            f"{dataset}: data folder {shown} ({base.absolute()}) does not exist; expected the "
-            f"files {_format_expected(expected)} in it or in a sub-folder named like "
+            f"{dataset}: data folder {shown} does not exist; expected the files "
+            f"{_format_expected(expected)} in it or in a sub-folder named like "
             f"{_folder_examples(folder_names)}; {HINT}"
         )
     folders = candidate_folders(base, folder_names)
+    foreign = _foreign_keys(folder_names)
+    skipped = []
     for folder in folders:
         if holds_data(folder):
+            named = folder.parent if folder.name == "raw" else folder
+            if fold_name(named.name) in foreign:  # ../mnist when fashion_mnist was asked for
+                skipped.append(f"{folder} (named for another data set)")
+                continue
             return folder
     looked = ", ".join(str(f) for f in folders)
+    note = f"; skipped {', '.join(skipped)}" if skipped else ""
     raise DataNotFoundError(
         f"{dataset}: no data files found under {shown}; looked in {looked} (and for sub-folders "
-        f"named like {_folder_examples(folder_names)}) for {_format_expected(expected)}; {HINT}"
+        f"named like {_folder_examples(folder_names)}) for {_format_expected(expected)}{note}; "
+        f"{HINT}"
     )
+
+
+def _foreign_keys(folder_names: tuple[str, ...]) -> set[str]:
+    """Folder-name keys of other registered data sets (their ``folders`` meta), minus ours.
+
+    Same-named files (MNIST and Fashion-MNIST share theirs) would otherwise let a folder named for
+    one data set be read as the other.
+    """
+    from shieldwall.data import DATASETS
+
+    ours = {fold_name(n) for n in folder_names}
+    theirs = {fold_name(n) for e in DATASETS for n in e.meta.get("folders", ())}
+    return theirs - ours
 
 
 def missing_file_error(dataset: str, folder: Path, names: Sequence[str]) -> DataNotFoundError:
