@@ -5,17 +5,21 @@ parts are disjoint and together cover every sample. Methods (case-insensitive, `
 
 * ``iid`` (``homo``, ``homogeneous``, ``uniform``): a random permutation cut into
   ``num_clients`` nearly equal parts (sizes differ by at most one), as FedML's ``homo``.
-* ``dirichlet`` (``hetero``, ``non-iid``, ``noniid``, ``lda``): the latent-Dirichlet scheme of
+* ``dirichlet`` (``hetero``, ``non-iid``, ``noniid``): the latent-Dirichlet scheme of
   Hsu et al. 2019 as FedML's ``partition_data(..., "hetero", ...)`` implements it. For each class
   in turn, its shuffled samples are cut among the clients by proportions drawn from
   ``Dir(alpha · 1)``; a client that already holds ``N / num_clients`` samples or more gets a zero
   proportion (FedML's balancing trick, which keeps part sizes from running away). The whole draw is
   repeated until every client holds at least ``min_size`` samples. Small ``alpha`` → strong skew.
 
-Randomness comes from ``numpy.random.default_rng(seed)`` only (never the global RNG), so a seed
-gives the same parts on every run and platform-independent of other code's random calls. The draw
-order (shuffle, then Dirichlet, per class) follows FedML, but FedML seeds NumPy's legacy global
-RNG, so the exact indices differ from FedML's.
+Randomness comes from ``numpy.random.default_rng(seed)`` only (never a global RNG), so a seed
+gives the same parts on every run whatever other code draws. The draw order (shuffle, then
+Dirichlet, per class) follows FedML, but FedML seeds NumPy's legacy global RNG, so the exact
+indices differ from FedML's. Two departures, both for cases where FedML loops forever or divides by
+zero: after ``max_tries`` draws without reaching ``min_size`` a ValueError is raised, and if every
+eligible client's proportion underflows to zero (``alpha`` ≪ 1) the class is cut evenly among them.
+As in FedML, cut points are ``floor(cumsum(p) · n_k)``, so a class with a single sample always goes
+to the last eligible client; ``min_size`` may then be unreachable for tiny data sets.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ __all__ = [
 #: canonical method → accepted spellings (compared after :func:`normalize_name` and removing ``_``).
 PARTITION_METHODS: dict[str, tuple[str, ...]] = {
     "iid": ("iid", "homo", "homogeneous", "uniform"),
-    "dirichlet": ("dirichlet", "hetero", "heterogeneous", "non-iid", "noniid", "lda"),
+    "dirichlet": ("dirichlet", "hetero", "non-iid", "noniid"),
 }
 
 
