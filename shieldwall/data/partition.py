@@ -18,8 +18,9 @@ Dirichlet, per class) follows FedML, but FedML seeds NumPy's legacy global RNG, 
 indices differ from FedML's. Two departures, both for cases where FedML loops forever or divides by
 zero: after ``max_tries`` draws without reaching ``min_size`` a ValueError is raised, and if every
 eligible client's proportion underflows to zero (``alpha`` ≪ 1) the class is cut evenly among them.
-As in FedML, cut points are ``floor(cumsum(p) · n_k)``, so a class with a single sample always goes
-to the last eligible client; ``min_size`` may then be unreachable for tiny data sets.
+As in FedML, cut points are ``floor(cumsum(p) · n_k)``, so rounding remainders drift to the last
+clients (a single-sample class goes to the last eligible one, not a random one); ``min_size`` may
+then be unreachable for tiny data sets.
 """
 
 from __future__ import annotations
