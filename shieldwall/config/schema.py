@@ -146,6 +146,38 @@ class CommArgs:
     """Seconds the server waits for a round's updates before treating the absent as absent."""
     max_update_norm: float = 1e12
     """Received updates with a larger L2 norm are treated as Byzantine input."""
+    server_address: str = "127.0.0.1"
+    """Networked mode (``runtime: grpc``, ``shieldwall server``/``client``): the address the
+    server listens on and clients connect to. See ``docs/networked.md``."""
+    server_port: int = 8890
+    """Networked mode: the server's TCP port."""
+    auth_tokens: dict[int, str] = field(default_factory=dict)
+    """Networked mode: client id → secret token; the server refuses a client whose token differs.
+    Merged with ``token_file``; without either, clients are not checked by token."""
+    token_file: str | None = None
+    """Networked mode: YAML file of ``client_id: token`` lines (keeps secrets out of the config)."""
+    tls_ca: str | None = None
+    """Networked mode: CA certificate (PEM). Clients verify the server with it; the server
+    requires client certificates signed by it whose common name is ``client-K`` (mutual TLS)."""
+    tls_cert: str | None = None
+    """Networked mode: this process's certificate (PEM); ``{name}`` in the path becomes
+    ``server`` or ``client-K``. TLS is on whenever certificates are configured."""
+    tls_key: str | None = None
+    """Networked mode: the private key of ``tls_cert`` (``{name}`` as there)."""
+    quorum: int | None = None
+    """Networked mode: answers that suffice to close a round once ``quorum_timeout`` seconds
+    have passed (``None``: every client of the round); ``round_timeout`` closes it regardless."""
+    quorum_timeout: float = 10.0
+    """Networked mode: seconds after a round's start before a quorum may close it."""
+    max_message_mb: float = 4.0
+    """Networked mode: largest gRPC message either side accepts; vectors travel in chunks below
+    it, and a larger message is refused (the sender's row is treated as Byzantine)."""
+    join_timeout: float = 60.0
+    """Networked mode: before its first round (fresh or resumed) the server waits up to this
+    long for every client of ``train_args.client_id_list`` to connect."""
+    reconnect_timeout: float = 600.0
+    """Networked mode: a client retries (with back-off) this long without reaching the server
+    before it gives up."""
 
 
 @dataclass(kw_only=True)
