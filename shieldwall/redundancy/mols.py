@@ -1,0 +1,71 @@
+"""ByzShield's MOLS placement (Konstantinidis & Ramamoorthy, MLSys 2021, Section 4.1).
+
+For a prime power l, the field GF(l) gives l − 1 mutually orthogonal Latin squares of degree l:
+``L_a(i, j) = a·i + j`` for a = 1 … l − 1 (field arithmetic; for a prime l this is the authors'
+``(k·i + j) mod l``). With replication r ≤ l − 1 the first r squares define the placement:
+
+* files are the l² cells ``(i, j)``, file id ``i·l + j``;
+* worker ``s·l + σ`` is the pair (square s, symbol σ) and holds the l cells where L_s shows σ.
+
+So K = r·l workers, F = l² files, load l, every file on r workers (one per square). Each square's
+l workers partition the files (a *parallel class*); orthogonality means two workers of different
+squares share exactly one file. The biadjacency matrix has singular values √(rl) (once), √l and
+0, so the normalised second eigenvalue μ₁ = 1/r the paper's bound uses.
+
+Symmetries used by the exact search (``orbit_reps``): translations ``(i, j) ↦ (i, j + v)`` move
+worker (s, σ) to (s, σ + v), so every worker is equivalent to some (s, 0); for r ≤ 3 the linear
+maps of the plane permute the r directions (PGL(2, l) is 3-transitive), so worker 0 alone
+represents all.
+"""
+
+from __future__ import annotations
+
+from shieldwall.redundancy.gf import GaloisField, is_prime_power
+from shieldwall.redundancy.placement import PLACEMENTS, Placement, PlacementError, check_sizes
+
+__all__ = ["latin_squares", "mols", "mols_valid_sizes"]
+
+
+def latin_squares(order: int, count: int | None = None) -> list[list[list[int]]]:
+    """The first ``count`` (default ``order − 1``) MOLS ``L_a(i, j) = a·i + j`` over GF(order)."""
+    field = GaloisField(order)
+    count = order - 1 if count is None else count
+    if not 0 <= count <= order - 1:
+        raise ValueError(f"GF({order}) gives at most {order - 1} MOLS, asked for {count}")
+    add, mul = field.add, field.mul
+    return [
+        [[add[mul[a][i]][j] for j in range(order)] for i in range(order)]
+        for a in range(1, count + 1)
+    ]
+
+
+def mols_valid_sizes(replication: int, max_workers: int = 100) -> list[int]:
+    """K = r·l ≤ ``max_workers`` with l a prime power and r ≤ l − 1."""
+    r = replication
+    return [r * l for l in range(r + 1, max_workers // max(r, 1) + 1) if is_prime_power(l)]
+
+
+@PLACEMENTS.register("mols", aliases=("latin", "byzshield_mols"))
+def mols(num_workers: int, replication: int) -> Placement:
+    """MOLS placement with K = r·l workers (l a prime power, 1 ≤ r ≤ l − 1)."""
+    k, r = check_sizes("mols", num_workers, replication)
+    l = k // r
+    if k % r or not is_prime_power(l) or r > l - 1:
+        valid = ", ".join(map(str, mols_valid_sizes(r, max(60, 2 * k))))
+        why = (
+            f"K={k} is not a multiple of r={r}" if k % r
+            else f"l = K/r = {l} is not a prime power" if not is_prime_power(l)
+            else f"r={r} > l − 1 = {l - 1} (degree-{l} squares give only {l - 1} MOLS)"
+        )
+        raise PlacementError(
+            f"mols needs K = r·l with l a prime power and r ≤ l − 1: {why}; "
+            f"valid K for r={r}: {valid or 'none'}"
+        )
+    squares = latin_squares(l, r)
+    rows: list[list[int]] = [[] for _ in range(k)]
+    for s, square in enumerate(squares):
+        for i in range(l):
+            for j in range(l):
+                rows[s * l + square[i][j]].append(i * l + j)
+    reps = (0,) if r <= 3 else tuple(s * l for s in range(r))
+    return Placement(rows, num_files=l * l, name="mols", params={"l": l}, orbit_reps=reps)
