@@ -1,0 +1,132 @@
+"""Majority vote: liars outvoted, ties fall back to the coordinate-wise median, tolerance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shieldwall.redundancy import build_placement
+from shieldwall.redundancy.vote import gather_replicas, majority_vote, vote_replicas
+
+
+def _honest(placement, d=6, seed=0, noise=0.0):
+    g = torch.Generator().manual_seed(seed)
+    files = torch.randn(placement.num_files, d, generator=g, dtype=torch.float64)
+    idx = torch.tensor(placement.files_of_worker)  # (K, l)
+    grads = files[idx].clone()  # (K, l, d)
+    if noise:
+        grads *= 1 + noise * torch.randn(grads.shape, generator=g, dtype=torch.float64)
+    return files, grads
+
+
+@pytest.mark.parametrize("scheme,k,r", [("mols", 15, 3), ("rama_two", 25, 5), ("detox", 15, 3)])
+def test_one_liar_per_file_is_outvoted(scheme, k, r):
+    p = build_placement(scheme, k, r)
+    files, grads = _honest(p, noise=1e-9)  # honest replicas agree only up to tolerance
+    liars = {}
+    for f in range(p.num_files):  # corrupt the first replica of every file
+        w, slot = int(p.replica_workers[f, 0]), int(p.replica_slots[f, 0])
+        grads[w, slot] = -100.0 * files[f]
+        liars[f] = w
+    res = majority_vote(grads, p)
+    assert torch.allclose(res.voted, files, rtol=1e-6)
+    assert bool(res.has_majority.all()) and res.num_fallback == 0
+    assert (res.majority_size == r - 1).all()
+    assert (res.winner == 1).all()  # the lowest-index replica among the largest support
+    for f in range(p.num_files):
+        assert res.disagreeing_workers(f) == [liars[f]]
+    per_worker = res.disagreements_per_worker(k)
+    assert int(per_worker.sum()) == p.num_files
+
+
+def test_exact_values_hand_made():
+    a = torch.tensor([1.0, 2.0, 3.0])
+    b = torch.tensor([10.0, -20.0, 30.0])
+    replicas = torch.stack([torch.stack([b, a, a.clone()]), torch.stack([a, a, a])])
+    res = vote_replicas(replicas)
+    assert torch.equal(res.voted, torch.stack([a, a]))
+    assert res.majority_size.tolist() == [2, 3]
+    assert res.disagreed.tolist() == [[True, False, False], [False, False, False]]
+    assert res.winner.tolist() == [1, 0]
+
+
+def test_tie_falls_back_to_coordinate_median():
+    a = torch.tensor([1.0, 5.0])
+    b = torch.tensor([3.0, -1.0])
+    # r = 4, a 2–2 split: mean of the two middle order statistics per coordinate
+    res = vote_replicas(torch.stack([a, b, a, b]).unsqueeze(0))
+    assert not bool(res.has_majority[0]) and res.winner.tolist() == [-1]
+    assert torch.equal(res.voted[0], torch.tensor([2.0, 2.0]))
+    assert res.majority_size.tolist() == [2]
+    # r = 2 disagreeing: same rule (midpoint)
+    res2 = vote_replicas(torch.stack([a, b]).unsqueeze(0))
+    assert torch.equal(res2.voted[0], torch.tensor([2.0, 2.0]))
+
+
+def test_all_different_falls_back_to_median_for_odd_r():
+    reps = torch.tensor([[[1.0, 9.0], [5.0, 2.0], [3.0, 4.0]]])
+    res = vote_replicas(reps)
+    assert not bool(res.has_majority[0])
+    assert torch.equal(res.voted[0], torch.tensor([3.0, 4.0]))
+    assert res.majority_size.tolist() == [1]
+
+
+def test_tolerance_is_respected():
+    a = torch.tensor([1.0, 100.0], dtype=torch.float64)
+    close = a * (1 + 1e-7)
+    far = a * (1 + 1e-3)
+    reps = torch.stack([a, close, far]).unsqueeze(0)
+    res = vote_replicas(reps, rtol=1e-5, atol=0.0)
+    assert bool(res.has_majority[0]) and res.majority_size.tolist() == [2]
+    assert res.disagreed.tolist() == [[False, False, True]]
+    strict = vote_replicas(reps, rtol=0.0, atol=0.0)  # exact equality only: all different
+    assert not bool(strict.has_majority[0])
+    assert torch.equal(strict.voted[0], close)  # the median
+    loose = vote_replicas(reps, rtol=1e-2, atol=0.0)
+    assert loose.majority_size.tolist() == [3]
+    atol_only = vote_replicas(torch.tensor([[[0.0], [1e-9], [1.0]]]), rtol=0.0, atol=1e-8)
+    assert atol_only.majority_size.tolist() == [2]
+
+
+def test_nan_and_inf_liars():
+    a = torch.tensor([1.0, 2.0])
+    nan = torch.full((2,), float("nan"))
+    res = vote_replicas(torch.stack([nan, a, a]).unsqueeze(0))
+    assert torch.equal(res.voted[0], a) and res.disagreed.tolist() == [[True, False, False]]
+    inf = torch.full((2,), float("inf"))
+    res = vote_replicas(torch.stack([inf, inf, a]).unsqueeze(0))  # two equal liars win
+    assert torch.equal(res.voted[0], inf)
+
+
+def test_majority_of_liars_wins_which_is_what_c_max_counts():
+    p = build_placement("mols", 15, 3)
+    files, grads = _honest(p)
+    adversaries = [0, 5]  # squares 0 and 1 share exactly one file
+    shared = set(p.files_of_worker[0]) & set(p.files_of_worker[5])
+    for w in adversaries:
+        grads[w] = 7.0
+    res = majority_vote(grads, p)
+    lost = {f for f in range(p.num_files) if not torch.allclose(res.voted[f], files[f])}
+    assert lost == shared
+
+
+def test_flattened_input_and_shape_errors():
+    p = build_placement("rama_two", 9, 3)
+    _, grads = _honest(p, d=4)
+    a = majority_vote(grads, p)
+    b = majority_vote(grads.reshape(-1, 4), p)
+    assert torch.equal(a.voted, b.voted)
+    assert gather_replicas(grads, p).shape == (p.num_files, 3, 4)
+    with pytest.raises(ValueError, match=r"\(K, l, d\) = \(9, 3, d\)"):
+        majority_vote(grads[:, :2], p)
+    with pytest.raises(ValueError, match="K·l = 9·3 = 27 rows"):
+        majority_vote(grads.reshape(-1, 4)[:5], p)
+
+
+def test_vectorised_over_many_coordinates():
+    p = build_placement("mols", 21, 3)
+    files, grads = _honest(p, d=10_000)
+    grads[3, 2] += 1.0
+    res = majority_vote(grads, p)
+    assert torch.equal(res.voted, files)
+    assert res.disagreed.sum() == 1
