@@ -11,13 +11,18 @@ from the same computation instead of computing twice.
 Non-finite rows (NaN/Inf) can only come from Byzantine workers: :func:`drop_nonfinite` removes
 them before a rule runs (each one spends one unit of ``f``), and raises when there are more than
 ``f`` of them, since then no rule can promise anything.
+
+Shared kernels live here too: :func:`pairwise_sq_distances` (one Gram matrix, never an
+``(n, n, d)`` temporary), :func:`row_norms` (overflow-safe) and :func:`mean_of_closest_sorted`
+(per coordinate mean of the k values nearest to a centre, from column-sorted values).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +34,10 @@ __all__ = [
     "drop_nonfinite",
     "nonfinite_safe",
     "nonfinite_safe_info",
+    "pairwise_sq_distances",
+    "row_norms",
+    "mean_of_closest_sorted",
+    "DistancesToPoint",
 ]
 
 
@@ -86,25 +95,68 @@ def drop_nonfinite(updates: Tensor, f: int) -> tuple[Tensor, int, Tensor | None]
     return updates[kept_index], f - num_bad, kept_index
 
 
-def nonfinite_safe(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """Decorate a rule ``fn(updates, f, **params) -> Tensor`` with :func:`drop_nonfinite`."""
+def _subset_row_params(
+    params: dict[str, Any], row_params: Sequence[str], kept_index: Tensor
+) -> dict[str, Any]:
+    """Index the per-row parameters (e.g. ``weights``) like the rows that were kept."""
+    out = dict(params)
+    for name in row_params:
+        value = out.get(name)
+        if value is not None:
+            out[name] = torch.as_tensor(value, device=kept_index.device)[kept_index]
+    return out
+
+
+def nonfinite_safe(
+    fn: Callable[..., Tensor] | None = None,
+    *,
+    check: Callable[..., None] | None = None,
+    row_params: Sequence[str] = (),
+):
+    """Decorate a rule ``fn(updates, f, **params) -> Tensor`` with :func:`drop_nonfinite`.
+
+    Usable bare (``@nonfinite_safe``) or with options (``@nonfinite_safe(check=...)``):
+
+    Args:
+        check: ``check(n, f, **params)`` run on the caller's ``n`` and ``f`` *before* rows are
+            dropped, so that a configuration the rule cannot tolerate fails on every round and
+            not only on rounds without NaN rows.
+        row_params: names of per-row parameters (``weights``) to subset like the rows.
+    """
+    if fn is None:
+        return functools.partial(nonfinite_safe, check=check, row_params=row_params)
 
     @functools.wraps(fn)
     def wrapper(updates: Tensor, f: int, **params) -> Tensor:
         check_updates(updates)
-        kept, f_left, _ = drop_nonfinite(updates, f)
+        if check is not None:
+            check(updates.shape[0], f, **params)
+        kept, f_left, kept_index = drop_nonfinite(updates, f)
+        if kept_index is not None and row_params:
+            params = _subset_row_params(params, row_params, kept_index)
         return fn(kept, f_left, **params)
 
     return wrapper
 
 
-def nonfinite_safe_info(fn: Callable[..., AggregateResult]) -> Callable[..., AggregateResult]:
+def nonfinite_safe_info(
+    fn: Callable[..., AggregateResult] | None = None,
+    *,
+    check: Callable[..., None] | None = None,
+    row_params: Sequence[str] = (),
+):
     """Like :func:`nonfinite_safe` for ``info`` variants: indices are mapped back to the input."""
+    if fn is None:
+        return functools.partial(nonfinite_safe_info, check=check, row_params=row_params)
 
     @functools.wraps(fn)
     def wrapper(updates: Tensor, f: int, **params) -> AggregateResult:
         check_updates(updates)
+        if check is not None:
+            check(updates.shape[0], f, **params)
         kept, f_left, kept_index = drop_nonfinite(updates, f)
+        if kept_index is not None and row_params:
+            params = _subset_row_params(params, row_params, kept_index)
         result = fn(kept, f_left, **params)
         if kept_index is None:
             return result
@@ -116,3 +168,82 @@ def nonfinite_safe_info(fn: Callable[..., AggregateResult]) -> Callable[..., Agg
         return AggregateResult(result.vector, selected, scores)
 
     return wrapper
+
+
+def pairwise_sq_distances(x: Tensor) -> Tensor:
+    r"""``(n, n)`` squared Euclidean distances from one Gram matrix.
+
+    .. math::
+        D_{ij} = \max\bigl(0,\ \|x_i\|^2 + \|x_j\|^2 - 2\, x_i^\top x_j\bigr), \qquad D_{ii} = 0
+
+    One ``x @ x.T`` (the squared norms are its diagonal); no ``(n, n, d)`` temporary. Computed in
+    float32 for half/bfloat16 inputs, else in the input's dtype. Entries whose terms overflow
+    (rows of huge norm, e.g. ``1e30`` in float32) come out ``+inf``, never NaN, so such rows are
+    simply "far from everything". Like every Gram-based distance (``torch.cdist``'s matmul path)
+    it loses relative precision when the rows share an offset much larger than their spread.
+    """
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    gram = work @ work.T
+    sq = gram.diagonal()
+    d2 = sq[:, None] + sq[None, :]
+    d2.sub_(gram, alpha=2.0)
+    d2.masked_fill_(torch.isnan(d2), float("inf")).clamp_(min=0.0)
+    d2.fill_diagonal_(0.0)
+    return d2
+
+
+def row_norms(x: Tensor) -> Tensor:
+    """Euclidean norm of each row, accumulated in float64 (no overflow for float32 rows of
+    ``1e30``); returned in float64. Rows with NaN give NaN, rows with Inf give Inf."""
+    return torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
+
+
+def mean_of_closest_sorted(sorted_values: Tensor, centre: Tensor, k: int) -> Tensor:
+    r"""Per coordinate, the mean of the ``k`` values nearest to ``centre``.
+
+    ``sorted_values`` is ``(n, d)`` sorted along dim 0 (it is overwritten: pass a scratch copy,
+    such as ``x.sort(0).values``). In sorted order the k nearest values to any centre form a
+    window; the window of smallest radius :math:`\max(c - s_j,\ s_{j+k-1} - c)` is found for the
+    ``n - k + 1`` candidate starts at once, and the first (lowest) one wins on ties, i.e. ties in
+    distance are broken toward the smaller value. Costs ``(n - k + 1, d)`` and ``(n, d)`` bool
+    temporaries besides the input.
+    """
+    n = sorted_values.shape[0]
+    if k == n:
+        return sorted_values.mean(dim=0)
+    starts = n - k + 1
+    radius = torch.maximum(centre - sorted_values[:starts], sorted_values[k - 1 :] - centre)
+    first = radius.argmin(dim=0)
+    del radius
+    pos = torch.arange(n, device=sorted_values.device)[:, None]
+    outside = (pos < first) | (pos >= first + k)
+    return sorted_values.masked_fill_(outside, 0).sum(dim=0) / k
+
+
+class DistancesToPoint:
+    r"""Squared distances from every row of ``x`` to a moving point, one ``x @ u`` each.
+
+    For iterative rules (Weiszfeld, centred clipping) that need :math:`\|x_i - v\|^2` for many
+    points ``v``. With a fixed reference ``ref`` near the rows (their median) and
+    :math:`u = v - \mathrm{ref}`:
+
+    .. math::
+        \|x_i - v\|^2 = \|x_i - \mathrm{ref}\|^2
+            - 2\,\bigl(x_i^\top u - \mathrm{ref}^\top u\bigr) + \|u\|^2
+
+    The first term is computed once, exactly (one ``(n, d)`` difference, norms in float64); each
+    call then costs one matrix-vector product instead of an ``(n, d)`` difference. The rounding
+    error is about ``eps * ||x_i|| * ||u||``, small because ``v`` stays near ``ref``. Results are
+    float64 ``(n,)``; rows of norm ``1e30`` in float32 give ``1e60``, not ``inf``.
+    """
+
+    def __init__(self, x: Tensor, ref: Tensor) -> None:
+        self.x = x
+        self.ref = ref
+        self.ref_sq = row_norms(x - ref).square()
+
+    def __call__(self, v: Tensor) -> Tensor:
+        u = v - self.ref
+        cross = (self.x @ u).double() - torch.dot(self.ref, u).double()
+        u_sq = row_norms(u[None, :]).square()
+        return (self.ref_sq - 2.0 * cross + u_sq).clamp_(min=0.0)

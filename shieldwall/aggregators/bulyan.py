@@ -1,0 +1,108 @@
+r"""Bulyan: iterated Krum selection, then a coordinate-wise trimmed average around the median.
+
+1. Selection: :math:`\theta = n - 2f` rows are chosen one at a time; each time Krum (with the
+   same ``f``) is run on the rows not chosen yet and its winner moves to the selected set
+   :math:`S`. With :math:`r` rows left, a score sums the :math:`r - f - 2` smallest distances to
+   the other remaining rows.
+2. Aggregation, per coordinate :math:`k`, with :math:`\beta = \theta - 2f`:
+
+.. math::
+    \bigl[\mathrm{Bulyan}_f(x_1, \dots, x_n)\bigr]_k = \frac{1}{\beta}
+        \sum_{i \in B_k} [x_i]_k, \qquad
+    B_k = \text{the } \beta \text{ rows of } S \text{ whose } [x_i]_k
+        \text{ are nearest to } \mathrm{median}_{i \in S}\,[x_i]_k
+
+Needs :math:`n \ge 4f + 3`. The distance matrix is computed once (one Gram matrix); the
+iterations only mask rows and columns of it. With :math:`r` rows left Krum scores
+:math:`r - f - 2` neighbours; for ``f = 1`` the last pick (:math:`r = 2f + 1 = 3`) would score
+0 neighbours and tie every row, so at least one neighbour is always scored (the nearest-neighbour
+distance) instead of picking arbitrarily. Ties in score go to the lower row index. The median
+of an even number of values is the mean of the two middle ones (as in
+:mod:`~shieldwall.aggregators.median`), and ties in distance to it go to the smaller value.
+
+Reference: E. M. El Mhamdi, R. Guerraoui, S. Rouault, "The Hidden Vulnerability of Distributed
+Learning in Byzantium", ICML 2018.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from shieldwall.aggregators import AGGREGATORS
+from shieldwall.aggregators.base import (
+    AggregateResult,
+    check_f,
+    mean_of_closest_sorted,
+    nonfinite_safe_info,
+    pairwise_sq_distances,
+)
+from shieldwall.aggregators.krum import krum_scores
+from shieldwall.aggregators.median import median_of_sorted
+
+__all__ = ["bulyan", "bulyan_with_info", "iterated_krum"]
+
+
+def iterated_krum(sq_dists: Tensor, f: int, count: int) -> Tensor:
+    """Indices of ``count`` rows chosen by Krum repeatedly on the rows not chosen yet.
+
+    One ``(n, n)`` distance matrix; each round masks the chosen rows (their columns become
+    ``inf`` and they are never candidates again). Returns the indices in the order chosen.
+    """
+    n = sq_dists.shape[0]
+    inf = float("inf")
+    others = sq_dists.clone()
+    others.fill_diagonal_(inf)
+    active = torch.ones(n, dtype=torch.bool, device=sq_dists.device)
+    chosen = []
+    for step in range(count):
+        left = n - step
+        candidates = active.nonzero().squeeze(1)
+        if left == 1:
+            best = candidates[0]
+        else:
+            # Krum's n - f - 2 neighbours among the rows left; at least 1 (see module notes).
+            k = max(1, left - f - 2)
+            rows = others[candidates].masked_fill_(~active[None, :], inf)
+            scores = rows.topk(k, dim=1, largest=False).values.sum(dim=1)
+            best = candidates[int(torch.argmin(scores))]
+        chosen.append(best)
+        active[best] = False
+    return torch.stack(chosen)
+
+
+def _check(n: int, f: int, **_) -> None:
+    check_f("Bulyan", n, f, min_n=4 * f + 3, bound="n >= 4f + 3")
+
+
+@nonfinite_safe_info(check=_check)
+def bulyan_with_info(updates: Tensor, f: int) -> AggregateResult:
+    """:func:`bulyan` returning the ``n - 2f`` rows selected (in selection order) and the
+    first-round Krum score of every row."""
+    n = updates.shape[0]
+    theta = n - 2 * f
+    beta = theta - 2 * f
+    sq_dists = pairwise_sq_distances(updates)
+    selected = iterated_krum(sq_dists, f, theta)
+    sorted_values = updates.index_select(0, selected).sort(dim=0).values
+    centre = median_of_sorted(sorted_values)
+    vector = mean_of_closest_sorted(sorted_values, centre, beta)
+    return AggregateResult(vector, selected, krum_scores(sq_dists, f))
+
+
+@AGGREGATORS.register(
+    "bulyan", info=bulyan_with_info, selects=True, min_n=lambda f, **_: 4 * f + 3
+)
+def bulyan(updates: Tensor, f: int) -> Tensor:
+    r"""Bulyan over Krum.
+
+    Args:
+        updates: ``(n, d)`` rows, any floating dtype and device (kept).
+        f: number of Byzantine rows tolerated; needs :math:`n \ge 4f + 3`. Rows with NaN/Inf
+            are dropped first, each one spending one unit of ``f``.
+
+    Returns:
+        ``(d,)``. Use :func:`bulyan_with_info` (or ``aggregate("bulyan", ...)``) for the rows the
+        selection phase kept.
+    """
+    return bulyan_with_info(updates, f).vector
