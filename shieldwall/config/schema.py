@@ -131,6 +131,14 @@ class DeviceArgs:
     num_threads: int | None = None
     """CPU threads for torch's kernels (``None``: torch's default). Small models run fastest
     with 1 thread, and several processes on one machine should share the cores."""
+    batched: str = choice("auto", "auto", "on", "off")
+    """Simulator: compute all of a round's clients in one batched (``torch.func.vmap``)
+    computation. ``auto``: whenever that equals the per-client loop (no batch-norm, dropout or
+    local Adam), else the loop, logged once; ``on``: batched or a config error saying why not;
+    ``off``: always the loop. See ``docs/simulator.md``."""
+    max_clients_per_chunk: int | None = None
+    """Batched simulator: at most this many clients per batched computation (memory bound);
+    ``None``: chosen from a memory budget (2 GiB on CPU, a quarter of free GPU memory)."""
 
 
 @dataclass(kw_only=True)

@@ -1,14 +1,21 @@
-"""The in-process simulator: every client runs in this process, one after another.
+"""The in-process simulator: every client runs in this process.
 
-Rows go through :func:`sanitize_row` exactly as received rows do in the multi-process runtimes,
-so a run behaves the same wherever it runs.
+When the model and algorithm allow it (``device_args.batched``), a round's clients are computed
+together by :class:`~shieldwall.runtime.batched.BatchedExecutor` (same rows as the loop, to
+floating-point rounding); otherwise one after another. Either way, rows go through
+:func:`sanitize_row` exactly as received rows do in the multi-process runtimes, so a run behaves
+the same wherever it runs.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
+from shieldwall.algorithms.base import LocalResult
+from shieldwall.config.loader import ConfigError
 from shieldwall.config.schema import ExperimentConfig
 from shieldwall.runtime.base import (
     RUNTIMES,
@@ -18,26 +25,63 @@ from shieldwall.runtime.base import (
     Runtime,
     sanitize_row,
 )
+from shieldwall.runtime.batched import BatchedExecutor
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SimulatorRuntime"]
 
 
 @RUNTIMES.register("simulator", aliases=("sim", "simulation", "local"))
 class SimulatorRuntime(Runtime):
-    """Runs the round's clients sequentially through one :class:`ClientExecutor`.
+    """Runs the round's clients through one :class:`ClientExecutor`, batched when possible.
 
     Args:
         executor: hosts every client.
         max_update_norm: rows with a larger norm are rejected.
+        batched: ``auto`` (batched when exact, else the loop, logged once), ``on`` (batched or
+            :class:`ConfigError`), ``off`` (the loop).
+        max_clients_per_chunk: clients per batched computation (``None``: from memory).
     """
 
-    def __init__(self, executor: ClientExecutor, *, max_update_norm: float = 1e12) -> None:
+    def __init__(
+        self,
+        executor: ClientExecutor,
+        *,
+        max_update_norm: float = 1e12,
+        batched: str = "auto",
+        max_clients_per_chunk: int | None = None,
+    ) -> None:
         self.executor = executor
         self.max_update_norm = max_update_norm
+        self.batched: BatchedExecutor | None = None
+        mode = batched.lower()
+        if mode not in ("auto", "on", "off"):
+            raise ConfigError(f"device_args.batched: {batched!r} is not one of auto, on, off")
+        if mode != "off":
+            batch = BatchedExecutor(executor, max_clients_per_chunk=max_clients_per_chunk)
+            if batch.available:
+                self.batched = batch
+                log.info("simulator: clients of a round are computed batched")
+            elif mode == "on":
+                raise ConfigError(f"device_args.batched is on, but {batch.reason}")
+            else:
+                log.info("simulator: clients run one by one (no batching: %s)", batch.reason)
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, executor: ClientExecutor) -> SimulatorRuntime:
-        return cls(executor, max_update_norm=cfg.comm_args.max_update_norm)
+        return cls(
+            executor,
+            max_update_norm=cfg.comm_args.max_update_norm,
+            batched=cfg.device_args.batched,
+            max_clients_per_chunk=cfg.device_args.max_clients_per_chunk,
+        )
+
+    def _results(self, params: Tensor, plan: RoundPlan) -> list[LocalResult]:
+        results = self.batched.run(params, plan) if self.batched is not None else None
+        if results is None:
+            results = [self.executor.run(params, plan, c) for c in plan.client_ids]
+        return results
 
     def run_clients(self, params: Tensor, plan: RoundPlan) -> RoundResults:
         n, d = len(plan.client_ids), self.executor.dim
@@ -45,8 +89,8 @@ class SimulatorRuntime(Runtime):
         num_samples = torch.zeros(n, dtype=torch.float64)
         losses = torch.full((n,), float("nan"), dtype=torch.float64)
         rejected: dict[int, str] = {}
-        for i, client_id in enumerate(plan.client_ids):
-            result = self.executor.run(params, plan, client_id)
+        results = self._results(params, plan)
+        for i, (client_id, result) in enumerate(zip(plan.client_ids, results, strict=True)):
             row, reason = sanitize_row(result.update, d, params.dtype, self.max_update_norm)
             if row is None:
                 updates[i] = float("nan")

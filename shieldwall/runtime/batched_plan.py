@@ -1,0 +1,209 @@
+r"""Which samples each client consumes at each local step, for a whole round at once.
+
+The per-client loop (:class:`~shieldwall.algorithms.fedavg.FedAvg`,
+:class:`~shieldwall.algorithms.ps_sgd.PSSGD`) draws client :math:`c`'s batches from
+``gen_c = torch_generator(seed, "batch", round, c)``:
+
+* FedAvg: for each of :math:`E` epochs one ``randperm(n_c, generator=gen_c)`` split into
+  :math:`k_c = \lceil n_c / B \rceil` batches (the last one has :math:`n_c - (k_c - 1)B` samples),
+  so :math:`S_c = E k_c` steps;
+* PS-SGD: ``randperm(n_c, generator=gen_c)[:min(B, n_c)]``, one step.
+
+A poisoned client applies ``data_attack(x_b, y_b, gen_c)`` to each batch right after drawing it,
+on the same generator. Here the same draws are replayed, client by client and in the same
+order, so every client sees exactly the loop's batches; a poisoned client's attacked batches are
+stored in a side pool.
+
+The result is one index sequence per client (its batches concatenated, in step order) into a
+*pool*: indices :math:`< N` address the cached concatenation of every shard
+(:class:`ShardPool`), indices :math:`\ge N` the poisoned clients' attacked samples. Step
+:math:`s` of client :math:`c` reads ``lens[c, s]`` samples from ``starts[c, s]`` of its sequence;
+``lens[c, s] = 0`` once the client is done. Clients are sorted by :math:`S_c`, longest first,
+so the clients still training at step :math:`s` are a prefix ``[:active[s]]`` of the order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from shieldwall.algorithms.base import ClientData, DataAttack
+from shieldwall.seeding import torch_generator
+
+__all__ = ["ShardPool", "ClientSeq", "Schedule", "client_sequence", "build_schedule"]
+
+
+class ShardPool:
+    """Every client's shard in one tensor: client ``c`` is rows ``offset[c] : offset[c] + n_c``.
+
+    The shards are re-pointed at views of the concatenation, so the data is held once; the pool
+    is rebuilt when a shard no longer is such a view (someone replaced its tensors).
+    """
+
+    def __init__(self, shards: dict[int, ClientData]) -> None:
+        ids = sorted(shards)
+        self.x = torch.cat([shards[c].x for c in ids]) if ids else torch.zeros(0)
+        self.y = torch.cat([shards[c].y for c in ids]) if ids else torch.zeros(0)
+        self.offset: dict[int, int] = {}
+        start = 0
+        for c in ids:
+            n = len(shards[c])
+            self.offset[c] = start
+            shards[c].x, shards[c].y = self.x[start : start + n], self.y[start : start + n]
+            start += n
+        self.size = start
+        self._ptrs = {c: (shards[c].x.data_ptr(), len(shards[c])) for c in ids}
+
+    def valid_for(self, shards: dict[int, ClientData], client_ids: tuple[int, ...]) -> bool:
+        """Whether the round's clients' shards are still the pooled views."""
+        return all(
+            c in self._ptrs and self._ptrs[c] == (shards[c].x.data_ptr(), len(shards[c]))
+            for c in client_ids
+        )
+
+
+@dataclass
+class ClientSeq:
+    """One client's round: pool indices in step order and how many samples each step reads."""
+
+    client_id: int
+    seq: Tensor
+    lens: list[int]
+    num_samples: int
+
+
+def client_sequence(
+    data: ClientData,
+    offset: int,
+    *,
+    seed: int,
+    round: int,
+    batch_size: int,
+    epochs: int | None,
+    poisoned: bool,
+    data_attack: DataAttack | None,
+    poison_x: list[Tensor],
+    poison_y: list[Tensor],
+    poison_base: int,
+) -> ClientSeq | None:
+    """Replay the loop's draws for one client (``epochs=None``: PS-SGD's single batch).
+
+    Attacked batches are appended to ``poison_x``/``poison_y`` (pool indices from
+    ``poison_base``). ``None`` when the client cannot be batched (no data, or an attack that
+    changes a batch's size); the caller runs it through the loop instead.
+    """
+    n = len(data)
+    if n == 0:
+        return None
+    gen = torch_generator(seed, "batch", round, data.client_id)
+    attack = data_attack if poisoned else None
+    base = poison_base + sum(len(t) for t in poison_y)
+    if epochs is None:
+        size = min(batch_size, n)
+        draws = [[torch.randperm(n, generator=gen)[:size]]]
+        if attack is not None and not _attack_into(draws[0], data, attack, gen, poison_x, poison_y):
+            return None
+        num_samples = size
+    else:
+        draws, num_samples = [], n
+        for _ in range(epochs):
+            # the loop attacks an epoch's batches right after drawing that epoch's permutation
+            draws.append(list(torch.randperm(n, generator=gen).split(batch_size)))
+            if attack is not None and not _attack_into(
+                draws[-1], data, attack, gen, poison_x, poison_y
+            ):
+                return None
+    lens = [len(b) for batch_list in draws for b in batch_list]
+    if attack is not None:
+        seq = torch.arange(base, base + sum(lens))
+    else:
+        seq = torch.cat([b for batch_list in draws for b in batch_list]) + offset
+    return ClientSeq(data.client_id, seq, lens, num_samples)
+
+
+def _attack_into(
+    batch_list: list[Tensor],
+    data: ClientData,
+    attack: DataAttack,
+    gen: torch.Generator,
+    poison_x: list[Tensor],
+    poison_y: list[Tensor],
+) -> bool:
+    """Attack each batch in order (appending to the side pool); False if a size changed."""
+    for idx in batch_list:
+        idx = idx.to(data.y.device)
+        x0, y0 = data.x[idx], data.y[idx]
+        x, y = attack(x0, y0, gen)
+        if x.shape != x0.shape or y.shape != y0.shape:
+            return False
+        poison_x.append(x.to(data.x.dtype))
+        poison_y.append(y.to(data.y.dtype))
+    return True
+
+
+@dataclass
+class Schedule:
+    """A chunk of clients' steps (see module docstring).
+
+    Attributes:
+        client_ids: the chunk's clients, longest first.
+        seq: their index sequences concatenated; ``seq_off[c]`` is where client ``c``'s starts.
+        starts, lens: ``(C, S)`` start (within the client's sequence) and length of each step.
+        active: clients still training at each step (a prefix).
+        widths: the longest batch at each step (the padded width).
+        num_samples, num_steps: ``(C,)`` per client.
+    """
+
+    client_ids: list[int]
+    seq: Tensor
+    seq_off: Tensor
+    starts: Tensor
+    lens: Tensor
+    active: list[int]
+    widths: list[int]
+    num_samples: Tensor
+    num_steps: Tensor
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.client_ids)
+
+    def step_indices(self, s: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Pool indices ``(k, w)``, real-sample mask and per-sample weight ``1 / lens`` at step
+        ``s`` for the ``k`` active clients; padding repeats the batch's last sample."""
+        k, w = self.active[s], self.widths[s]
+        lens = self.lens[:k, s]
+        cols = torch.arange(w, device=lens.device)
+        mask = cols[None, :] < lens[:, None]
+        pos = torch.minimum(cols[None, :], (lens - 1)[:, None]) + self.starts[:k, s, None]
+        idx = self.seq[self.seq_off[:k, None] + pos]
+        weight = mask / lens[:, None]
+        return idx, mask, weight
+
+
+def build_schedule(clients: list[ClientSeq], device: torch.device) -> Schedule:
+    """Stack ``clients`` (already sorted longest first) into a :class:`Schedule`."""
+    c = len(clients)
+    steps = torch.tensor([len(q.lens) for q in clients], dtype=torch.long)
+    s_max = int(steps.max()) if c else 0
+    lens = torch.zeros((c, s_max), dtype=torch.long)
+    for i, q in enumerate(clients):
+        lens[i, : len(q.lens)] = torch.tensor(q.lens, dtype=torch.long)
+    starts = torch.cumsum(lens, dim=1) - lens
+    sizes = torch.tensor([len(q.seq) for q in clients], dtype=torch.long)
+    seq_off = torch.cumsum(sizes, 0) - sizes
+    active = (steps[:, None] > torch.arange(s_max)[None, :]).sum(0).tolist()
+    widths = lens.max(dim=0).values.tolist() if c else []
+    return Schedule(
+        client_ids=[q.client_id for q in clients],
+        seq=torch.cat([q.seq for q in clients]).to(device),
+        seq_off=seq_off.to(device),
+        starts=starts.to(device),
+        lens=lens.to(device),
+        active=active,
+        widths=widths,
+        num_samples=torch.tensor([q.num_samples for q in clients], dtype=torch.float64),
+        num_steps=steps,
+    )
