@@ -5,6 +5,12 @@ of a polynomial of degree < k over GF(p) (least significant digit = constant ter
 digit-wise mod p; multiplication is polynomial multiplication reduced modulo the
 lexicographically first monic irreducible polynomial of degree k. For k = 1 this is arithmetic
 mod p. Only meant for the small orders a placement needs (tables are ``O(q²)``).
+
+:func:`direction_orbits` serves the placements built from parallel classes of lines of the
+affine plane GF(q)² (MOLS, Ramanujan Case 1): a linear map g of the plane maps lines to lines
+and the class of direction x to the class of g(x), acting on the q + 1 directions (the
+projective line) as PGL(2, q). Maps that keep the set of used directions are automorphisms of
+the placement, so workers of directions in one orbit are equivalent.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import itertools
 from functools import cache
 
-__all__ = ["is_prime", "prime_power", "is_prime_power", "GaloisField"]
+__all__ = ["is_prime", "prime_power", "is_prime_power", "GaloisField", "direction_orbits"]
 
 
 def is_prime(n: int) -> bool:
@@ -109,3 +115,46 @@ class GaloisField:
 
     def __repr__(self) -> str:
         return f"GaloisField({self.order})"
+
+
+def direction_orbits(order: int, directions: list[int], *, max_order: int = 16) -> list[list[int]]:
+    """Orbits of the used ``directions`` under the linear maps that keep their set.
+
+    Directions are slopes: ``x`` in ``0 … q − 1`` is the line direction spanned by ``(1, x)``,
+    ``q`` is the vertical ``(0, 1)``. Brute force over GL(2, q) (``q⁴`` matrices), so for
+    ``order > max_order`` every direction is returned as its own orbit (always valid).
+    """
+    if order > max_order:
+        return [[d] for d in directions]
+    f = GaloisField(order)
+    add, mul, q = f.add, f.mul, order
+    inv = {a: next(b for b in range(1, q) if mul[a][b] == 1) for a in range(1, q)}
+    neg = {a: next(b for b in range(q) if add[a][b] == 0) for a in range(q)}
+
+    def image(m: tuple[int, int, int, int], x: int) -> int:
+        a, b, c, d = m  # (u, v) ↦ (a·u + b·v, c·u + d·v)
+        u, v = (0, 1) if x == q else (1, x)
+        nu = add[mul[a][u]][mul[b][v]]
+        nv = add[mul[c][u]][mul[d][v]]
+        return q if nu == 0 else mul[nv][inv[nu]]
+
+    used = set(directions)
+    parent = {d: d for d in directions}
+
+    def find(d: int) -> int:
+        while parent[d] != d:
+            d = parent[d]
+        return d
+
+    for m in itertools.product(range(q), repeat=4):
+        a, b, c, d = m
+        if add[mul[a][d]][neg[mul[b][c]]] == 0:
+            continue  # singular
+        images = {x: image(m, x) for x in directions}
+        if set(images.values()) == used:
+            for x, y in images.items():
+                parent[find(x)] = find(y)
+    orbits: dict[int, list[int]] = {}
+    for x in directions:
+        orbits.setdefault(find(x), []).append(x)
+    return list(orbits.values())

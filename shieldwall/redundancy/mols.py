@@ -13,14 +13,15 @@ squares share exactly one file. The biadjacency matrix has singular values √(r
 0, so the normalised second eigenvalue μ₁ = 1/r the paper's bound uses.
 
 Symmetries used by the exact search (``orbit_reps``): translations ``(i, j) ↦ (i, j + v)`` move
-worker (s, σ) to (s, σ + v), so every worker is equivalent to some (s, 0); for r ≤ 3 the linear
-maps of the plane permute the r directions (PGL(2, l) is 3-transitive), so worker 0 alone
-represents all.
+worker (s, σ) to (s, σ + v), so every worker is equivalent to some (s, 0); the linear maps of the
+plane that keep the set of the r directions permute the squares
+(:func:`~.gf.direction_orbits`; for r ≤ 3 they reach every square as PGL(2, l) is
+3-transitive), so one worker per orbit of squares represents all.
 """
 
 from __future__ import annotations
 
-from shieldwall.redundancy.gf import GaloisField, is_prime_power
+from shieldwall.redundancy.gf import GaloisField, direction_orbits, is_prime_power
 from shieldwall.redundancy.placement import PLACEMENTS, Placement, PlacementError, check_sizes
 
 __all__ = ["latin_squares", "mols", "mols_valid_sizes"]
@@ -67,5 +68,9 @@ def mols(num_workers: int, replication: int) -> Placement:
         for i in range(l):
             for j in range(l):
                 rows[s * l + square[i][j]].append(i * l + j)
-    reps = (0,) if r <= 3 else tuple(s * l for s in range(r))
+    field = GaloisField(l)
+    # square s uses a = s + 1; its lines a·i + j = σ have direction (1, −a)
+    slope = {next(b for b in range(l) if field.add[s + 1][b] == 0): s for s in range(r)}
+    orbits = direction_orbits(l, list(slope))
+    reps = tuple(sorted(slope[orbit[0]] * l for orbit in orbits))
     return Placement(rows, num_files=l * l, name="mols", params={"l": l}, orbit_reps=reps)

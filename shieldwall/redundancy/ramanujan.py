@@ -14,13 +14,18 @@ block (i, j) = P^{i·j} (i < s, j < m), so B is s² × m·s and bi-regular with 
   ``j·s + (a − i·j mod s)``, j < m. For m > s the files ``(j, c)`` and ``(j + s, c)`` lie on the
   same workers, so c_max scales by m/s.
 
+Symmetries (``orbit_reps``): shifting the second coordinate moves a worker within its class;
+in Case 1 the linear maps of GF(s)² that keep the slopes 0 … r − 1 permute the classes
+(:func:`~.gf.direction_orbits`); in Case 2 the shear ``(j, c) ↦ (j, c − b·j)`` maps worker
+``(i, a)`` to ``(i + b, a)``, so all workers are equivalent.
+
 Both are Ramanujan: second singular value ≤ √(d_L − 1) + √(d_R − 1) (Case 1: √s; Case 2 with
 s | m: √m), which bounds how well q workers can concentrate on a few files.
 """
 
 from __future__ import annotations
 
-from shieldwall.redundancy.gf import is_prime
+from shieldwall.redundancy.gf import direction_orbits, is_prime
 from shieldwall.redundancy.placement import PLACEMENTS, Placement, PlacementError, check_sizes
 
 __all__ = ["rama_one", "rama_two", "rama_one_valid_sizes", "rama_two_valid_sizes"]
@@ -54,7 +59,8 @@ def rama_one(num_workers: int, replication: int) -> Placement:
             f"valid K for r={r}: {valid or 'none'}"
         )
     rows = [[i * s + (c + i * j) % s for i in range(s)] for j in range(r) for c in range(s)]
-    reps = (0,) if r <= 3 else tuple(j * s for j in range(r))
+    # worker (j, c) is a line of slope j; symmetric slopes give equivalent workers
+    reps = tuple(sorted(orbit[0] * s for orbit in direction_orbits(s, list(range(r)))))
     return Placement(
         rows, num_files=s * s, name="rama_one", params={"s": s, "m": r}, orbit_reps=reps
     )
