@@ -29,6 +29,7 @@ __all__ = [
     "AttackArgs",
     "DefenseArgs",
     "ClientSiloArgs",
+    "BTARDArgs",
     "ExperimentConfig",
     "SECTIONS",
     "IGNORED_KEYS",
@@ -257,6 +258,43 @@ class ClientSiloArgs:
 
 
 @dataclass(kw_only=True)
+class BTARDArgs:
+    """BTARD-SGD (``train_args.federated_optimizer: BTARD``; Gorbunov et al., ICML 2022): peers
+    aggregate gradient parts with CenteredClip, verify each other and ban the Byzantine. Attacks
+    come from ``attack_args`` (see ``docs/btard.md``)."""
+
+    tau: float = 1.0
+    """CenteredClip radius for every part (an absolute L2 length; a few times the honest parts'
+    spread)."""
+    cc_iterations: int = 5
+    """Steps of the registered fixed-step CenteredClip before the solver refines its result to the
+    fixed point the other peers check."""
+    cc_rel_tol: float = 1e-4
+    """Fixed-point tolerance: a part's residual must be at most n (tol·tau + 1.2e-7 ‖result‖)."""
+    check_sigmas: float = 8.0
+    """A part's checksum sum may reach this many times the residual bound (an honest aggregator
+    fails with probability P(|N(0,1)| > check_sigmas))."""
+    validators: int = 1
+    """Validators drawn per step by the shared random generator; each recomputes one random
+    peer's gradient and checksums."""
+    check_mode: str = choice("real", "real", "simulated")
+    """``real``: validators recompute gradients; ``simulated``: the paper's fast study, where each
+    attacking peer is banned with probability ``check_proba`` per step instead."""
+    check_proba: float | None = None
+    """Ban probability per step in ``simulated`` mode; ``None``: (n - b)/n · 1/(n - 1) for one
+    validator (1 - (1 - that)^validators)."""
+    silence_limit: int = 3
+    """A peer silent in this many steps is banned."""
+    grad_rtol: float = 1e-4
+    """A recomputed gradient may differ from the committed one by this relative L2 error."""
+    signature: str = choice("auto", "auto", "ed25519", "hmac")
+    """Message signatures: ``ed25519`` (needs the ``cryptography`` package), ``hmac`` (fast,
+    simulation only), ``auto`` (ed25519 when installed)."""
+    measure_bytes: bool = False
+    """Simulator: serialise every message to count exact bytes (slower)."""
+
+
+@dataclass(kw_only=True)
 class ExperimentConfig:
     """A whole experiment: one attribute per YAML section."""
 
@@ -272,6 +310,7 @@ class ExperimentConfig:
     attack_args: AttackArgs = field(default_factory=AttackArgs)
     defense_args: DefenseArgs = field(default_factory=DefenseArgs)
     client_silo_args: ClientSiloArgs = field(default_factory=ClientSiloArgs)
+    btard_args: BTARDArgs = field(default_factory=BTARDArgs)
     sources: dict[str, str] = field(default_factory=dict)
     """Where each set value came from (``file``, ``--set``), keyed ``section.key``."""
     name: str = "experiment"
@@ -291,6 +330,7 @@ SECTIONS: dict[str, type] = {
     "attack_args": AttackArgs,
     "defense_args": DefenseArgs,
     "client_silo_args": ClientSiloArgs,
+    "btard_args": BTARDArgs,
 }
 
 # Sections whose unknown keys are parameters of the chosen registry entry.
@@ -312,4 +352,5 @@ IGNORED_KEYS: dict[str, frozenset[str]] = {
     "attack_args": frozenset(),
     "defense_args": frozenset(),
     "client_silo_args": frozenset(),
+    "btard_args": frozenset(),
 }
