@@ -1,0 +1,76 @@
+"""``shieldwall client CONFIG --rank K``: a networked client (one organisation's silo).
+
+Client ``K`` (an id of ``train_args.client_id_list``) hosts part ``K - 1`` of the data
+partition, connects to ``comm_args.server_address:server_port``, and answers rounds until the
+server says training is over, reconnecting with back-off when the server is away. With
+``client_silo_args`` asking for several trainers, it runs them as a DDP group (``--node-rank``
+for the silo's other machines). Exit status: 0 done, 3 refused by the server, 4 gave up
+reconnecting. See ``docs/networked.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from shieldwall.config import load_config
+
+__all__ = ["register", "client_command", "silo_entry"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("client", help="networked mode: a federated client / silo (rank >= 1)")
+    p.add_argument("config", help="YAML config (the same file as the server's)")
+    p.add_argument("--rank", type=int, required=True, help="this client's id K (>= 1)")
+    p.add_argument("--role", help="FedML's role (accepted and ignored)")
+    p.add_argument("--node-rank", type=int,
+                   help="this machine's rank in the silo (client_silo_args.node_rank_in_silo)")
+    p.add_argument("--token", help="this client's token (default: $SHIELDWALL_TOKEN, then "
+                                   "comm_args.auth_tokens/token_file)")
+    p.add_argument("--server", metavar="HOST:PORT", help="the server (comm_args address/port)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable)",
+    )
+    p.set_defaults(func=client_command)
+
+
+def client_command(args: argparse.Namespace) -> int:
+    import shieldwall.algorithms  # noqa: F401  (before shieldwall.runtime: import cycle)
+    from shieldwall.runtime.net import ClientRefused
+    from shieldwall.runtime.net.node import run_client
+
+    if args.rank < 1:
+        raise ValueError(f"client ranks start at 1 (got --rank {args.rank}); "
+                         "the server is `shieldwall server`")
+    overrides = list(args.overrides)
+    if args.server:
+        host, _, port = args.server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--server expects HOST:PORT, got {args.server!r}")
+        overrides += [f"comm_args.server_address={host.strip('[]')}",
+                      f"comm_args.server_port={port}"]
+    cfg = load_config(args.config, overrides)
+    try:
+        rounds = run_client(cfg, args.rank, node_rank=args.node_rank, token=args.token)
+    except ClientRefused as exc:
+        print(f"shieldwall: error: {exc}", file=sys.stderr)
+        return 3
+    except ConnectionError as exc:
+        print(f"shieldwall: error: {exc}", file=sys.stderr)
+        return 4
+    print(f"client {args.rank}: done, {rounds} rounds answered")
+    return 0
+
+
+def silo_entry(cfg: Any, client_id: int, rank: int, world: int, level: int) -> None:
+    """Entry point of a spawned silo trainer (kept here, outside :mod:`shieldwall.runtime`, so
+    that unpickling it imports :mod:`shieldwall.algorithms` before the runtime package)."""
+    import shieldwall.algorithms  # noqa: F401
+    from shieldwall.runtime.net.node import silo_worker
+
+    silo_worker(cfg, client_id, rank, world, level)

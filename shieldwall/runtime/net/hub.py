@@ -1,0 +1,339 @@
+"""The server's side of the protocol: who may talk, which round is open, what has arrived.
+
+Rules (frames in :mod:`.wire`):
+
+* **Authentication.** Every call names its client id and token in metadata. An id not in
+  ``client_id_list`` or a wrong token is refused (``UNAUTHENTICATED``) and logged; under mutual
+  TLS the client certificate's common name must also be ``client-K`` for the claimed id ``K``.
+* **Sessions.** ``Join`` opens a session. A second process claiming a client whose session was
+  active within :data:`SESSION_TTL` seconds is a duplicate: refused (``ALREADY_EXISTS``) and
+  logged. ``Fetch``/``Upload`` with any other than the current session are refused
+  (``FAILED_PRECONDITION``: the client joins again).
+* **Rounds.** A published round is ``(round, nonce)`` with a fresh random nonce, so an upload
+  for an earlier round, or from before a server restart, is stale: refused and logged. One answer
+  per client per round; a second is a duplicate, refused and logged.
+* **Rows.** An upload is read chunk by chunk, never past the bytes its header declares, which may
+  not exceed one row. A truncated, oversize or garbled stream, a NaN/Inf row, a wrong shape or
+  dtype, or a norm above ``max_update_norm`` (:func:`sanitize_row`) is an answer that the
+  server's round treats as Byzantine input (rejected with its reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import torch
+from torch import Tensor
+
+from shieldwall.runtime.base import RoundPlan
+from shieldwall.runtime.net import wire
+from shieldwall.runtime.net.rows import Answer, read_row
+from shieldwall.runtime.net.settings import NetSettings
+from shieldwall.runtime.net.wire import Kind, WireError
+
+__all__ = ["Hub", "OpenRound", "Answer", "SESSION_TTL", "POLL_SECONDS"]
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 5.0
+"""How long a ``Fetch`` waits for a round before answering ``WAIT``."""
+SESSION_TTL = 15.0
+"""A session silent for longer may be taken over by a new process of the same client."""
+MAX_CALLS_PER_CLIENT = 4
+
+
+@dataclass
+class OpenRound:
+    plan: RoundPlan
+    nonce: str
+    dim: int
+    dtype: torch.dtype
+    payload: bytes
+    started: float = field(default_factory=time.monotonic)
+    answers: dict[int, Answer] = field(default_factory=dict)
+    receiving: set[int] = field(default_factory=set)
+    handed: set[int] = field(default_factory=set)
+    closed: bool = False
+
+
+@dataclass
+class _Session:
+    id: str
+    instance: str
+    last_seen: float
+    silo: int = 1
+    stopped: bool = False
+
+
+class Hub:
+    """Shared state between the gRPC handlers (threads) and the runtime's round loop."""
+
+    def __init__(self, settings: NetSettings, dim: int) -> None:
+        self.settings = settings
+        self.dim = dim
+        self.position = {k: i for i, k in enumerate(settings.client_ids)}
+        self.cond = threading.Condition()
+        self.sessions: dict[int, _Session] = {}
+        self.current: OpenRound | None = None
+        self.finished = False
+        self.calls: dict[int, int] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ---------------------------------------------------------------- gRPC side
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            wire.SERVICE,
+            {
+                wire.JOIN: grpc.unary_unary_rpc_method_handler(self.join),
+                wire.FETCH: grpc.unary_stream_rpc_method_handler(self.fetch),
+                wire.UPLOAD: grpc.stream_unary_rpc_method_handler(self.upload),
+            },
+        )
+
+    def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, why: str) -> None:
+        log.warning("refused %s: %s", context.peer(), why)
+        context.abort(code, why)
+
+    def _authenticate(self, context: grpc.ServicerContext) -> int:
+        meta = {k: v for k, v in context.invocation_metadata()}
+        raw = str(meta.get(wire.META_CLIENT, ""))
+        try:
+            client = int(raw)
+        except ValueError:
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, f"malformed client id {raw!r}")
+        if client not in self.position:
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, f"unknown client {client}")
+        if not self.settings.token_ok(client, str(meta.get(wire.META_TOKEN, ""))):
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, f"bad token for client {client}")
+        if self.settings.tls_ca is not None:
+            names = context.auth_context().get("x509_common_name", [])
+            if f"client-{client}".encode() not in names:
+                self._refuse(
+                    context, grpc.StatusCode.UNAUTHENTICATED,
+                    f"certificate {[n.decode(errors='replace') for n in names]} "
+                    f"is not client-{client}'s",
+                )
+        return client
+
+    def _enter(
+        self, context: grpc.ServicerContext, *, session: bool
+    ) -> tuple[int, _Session | None]:
+        client = self._authenticate(context)
+        with self.cond:
+            if self.calls.get(client, 0) >= MAX_CALLS_PER_CLIENT:
+                self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"client {client} has too many calls open")
+            s = self.sessions.get(client)
+            if session:
+                sid = dict(context.invocation_metadata()).get(wire.META_SESSION)
+                if s is None or s.id != sid:
+                    self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                                 f"stale session of client {client}: join again")
+                s.last_seen = time.monotonic()
+            self.calls[client] = self.calls.get(client, 0) + 1
+        return client, s
+
+    def _leave(self, client: int) -> None:
+        with self.cond:
+            self.calls[client] -= 1
+
+    def join(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        client, _ = self._enter(context, session=False)
+        try:
+            try:
+                hello = wire.decode(request, Kind.HELLO).header
+            except WireError as exc:
+                self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"client {client}: {exc}")
+            instance, now = str(hello.get("instance", "")), time.monotonic()
+            with self.cond:
+                old = self.sessions.get(client)
+                if (old is not None and old.instance != instance and not old.stopped
+                        and now - old.last_seen < SESSION_TTL):
+                    self._refuse(
+                        context, grpc.StatusCode.ALREADY_EXISTS,
+                        f"duplicate client {client}: another process holds its session",
+                    )
+                silo = int(hello.get("silo", 1)) if str(hello.get("silo", 1)).isdigit() else 1
+                self.sessions[client] = s = _Session(secrets.token_hex(16), instance, now, silo)
+                self.cond.notify_all()
+            what = "rejoined" if old is not None and old.instance == instance else "joined"
+            log.info("client %d %s from %s%s", client, what, context.peer(),
+                     f" (silo of {silo} DDP processes)" if silo > 1 else "")
+            return wire.encode(Kind.WELCOME, {"session": s.id, "dim": self.dim,
+                                              "poll": POLL_SECONDS})
+        finally:
+            self._leave(client)
+
+    def fetch(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        client, s = self._enter(context, session=True)
+        assert s is not None
+        try:
+            index = self.position[client]
+            deadline = time.monotonic() + POLL_SECONDS
+            chosen: OpenRound | None = None
+            kind = Kind.WAIT
+            with self.cond:
+                while True:
+                    r = self.current
+                    if self.finished:
+                        s.stopped, kind = True, Kind.STOP
+                        self.cond.notify_all()
+                        break
+                    if (r is not None and not r.closed and index in r.plan.client_ids
+                            and index not in r.answers and index not in r.receiving):
+                        r.handed.add(index)
+                        chosen = r
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not context.is_active():
+                        break
+                    self.cond.wait(min(left, 1.0))
+                s.last_seen = time.monotonic()
+            if chosen is None:
+                yield wire.encode(kind)
+                return
+            header = {
+                "round": chosen.plan.round, "nonce": chosen.nonce, "index": index,
+                "clients": list(chosen.plan.client_ids),
+                "poisoned": index in chosen.plan.poisoned_ids,
+                "dtype": wire.dtype_name(chosen.dtype), "shape": [chosen.dim],
+                "nbytes": len(chosen.payload),
+            }
+            frames = [wire.encode(Kind.ROUND, header)]
+            frames += wire.chunk_frames(chosen.payload, wire.chunk_size(
+                self.settings.max_message_bytes))
+            for frame in frames:
+                self.bytes_out += len(frame)
+                yield frame
+        finally:
+            self._leave(client)
+
+    def _counted(self, frames: Iterator[bytes]) -> Iterator[bytes]:
+        for raw in frames:
+            self.bytes_in += len(raw)
+            yield raw
+
+    def upload(self, frames: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        client, _ = self._enter(context, session=True)
+        try:
+            return self._upload(client, frames, context)
+        finally:
+            self._leave(client)
+
+    def _upload(self, client: int, frames: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        index = self.position[client]
+        try:
+            raw = next(frames)
+            self.bytes_in += len(raw)
+            head = wire.decode(raw, Kind.UPLOAD).header
+        except (StopIteration, WireError) as exc:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"client {client}: bad upload header: {exc or 'empty stream'}")
+        with self.cond:
+            r, reason = self.current, None
+            if r is None or head.get("round") != r.plan.round or head.get("nonce") != r.nonce:
+                reason = (f"stale round {head.get('round')!r} (open: "
+                          f"{'none' if r is None else r.plan.round})")
+            elif r.closed:
+                reason = f"late: round {r.plan.round} is closed"
+            elif index not in r.plan.client_ids:
+                reason = f"not a client of round {r.plan.round}"
+            elif index in r.answers or index in r.receiving:
+                reason = f"duplicate upload for round {r.plan.round}"
+            if reason is not None:
+                log.warning("refused upload from client %d: %s", client, reason)
+                return wire.encode(Kind.ACK, {"accepted": False, "reason": reason})
+            assert r is not None
+            r.receiving.add(index)
+        answer = Answer(None, reason="upload failed")
+        try:
+            answer = read_row(head, self._counted(frames), r.dim, r.dtype,
+                              self.settings.max_update_norm)
+        except Exception as exc:  # noqa: BLE001 - a broken stream is an answer, not a crash
+            answer = Answer(None, reason=f"upload failed: {type(exc).__name__}: {exc}")
+        finally:
+            with self.cond:
+                r.receiving.discard(index)
+                late = r.closed
+                if not late:
+                    r.answers[index] = answer
+                    self.cond.notify_all()
+        if late:
+            answer = Answer(None, reason=f"late: round {r.plan.round} closed during the upload")
+        if answer.reason is not None:
+            log.warning("round %d: client %d's row rejected: %s", r.plan.round, client,
+                        answer.reason)
+        return wire.encode(Kind.ACK, {"accepted": answer.reason is None, "reason": answer.reason})
+
+    # ------------------------------------------------------------ runtime side
+    def wait_joined(self, timeout: float) -> list[int]:
+        """Wait until every client has joined (or ``timeout``); the ids still missing."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                missing = [k for k in self.position if k not in self.sessions]
+                left = deadline - time.monotonic()
+                if not missing or left <= 0:
+                    return missing
+                self.cond.wait(min(left, 1.0))
+
+    def open_round(self, plan: RoundPlan, params: Tensor) -> OpenRound:
+        r = OpenRound(plan, secrets.token_hex(16), self.dim, params.dtype,
+                      wire.tensor_bytes(params))
+        with self.cond:
+            self.current = r
+            self.cond.notify_all()
+        return r
+
+    def wait_round(self, r: OpenRound) -> str:
+        """Block until the round may close; close it; say why it closed."""
+        s = self.settings
+        n = len(r.plan.client_ids)
+        quorum = min(s.quorum or n, n)
+        with self.cond:
+            while True:
+                elapsed = time.monotonic() - r.started
+                answered = len(r.answers)
+                if answered >= n:
+                    why = "all answered"
+                elif answered >= quorum and elapsed >= s.quorum_timeout:
+                    why = f"quorum {quorum} after {s.quorum_timeout:g}s"
+                elif elapsed >= s.round_timeout:
+                    why = f"round timeout {s.round_timeout:g}s"
+                else:
+                    left = s.round_timeout - elapsed
+                    if answered >= quorum:
+                        left = min(left, s.quorum_timeout - elapsed)
+                    self.cond.wait(max(min(left, 1.0), 0.01))
+                    continue
+                r.closed = True
+                self.cond.notify_all()
+                return why
+
+    def absent_reason(self, r: OpenRound, index: int) -> str:
+        client = self.settings.client_ids[index]
+        if index in r.handed:
+            return "absent: fetched the round but sent no row in time"
+        if client not in self.sessions:
+            return "absent: never connected"
+        return "absent: did not fetch the round in time"
+
+    def finish(self, grace: float) -> None:
+        """Tell clients to stop; wait up to ``grace`` seconds for the live ones to hear it."""
+        deadline = time.monotonic() + grace
+        with self.cond:
+            self.finished = True
+            self.cond.notify_all()
+            while time.monotonic() < deadline:
+                live = [k for k, s in self.sessions.items()
+                        if not s.stopped and time.monotonic() - s.last_seen < 2 * POLL_SECONDS]
+                if not live:
+                    break
+                self.cond.wait(0.2)

@@ -1,0 +1,151 @@
+"""Client-side process drivers: ``shieldwall client CONFIG --rank K`` and its silo processes.
+
+A client process builds the same components as every other process
+(:func:`shieldwall.train.build_components`: data partitioned over ``client_num_in_total``,
+model, algorithm, data attack), keeps only its own shard (part ``K - 1``) under its round index
+(its position in ``client_id_list``), and serves rounds. With ``client_silo_args`` asking for
+more than one trainer per silo, the process on node ``node_rank_in_silo`` starts
+``n_proc_per_node - 1`` more local processes (spawned, one torch thread each) and all of them
+form the silo's DDP group (:mod:`.silo`); silo rank 0 is the one that talks to the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from typing import Any
+
+import torch
+
+from shieldwall.config import ConfigError, ExperimentConfig
+from shieldwall.runtime.base import ClientExecutor
+from shieldwall.runtime.net.client import GrpcClientRuntime
+from shieldwall.runtime.net.settings import NetSettings, client_ids, load_tokens
+
+__all__ = ["run_client", "build_client_executor", "client_token", "silo_layout", "silo_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def client_token(cfg: ExperimentConfig, client_id: int, token: str | None = None) -> str:
+    """This client's token: ``token``, else ``$SHIELDWALL_TOKEN``, else the configured one."""
+    if token:
+        return token
+    if os.environ.get("SHIELDWALL_TOKEN"):
+        return os.environ["SHIELDWALL_TOKEN"]
+    return load_tokens(cfg).get(client_id, "")
+
+
+def build_client_executor(cfg: ExperimentConfig, client_id: int) -> tuple[ClientExecutor, int]:
+    """The executor hosting client ``K``'s shard under its round index; and that index."""
+    from shieldwall.algorithms.base import ClientData
+    from shieldwall.train import build_components
+
+    ids = client_ids(cfg)
+    if client_id not in ids:
+        raise ConfigError(f"--rank {client_id} is not in train_args.client_id_list {ids}")
+    part = client_id - 1
+    if part >= cfg.train_args.client_num_in_total:
+        raise ConfigError(
+            f"client {client_id} would host data part {part}, but the data are split into "
+            f"train_args.client_num_in_total = {cfg.train_args.client_num_in_total} parts"
+        )
+    index = ids.index(client_id)
+    parts = build_components(cfg)
+    shard = parts.shards[part]
+    executor = ClientExecutor(
+        parts.algorithm, {index: ClientData(index, shard.x, shard.y)},
+        cfg.common_args.random_seed,
+        parts.adversary.data_attack() if parts.adversary else None,
+    )
+    return executor, index
+
+
+def silo_layout(cfg: ExperimentConfig, client_id: int) -> tuple[int, str, int]:
+    """``(world size, master address, master port)`` of client ``K``'s silo."""
+    s = cfg.client_silo_args
+    world = max(s.n_node_in_silo, 1) * max(s.n_proc_per_node, 1)
+    port = s.pg_master_port + client_ids(cfg).index(client_id)
+    return world, s.pg_master_address, port
+
+
+def _group_timeout(cfg: ExperimentConfig) -> float:
+    c = cfg.comm_args
+    return c.join_timeout + c.reconnect_timeout + 2 * c.round_timeout + 60.0
+
+
+def run_client(
+    cfg: ExperimentConfig, client_id: int, *, node_rank: int | None = None,
+    token: str | None = None,
+) -> int:
+    """Serve as client ``K`` (and, in a silo, as this node's trainers); rounds answered."""
+    world, address, port = silo_layout(cfg, client_id)
+    node_rank = cfg.client_silo_args.node_rank_in_silo if node_rank is None else node_rank
+    if world == 1:
+        executor, _ = build_client_executor(cfg, client_id)
+        runtime = _runtime(cfg, executor, client_id, token, 1)
+        runtime.serve()
+        return runtime.rounds_done
+    per_node = max(cfg.client_silo_args.n_proc_per_node, 1)
+    if not 0 <= node_rank < world // per_node:
+        raise ConfigError(f"node rank {node_rank} is outside the silo's "
+                          f"{world // per_node} nodes (client_silo_args.n_node_in_silo)")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ctx = multiprocessing.get_context("spawn")
+    level = logging.getLogger().getEffectiveLevel()
+    from shieldwall.commands.client import silo_entry  # outside shieldwall.runtime: see there
+
+    children = [
+        ctx.Process(target=silo_entry, daemon=True,
+                    args=(cfg, client_id, node_rank * per_node + local, world, level))
+        for local in range(1, per_node)
+    ]
+    for child in children:
+        child.start()
+    try:
+        return _silo_process(cfg, client_id, node_rank * per_node, world, token)
+    finally:
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.terminate()
+
+
+def _runtime(cfg: ExperimentConfig, executor: ClientExecutor, client_id: int,
+             token: str | None, silo: int) -> GrpcClientRuntime:
+    settings = NetSettings.from_config(cfg, f"client-{client_id}")
+    return GrpcClientRuntime(settings, executor, client_id, client_token(cfg, client_id, token),
+                             silo=silo)
+
+
+def _silo_process(cfg: ExperimentConfig, client_id: int, rank: int, world: int,
+                  token: str | None) -> int:
+    import torch.distributed as dist
+
+    from shieldwall.runtime.net.silo import SiloExecutor, init_silo_group
+
+    _, address, port = silo_layout(cfg, client_id)
+    executor, index = build_client_executor(cfg, client_id)
+    init_silo_group(address, port, rank, world, _group_timeout(cfg))
+    try:
+        silo = SiloExecutor(executor, index)
+        if rank != 0:
+            return silo.follow()
+        log.info("client %d: silo of %d DDP processes (gloo at %s:%d)", client_id, world,
+                 address, port)
+        runtime = _runtime(cfg, silo, client_id, token, world)
+        try:
+            runtime.serve()
+        finally:
+            silo.stop()
+        return runtime.rounds_done
+    finally:
+        dist.destroy_process_group()
+
+
+def silo_worker(cfg: ExperimentConfig, client_id: int, rank: int, world: int, level: Any) -> None:
+    """A spawned silo process (local rank > 0): join the group and follow rank 0."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(cfg.device_args.num_threads or 1)
+    _silo_process(cfg, client_id, rank, world, None)

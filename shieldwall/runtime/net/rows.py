@@ -1,0 +1,72 @@
+"""Reading one uploaded row: every way it can be wrong becomes a reason, never an exception.
+
+The header must name a supported dtype, a shape no larger than one row, ``nbytes`` equal to
+that shape's size, a finite non-negative ``num_samples`` and a finite ``loss``. Chunks are then
+read until the declared size, never past it (so a peer cannot make the server buffer more than
+one row), and a stream that ends early is *truncated*. The assembled tensor goes through
+:func:`~shieldwall.runtime.base.sanitize_row` (dtype, shape, NaN/Inf, norm bound). Sample counts
+are the client's claim: they weight weighted aggregators and the plain mean, so untrusted
+deployments should prefer aggregators that do not use them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from shieldwall.runtime.base import sanitize_row
+from shieldwall.runtime.net import wire
+from shieldwall.runtime.net.wire import Kind, WireError
+
+__all__ = ["Answer", "read_row"]
+
+
+@dataclass
+class Answer:
+    """A client's answer to a round: its row, or ``None`` and why it was rejected."""
+
+    row: Tensor | None
+    num_samples: float = 0.0
+    loss: float = float("nan")
+    reason: str | None = None
+
+
+def read_row(
+    head: dict[str, Any], frames: Iterator[bytes], dim: int, dtype: torch.dtype, max_norm: float
+) -> Answer:
+    """The row an ``UPLOAD`` header and its ``CHUNK`` frames carry (see module docstring)."""
+    dtype_text = head.get("dtype")
+    if dtype_text not in wire.DTYPES:
+        return Answer(None, reason=f"unsupported dtype {dtype_text!r}")
+    itemsize = torch.empty((), dtype=wire.DTYPES[dtype_text]).element_size()
+    row_bytes = dim * torch.empty((), dtype=dtype).element_size()
+    try:
+        shape = wire.check_shape(head.get("shape"), row_bytes)
+    except WireError as exc:
+        return Answer(None, reason=str(exc))
+    nbytes = math.prod(shape) * itemsize
+    if head.get("nbytes") != nbytes:
+        return Answer(None, reason=f"header nbytes {head.get('nbytes')!r} != {nbytes}")
+    if nbytes > row_bytes:
+        return Answer(None, reason=f"oversize upload: {nbytes} bytes, a row is {row_bytes}")
+    samples, loss = head.get("num_samples"), head.get("loss")
+    if (isinstance(samples, bool) or not isinstance(samples, int | float)
+            or not math.isfinite(samples) or samples < 0):
+        return Answer(None, reason=f"bad num_samples {samples!r}")
+    if isinstance(loss, bool) or not isinstance(loss, int | float) or not math.isfinite(loss):
+        return Answer(None, reason=f"bad loss {loss!r}")
+    buf = bytearray()
+    for raw in frames:
+        payload = wire.decode(raw, Kind.CHUNK).payload
+        if len(buf) + len(payload) > nbytes:
+            return Answer(None, reason=f"oversize stream: over the {nbytes} declared bytes")
+        buf += payload
+    if len(buf) < nbytes:
+        return Answer(None, reason=f"truncated upload: {len(buf)} of {nbytes} bytes")
+    row, why = sanitize_row(wire.tensor_from_bytes(buf, dtype_text, shape), dim, dtype, max_norm)
+    return Answer(row, float(samples), float(loss), why)
