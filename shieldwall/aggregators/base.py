@@ -176,7 +176,8 @@ def pairwise_sq_distances(x: Tensor) -> Tensor:
     .. math::
         D_{ij} = \max\bigl(0,\ \|x_i\|^2 + \|x_j\|^2 - 2\, x_i^\top x_j\bigr), \qquad D_{ii} = 0
 
-    One ``x @ x.T`` (the squared norms are its diagonal); no ``(n, n, d)`` temporary. Computed in
+    One ``x @ x.T`` (the squared norms are its diagonal); no ``(n, n, d)`` temporary. The result
+    is exactly symmetric. Computed in
     float32 for half/bfloat16 inputs, else in the input's dtype. Entries whose terms overflow
     (rows of huge norm, e.g. ``1e30`` in float32) come out ``+inf``, never NaN, so such rows are
     simply "far from everything". Like every Gram-based distance (``torch.cdist``'s matmul path)
@@ -188,6 +189,8 @@ def pairwise_sq_distances(x: Tensor) -> Tensor:
     d2 = sq[:, None] + sq[None, :]
     d2.sub_(gram, alpha=2.0)
     d2.masked_fill_(torch.isnan(d2), float("inf")).clamp_(min=0.0)
+    # Exactly symmetric (a GEMM need not be), so that D[i, j] == D[j, i] ties stay ties.
+    d2 = d2.add_(d2.T.clone()).mul_(0.5)
     d2.fill_diagonal_(0.0)
     return d2
 
@@ -221,7 +224,7 @@ def mean_of_closest_sorted(sorted_values: Tensor, centre: Tensor, k: int) -> Ten
 
 
 class DistancesToPoint:
-    r"""Squared distances from every row of ``x`` to a moving point, one ``x @ u`` each.
+    r"""Squared distances from every row of ``x`` to a moving point, mostly one ``x @ u`` each.
 
     For iterative rules (Weiszfeld, centred clipping) that need :math:`\|x_i - v\|^2` for many
     points ``v``. With a fixed reference ``ref`` near the rows (their median) and
@@ -232,18 +235,41 @@ class DistancesToPoint:
             - 2\,\bigl(x_i^\top u - \mathrm{ref}^\top u\bigr) + \|u\|^2
 
     The first term is computed once, exactly (one ``(n, d)`` difference, norms in float64); each
-    call then costs one matrix-vector product instead of an ``(n, d)`` difference. The rounding
-    error is about ``eps * ||x_i|| * ||u||``, small because ``v`` stays near ``ref``. Results are
-    float64 ``(n,)``; rows of norm ``1e30`` in float32 give ``1e60``, not ``inf``.
+    call then costs one matrix-vector product instead of an ``(n, d)`` difference. The formula's
+    rounding error is about ``eps * s_i`` with
+    :math:`s_i = \|x_i - \mathrm{ref}\|^2 + \|u\|^2 + 2(\|x_i\| + \|\mathrm{ref}\|)\|u\|`;
+    rows where the result is below ``1e-3 * s_i`` (``v`` has come close to them, as Weiszfeld
+    does near a data point) are recomputed exactly from ``x_i - v``, so every distance keeps a
+    relative error below ``1e3 * eps``. Half/bfloat16 rows are always computed exactly. Results
+    are float64 ``(n,)``; rows of norm ``1e30`` in float32 give ``1e60``, not ``inf``.
     """
+
+    GUARD = 1e-3
 
     def __init__(self, x: Tensor, ref: Tensor) -> None:
         self.x = x
         self.ref = ref
-        self.ref_sq = row_norms(x - ref).square()
+        self.exact_only = x.dtype not in (torch.float32, torch.float64)
+        if not self.exact_only:
+            self.ref_sq = row_norms(x - ref).square()
+            self.x_norm = row_norms(x)
+            self.ref_norm = float(row_norms(ref[None, :])[0])
+
+    def exact(self, v: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Squared distances computed from the differences (all rows, or ``rows``)."""
+        x = self.x if rows is None else self.x[rows]
+        return row_norms(x - v).square()
 
     def __call__(self, v: Tensor) -> Tensor:
+        if self.exact_only:
+            return self.exact(v)
         u = v - self.ref
-        cross = (self.x @ u).double() - torch.dot(self.ref, u).double()
-        u_sq = row_norms(u[None, :]).square()
-        return (self.ref_sq - 2.0 * cross + u_sq).clamp_(min=0.0)
+        u_norm = float(row_norms(u[None, :])[0])
+        cross = (self.x @ u).double() - float(torch.dot(self.ref, u))
+        sq = self.ref_sq - 2.0 * cross + u_norm**2
+        scale = self.ref_sq + u_norm**2 + 2.0 * (self.x_norm + self.ref_norm) * u_norm
+        inexact = sq < self.GUARD * scale
+        if bool(inexact.any()):
+            rows = inexact.nonzero().squeeze(1)
+            sq[rows] = self.exact(v, rows)
+        return sq.clamp_(min=0.0)

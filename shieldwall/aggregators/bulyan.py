@@ -16,7 +16,9 @@ Needs :math:`n \ge 4f + 3`. The distance matrix is computed once (one Gram matri
 iterations only mask rows and columns of it. With :math:`r` rows left Krum scores
 :math:`r - f - 2` neighbours; for ``f = 1`` the last pick (:math:`r = 2f + 1 = 3`) would score
 0 neighbours and tie every row, so at least one neighbour is always scored (the nearest-neighbour
-distance) instead of picking arbitrarily. Ties in score go to the lower row index. The median
+distance) instead of picking arbitrarily. Ties in score go to the row with the smaller sum of
+distances to the rows left, then to the lower index (as in :mod:`~shieldwall.aggregators.krum`).
+The median
 of an even number of values is the mean of the two middle ones (as in
 :mod:`~shieldwall.aggregators.median`), and ties in distance to it go to the smaller value.
 
@@ -37,7 +39,7 @@ from shieldwall.aggregators.base import (
     nonfinite_safe_info,
     pairwise_sq_distances,
 )
-from shieldwall.aggregators.krum import krum_scores
+from shieldwall.aggregators.krum import krum_scores, rank_rows
 from shieldwall.aggregators.median import median_of_sorted
 
 __all__ = ["bulyan", "bulyan_with_info", "iterated_krum"]
@@ -65,7 +67,8 @@ def iterated_krum(sq_dists: Tensor, f: int, count: int) -> Tensor:
             k = max(1, left - f - 2)
             rows = others[candidates].masked_fill_(~active[None, :], inf)
             scores = rows.topk(k, dim=1, largest=False).values.sum(dim=1)
-            best = candidates[int(torch.argmin(scores))]
+            totals = sq_dists[candidates][:, candidates].sum(dim=1)
+            best = candidates[int(rank_rows(scores, totals)[0])]
         chosen.append(best)
         active[best] = False
     return torch.stack(chosen)
@@ -90,9 +93,7 @@ def bulyan_with_info(updates: Tensor, f: int) -> AggregateResult:
     return AggregateResult(vector, selected, krum_scores(sq_dists, f))
 
 
-@AGGREGATORS.register(
-    "bulyan", info=bulyan_with_info, selects=True, min_n=lambda f, **_: 4 * f + 3
-)
+@AGGREGATORS.register("bulyan", info=bulyan_with_info, selects=True, min_n=lambda f, **_: 4 * f + 3)
 def bulyan(updates: Tensor, f: int) -> Tensor:
     r"""Bulyan over Krum.
 

@@ -12,8 +12,9 @@ excluded). Multi-Krum averages the ``m`` rows of smallest score:
     \qquad S_m = \text{the } m \text{ rows of smallest } s(i)
 
 Both need :math:`n \ge 2f + 3`. All pairwise distances come from one Gram matrix
-(:func:`~shieldwall.aggregators.base.pairwise_sq_distances`); ties in score go to the lower
-row index.
+(:func:`~shieldwall.aggregators.base.pairwise_sq_distances`). Ties in score (two mutual nearest
+neighbours tie whenever one neighbour is scored) go to the row with the smaller sum of squared
+distances to all rows, then to the lower index, so that the choice does not depend on row order.
 
 Reference: P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer, "Machine Learning with
 Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017.
@@ -32,7 +33,14 @@ from shieldwall.aggregators.base import (
     pairwise_sq_distances,
 )
 
-__all__ = ["krum", "krum_with_info", "multikrum", "multikrum_with_info", "krum_scores"]
+__all__ = [
+    "krum",
+    "krum_with_info",
+    "multikrum",
+    "multikrum_with_info",
+    "krum_scores",
+    "rank_rows",
+]
 
 
 def krum_scores(sq_dists: Tensor, f: int) -> Tensor:
@@ -47,6 +55,17 @@ def krum_scores(sq_dists: Tensor, f: int) -> Tensor:
     others = sq_dists.clone()
     others.fill_diagonal_(float("inf"))
     return others.topk(k, dim=1, largest=False).values.sum(dim=1)
+
+
+def rank_rows(scores: Tensor, totals: Tensor) -> Tensor:
+    """Row indices ordered by Krum score, ties by ``totals`` (each row's sum of squared distances
+    to all rows), then by index.
+
+    Ties are not rare: with one scored neighbour, two mutual nearest neighbours always tie. The
+    secondary key makes the choice depend on the geometry, not on the order of the rows.
+    """
+    by_total = torch.sort(totals, stable=True).indices
+    return by_total[torch.sort(scores[by_total], stable=True).indices]
 
 
 def _selection_mean(updates: Tensor, index: Tensor) -> Tensor:
@@ -69,9 +88,9 @@ def _check_multikrum(n: int, f: int, *, m: int | None = None) -> None:
 
 
 def _multikrum(updates: Tensor, f: int, m: int) -> AggregateResult:
-    scores = krum_scores(pairwise_sq_distances(updates), f)
-    # Stable sort: equal scores keep row order, so ties go to the lower index.
-    selected = torch.sort(scores, stable=True).indices[:m]
+    sq_dists = pairwise_sq_distances(updates)
+    scores = krum_scores(sq_dists, f)
+    selected = rank_rows(scores, sq_dists.sum(dim=1))[:m]
     return AggregateResult(_selection_mean(updates, selected), selected, scores)
 
 
@@ -87,9 +106,7 @@ def krum_with_info(updates: Tensor, f: int) -> AggregateResult:
     return _multikrum(updates, f, 1)
 
 
-@AGGREGATORS.register(
-    "krum", info=krum_with_info, selects=True, min_n=lambda f, **_: 2 * f + 3
-)
+@AGGREGATORS.register("krum", info=krum_with_info, selects=True, min_n=lambda f, **_: 2 * f + 3)
 def krum(updates: Tensor, f: int) -> Tensor:
     r"""The row with the smallest Krum score.
 

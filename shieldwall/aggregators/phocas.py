@@ -28,6 +28,7 @@ def _trim(f: int, b: int | None) -> int:
 
 
 def _check(n: int, f: int, *, b: int | None = None) -> None:
+    check_f("Phocas", n, f)
     trim = _trim(f, b)
     if b is not None and b < f:
         raise ValueError(

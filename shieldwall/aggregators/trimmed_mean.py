@@ -32,9 +32,8 @@ def _trim(f: int, b: int | None) -> int:
 
 
 def _check(n: int, f: int, *, b: int | None = None) -> None:
+    check_f("TrimmedMean", n, f)
     trim = _trim(f, b)
-    if trim < 0:
-        raise ValueError(f"TrimmedMean needs b >= 0, got b={trim}")
     if b is not None and b < f:
         raise ValueError(
             f"TrimmedMean needs b >= f to tolerate f Byzantine rows, got n={n}, f={f}, b={b}"
