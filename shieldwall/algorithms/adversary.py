@@ -1,9 +1,17 @@
 """The Byzantine side of a run, built from ``attack_args``.
 
-Decides which clients are Byzantine (one seeded draw, or a fresh draw every round), whether the
-attack is on in a round (``attack_start``/``attack_end``), corrupts their local data (data
-attacks) or replaces their rows after the round (update attacks). Replaced rows take the place of
-the Byzantine clients' own rows, so the defense sees one anonymous ``(n, d)`` matrix.
+Decides which clients are Byzantine (one seeded draw, a fresh draw every round, or fixed ids),
+whether the attack is on in a round (``attack_start``/``attack_end``, an explicit list of rounds,
+``attack_prob``), corrupts their local data (data attacks) or replaces their rows after the round
+(update attacks). Replaced rows take the place of the Byzantine clients' own rows, so the defense
+sees one anonymous ``(n, d)`` matrix.
+
+FedML's ``attack_type`` vocabulary is translated by :func:`plan_attack`: ``byzantine`` +
+``attack_mode``, ``label_flipping`` (``ratio_of_poisoned_client`` → number of Byzantine
+clients, ``poison_start_round_id``/``poison_end_round_id`` → window), ``model_replacement``
+(``malicious_client_id``, ``scale_factor_S``, ``attack_training_rounds``). ``dlg`` and FedML's
+other privacy attacks only observe and are refused with one line. Any other name is looked up in
+the attack registry.
 
 Update attacks run at the server on every runtime: an omniscient, colluding adversary that
 controls the Byzantine clients' messages. What it sees is set by ``attack_args.knowledge``.
@@ -11,41 +19,162 @@ controls the Byzantine clients' messages. What it sees is set by ``attack_args.k
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from shieldwall.algorithms.base import DataAttack
-from shieldwall.algorithms.defense import check_params
+from shieldwall.algorithms.defense import check_params, user_params
 from shieldwall.attacks import ATTACKS, AttackContext
 from shieldwall.attacks.schedule import attack_active, byzantine_ids
+from shieldwall.config.fedml import FEDML_KEYS, Reader, Resolved, setting
 from shieldwall.config.loader import ConfigError
 from shieldwall.config.schema import ExperimentConfig
-from shieldwall.registry import Entry, UnknownNameError
-from shieldwall.seeding import torch_generator
+from shieldwall.registry import Entry, UnknownNameError, normalize_name
+from shieldwall.seeding import numpy_generator, torch_generator
 
-__all__ = ["Adversary", "build_adversary", "attack_name"]
+__all__ = ["Adversary", "AttackPlan", "build_adversary", "attack_name", "plan_attack",
+           "OBSERVING_ATTACKS"]
+
+#: FedML attacks that only observe updates (privacy attacks): refused with this explanation.
+OBSERVING_ATTACKS = {
+    "dlg": "deep leakage from gradients",
+    "invert_gradient": "gradient inversion",
+    "revealing_labels_from_gradients": "label inference from gradients",
+}
 
 
-def attack_name(cfg: ExperimentConfig) -> str | None:
-    """The attack the config names (FedML's ``byzantine`` + ``attack_mode`` resolved)."""
+@dataclass
+class AttackPlan:
+    """What ``attack_args`` asks for, after FedML's vocabulary is translated."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    num_byzantine: int = 0
+    num_source: str = "default"
+    fixed_ids: tuple[int, ...] | None = None
+    redraw: bool = False
+    start: int = 0
+    end: int | None = None
+    rounds: frozenset[int] | None = None
+    prob: Resolved = field(default_factory=lambda: Resolved(1.0, "default"))
+    fedml_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _refuse_observer(kind: str) -> ConfigError:
+    what = OBSERVING_ATTACKS[kind]
+    return ConfigError(
+        f"attack_args.attack_type: {kind!r} ({what}) only observes updates to reconstruct "
+        "private data and never changes training; shieldwall does not implement it. Set "
+        "enable_attack: false, or choose an attack that corrupts training: byzantine (attack_mode "
+        "zero/random/flip), label_flipping, model_replacement, or any of: "
+        + ", ".join(ATTACKS.names())
+    )
+
+
+def _label_flipping(cfg: ExperimentConfig, r: Reader, plan: AttackPlan) -> None:
+    ratio = r.get("ratio_of_poisoned_client", None, check=lambda v: 0 <= v <= 1,
+                  expect="a fraction in [0, 1]")
+    clients = cfg.train_args.client_num_in_total
+    if ratio.value is not None:
+        plan.num_byzantine = int(math.floor(ratio.value * clients + 0.5))
+        plan.num_source = f"round({ratio.value} · {clients} clients) from {ratio.source}"
+    elif "attack_args.byzantine_client_num" not in cfg.sources:
+        raise ConfigError(
+            "attack_args.ratio_of_poisoned_client (or byzantine_client_num) is required by "
+            "FedML's 'label_flipping'"
+        )
+    for key in ("original_class_list", "target_class_list"):
+        found = r.get(key, None, kind=None)
+        if found.value is not None:
+            plan.params[key], plan.sources[key] = found.value, found.source
+    start = r.get("poison_start_round_id", None, kind=int, check=lambda v: v >= 0, expect=">= 0")
+    end = r.get("poison_end_round_id", None, kind=int, check=lambda v: v >= 0, expect=">= 0")
+    if start.value is not None:
+        plan.start, plan.sources["attack_start"] = start.value, start.source
+    if end.value is not None:
+        plan.end, plan.sources["attack_end"] = end.value, end.source
+
+
+def _model_replacement(cfg: ExperimentConfig, r: Reader, plan: AttackPlan) -> None:
+    plan.num_byzantine, plan.num_source = 1, "FedML's model_replacement: one malicious client"
+    client = r.get("malicious_client_id", None, kind=int,
+                   check=lambda v: 0 <= v < cfg.train_args.client_num_in_total,
+                   expect="a client id in [0, client_num_in_total)")
+    if client.value is None:
+        plan.redraw = True
+        plan.notes.append("a random client is malicious each round (no malicious_client_id)")
+    else:
+        plan.fixed_ids, plan.sources["malicious_client_id"] = (client.value,), client.source
+    scale = r.get("scale_factor_S", None, check=lambda v: v > 0, expect="> 0")
+    if scale.value is not None:
+        plan.params["scale_factor_S"], plan.sources["scale_factor_S"] = scale.value, scale.source
+    lr = setting(cfg, "train_args", "server_lr")
+    plan.params["server_lr"], plan.sources["server_lr"] = lr.value, lr.source
+    rounds = r.get("attack_training_rounds", None, kind=None)
+    if rounds.value is not None:
+        values = rounds.value if isinstance(rounds.value, list) else [rounds.value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise ConfigError(f"{rounds.source.split(' ')[0]} must be a list of rounds counted "
+                              f"from 1 (as FedML counts them), got {rounds.value!r}")
+        plan.rounds = frozenset(v - 1 for v in values)
+        plan.sources["attack_training_rounds"] = rounds.source
+
+
+def plan_attack(cfg: ExperimentConfig) -> AttackPlan | None:
+    """The attack ``attack_args`` describes, ``None`` without one; ConfigError when refused."""
     a = cfg.attack_args
-    if not a.enable_attack:
+    if not a.enable_attack or a.attack_type is None or str(a.attack_type).lower() == "none":
         return None
-    kind = a.attack_type
-    if kind is None or str(kind).lower() == "none":
-        return None
-    if str(kind).lower() == "byzantine":
+    kind = normalize_name(str(a.attack_type))
+    if kind in OBSERVING_ATTACKS:
+        raise _refuse_observer(kind)
+    r = Reader(cfg, kind, home="attack_args")
+    num = setting(cfg, "attack_args", "byzantine_client_num")
+    plan = AttackPlan(str(a.attack_type), num_byzantine=num.value, num_source=num.source,
+                      redraw=a.byzantine_redraw, start=a.attack_start, end=a.attack_end)
+    if kind == "byzantine":
         if a.attack_mode is None:
             raise ConfigError(
                 "attack_args.attack_mode is required with attack_type: byzantine "
                 "(FedML modes: zero, random, flip; or any attack name)"
             )
-        return a.attack_mode
-    return str(kind)
+        plan.name, plan.fedml_name = a.attack_mode, f"byzantine/{a.attack_mode}"
+    elif kind in ("label_flipping", "model_replacement"):
+        plan.fedml_name = kind
+        (_label_flipping if kind == "label_flipping" else _model_replacement)(cfg, r, plan)
+    plan.prob = r.get("attack_prob", 1.0, check=lambda v: 0 <= v <= 1, expect="in [0, 1]")
+    try:
+        entry = ATTACKS.entry(plan.name)
+    except UnknownNameError as exc:
+        field_ = "attack_mode" if kind == "byzantine" else "attack_type"
+        raise ConfigError(f"attack_args.{field_}: {exc}") from None
+    plan.name = entry.name
+    accepted, unknown = user_params(entry), {}
+    for key, value in a.params.items():
+        if key in r.used or key in plan.params:
+            continue
+        if key in accepted:
+            origin = cfg.sources.get(f"attack_args.{key}", "file")
+            plan.params[key], plan.sources[key] = value, f"attack_args.{key} ({origin})"
+        elif key in FEDML_KEYS:
+            plan.notes.append(f"attack_args.{key} is not read by {plan.name!r}; ignored")
+        else:
+            unknown[key] = value
+    check_params(entry, unknown, "attack_args")
+    return plan
+
+
+def attack_name(cfg: ExperimentConfig) -> str | None:
+    """The registry name of the configured attack (FedML's vocabulary resolved), or ``None``."""
+    plan = plan_attack(cfg)
+    return None if plan is None else plan.name
 
 
 @dataclass
@@ -62,6 +191,9 @@ class Adversary:
         redraw: draw the Byzantine clients anew each round.
         omniscient: update attacks see every honest row of the round (else only their own).
         num_classes: classes of the task (for label flipping).
+        fixed_ids: these clients are the Byzantine ones (overrides the draw).
+        rounds: the attack runs only in these rounds (0-based), within the window.
+        prob: probability that the attack runs in a round (a seeded draw per round).
     """
 
     entry: Entry
@@ -74,6 +206,9 @@ class Adversary:
     redraw: bool = False
     omniscient: bool = True
     num_classes: int = 10
+    fixed_ids: tuple[int, ...] | None = None
+    rounds: frozenset[int] | None = None
+    prob: float = 1.0
 
     @property
     def name(self) -> str:
@@ -84,9 +219,17 @@ class Adversary:
         return self.entry.meta.get("kind", "update")
 
     def active(self, round: int) -> bool:
-        return attack_active(round, self.start, self.end)
+        if not attack_active(round, self.start, self.end):
+            return False
+        if self.rounds is not None and round not in self.rounds:
+            return False
+        if self.prob < 1.0:
+            return bool(numpy_generator(self.seed, "attack_prob", round).random() < self.prob)
+        return True
 
     def byzantine_ids(self, round: int) -> frozenset[int]:
+        if self.fixed_ids is not None:
+            return frozenset(self.fixed_ids)
         return frozenset(
             byzantine_ids(
                 self.num_clients, self.num_byzantine, round, seed=self.seed, redraw=self.redraw
@@ -148,25 +291,26 @@ class Adversary:
 
 def build_adversary(cfg: ExperimentConfig, num_classes: int) -> Adversary | None:
     """The adversary ``cfg.attack_args`` describes, or ``None`` when there is no attack."""
-    a = cfg.attack_args
-    name = attack_name(cfg)
-    if name is None or a.byzantine_client_num == 0:
+    plan = plan_attack(cfg)
+    if plan is None or plan.num_byzantine == 0:
         return None
-    try:
-        entry = ATTACKS.entry(name)
-    except UnknownNameError as exc:
-        field = "attack_mode" if str(a.attack_type).lower() == "byzantine" else "attack_type"
-        raise ConfigError(f"attack_args.{field}: {exc}") from None
-    check_params(entry, a.params, "attack_args")
+    if plan.num_byzantine > cfg.train_args.client_num_in_total:
+        raise ConfigError(
+            f"the attack needs {plan.num_byzantine} Byzantine clients ({plan.num_source}) but "
+            f"there are {cfg.train_args.client_num_in_total} clients"
+        )
     return Adversary(
-        entry=entry,
-        params=dict(a.params),
-        num_byzantine=a.byzantine_client_num,
+        entry=ATTACKS.entry(plan.name),
+        params=dict(plan.params),
+        num_byzantine=plan.num_byzantine,
         num_clients=cfg.train_args.client_num_in_total,
         seed=cfg.common_args.random_seed,
-        start=a.attack_start,
-        end=a.attack_end,
-        redraw=a.byzantine_redraw,
-        omniscient=a.knowledge.lower() == "omniscient",
+        start=plan.start,
+        end=plan.end,
+        redraw=plan.redraw,
+        omniscient=cfg.attack_args.knowledge.lower() == "omniscient",
         num_classes=num_classes,
+        fixed_ids=plan.fixed_ids,
+        rounds=plan.rounds,
+        prob=float(plan.prob.value),
     )

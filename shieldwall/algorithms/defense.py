@@ -1,8 +1,19 @@
-"""The server's aggregation step: pre-aggregators then an aggregator, built from ``defense_args``.
+"""The server's aggregation step, built from ``defense_args``: pre-aggregation, aggregator, post.
 
 Without a defense (``enable_defense: false``) the step is FedAvg's mean weighted by sample
-counts. With one, rows rejected at the wire were already removed by the server, and the rule runs
-with ``f`` Byzantine rows to tolerate.
+counts. With one, the rows (those not rejected at the wire) pass through
+
+1. pre-aggregation steps (``defense_args.preaggregators`` and those a FedML name implies):
+   row transforms (clipping, bucketing…) or *selecting* filters (3σ, anomaly detection) that
+   keep sample counts and client ids aligned with the rows they keep;
+2. the aggregator, tolerating ``f`` Byzantine rows (less the rows filters removed);
+3. post-aggregation steps (``defense_args.postaggregators``; CRFL, weak DP) on the aggregate.
+
+FedML's ``defense_type`` names are translated by :func:`shieldwall.config.fedml.plan_defense`.
+Stateful stages (FoolsGold's histories, anomaly detection's previous updates, CClip's previous
+aggregate) keep their state in the :class:`Defense`; it advances only on committed calls (the
+server's), never on the probing calls of adaptive attacks or of :meth:`Defense.check_tolerates`,
+and round-trips through :meth:`Defense.state_dict` / :meth:`Defense.load_state_dict`.
 """
 
 from __future__ import annotations
@@ -14,17 +25,40 @@ import torch
 from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS, AggregateResult, aggregate
+from shieldwall.config.fedml import (
+    FEDML_DEFENSES,
+    FEDML_KEYS,
+    DefensePlan,
+    PerRound,
+    Resolved,
+    Step,
+    plan_defense,
+    setting,
+)
 from shieldwall.config.loader import ConfigError
 from shieldwall.config.schema import ExperimentConfig
-from shieldwall.preaggregators import PREAGGREGATORS, preaggregate_chain
-from shieldwall.registry import Entry, UnknownNameError, closest
+from shieldwall.postaggregators import POSTAGGREGATORS, SUPPLIED, postaggregate_chain
+from shieldwall.preaggregators import PREAGGREGATORS
+from shieldwall.registry import Entry, Registry, UnknownNameError, closest
+from shieldwall.seeding import torch_generator
 
-__all__ = ["Defense", "build_defense", "check_params", "defense_f"]
+__all__ = ["Defense", "build_defense", "check_params", "defense_f", "resolve_f", "user_params"]
+
+# Keyword arguments the pipeline supplies itself: never config keys.
+_SUPPLIED = frozenset({"f", "weights", "generator", *SUPPLIED})
+# Pre-aggregators that scale rows one by one (row i stays client i's row).
+_ROW_WISE = frozenset({"clipping", "arc"})
+
+
+def user_params(entry: Entry) -> list[str]:
+    """The keyword parameters of ``entry`` a config may set."""
+    internal = set(entry.meta.get("internal", ()))
+    return [p for p in entry.param_names() if p not in _SUPPLIED and p not in internal]
 
 
 def check_params(entry: Entry, params: dict[str, Any], section: str) -> None:
     """Raise :class:`ConfigError` for a key that ``entry`` does not take (naming the closest)."""
-    accepted = entry.param_names()
+    accepted = user_params(entry)
     for key in params:
         if key not in accepted:
             hint = closest(key, accepted) if accepted else None
@@ -41,41 +75,141 @@ class Defense:
 
     Attributes:
         aggregator: canonical aggregator name.
-        params: its keyword parameters.
+        params: its keyword parameters (:class:`~shieldwall.config.fedml.PerRound` values are
+            computed from the number of rows reaching the aggregator).
         preaggregators: ``(name, params)`` steps applied first, in order.
-        weighted: pass sample counts as ``weights`` (the undefended FedAvg mean).
+        weighted: pass sample counts as ``weights`` when the aggregator takes them.
+        postaggregators: ``(name, params)`` steps applied to the aggregate, in order.
+        carry: aggregator parameters fed from the previous committed round (``{"init":
+            "previous_aggregate"}`` for CClip's centre).
+        seed: the run's seed (bucketing permutations, post-aggregation noise).
+        sources: ``"stage.param"`` → where the value came from (``shieldwall check`` prints it).
+        fedml_name: the FedML ``defense_type`` this was built from, if any.
+        notes: remarks on how the config was read (ignored FedML keys…).
     """
 
     aggregator: str
     params: dict[str, Any] = field(default_factory=dict)
     preaggregators: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     weighted: bool = False
+    postaggregators: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    carry: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+    sources: dict[str, str] = field(default_factory=dict)
+    fedml_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+    _states: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _previous: Tensor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for key, entry, params in self.stages():
+            factory = entry.meta.get("state")
+            if factory is not None:
+                self._states[key] = factory(**params)
 
     @property
     def label(self) -> str:
-        return "+".join([*(n for n, _ in self.preaggregators), self.aggregator])
+        return "+".join(
+            [*(n for n, _ in self.preaggregators), self.aggregator,
+             *(n for n, _ in self.postaggregators)]
+        )
 
-    def __call__(self, updates: Tensor, f: int, weights: Tensor | None = None) -> AggregateResult:
-        """Aggregate; ``selected`` indexes ``updates`` rows only without pre-aggregation."""
-        rows, f_left = updates, f
-        if self.preaggregators:
-            rows, f_left = preaggregate_chain(updates, f, self.preaggregators)
-        params = dict(self.params)
-        if self.weighted and weights is not None and not self.preaggregators:
-            params["weights"] = weights
-        result = aggregate(self.aggregator, rows, f_left, **params)
-        if self.preaggregators:
-            return AggregateResult(result.vector)
-        return result
+    def stages(self) -> list[tuple[str, Entry, dict[str, Any]]]:
+        """``(key, entry, params)`` of every stage in order; keys ``pre0``, ``agg``, ``post0``…"""
+        out = [(f"pre{i}", PREAGGREGATORS.entry(n), p)
+               for i, (n, p) in enumerate(self.preaggregators)]
+        out.append(("agg", AGGREGATORS.entry(self.aggregator), self.params))
+        out += [(f"post{i}", POSTAGGREGATORS.entry(n), p)
+                for i, (n, p) in enumerate(self.postaggregators)]
+        return out
+
+    @staticmethod
+    def _evaluate(params: dict[str, Any], n: int) -> dict[str, Any]:
+        return {k: v(n) if isinstance(v, PerRound) else v for k, v in params.items()}
+
+    def __call__(
+        self,
+        updates: Tensor,
+        f: int,
+        weights: Tensor | None = None,
+        *,
+        client_ids: list[int] | tuple[int, ...] | None = None,
+        round: int = 0,
+        reference: Tensor | None = None,
+        commit: bool = True,
+    ) -> AggregateResult:
+        """Aggregate ``updates`` (one row per client, ``client_ids`` in the same order).
+
+        ``commit=False`` leaves every state untouched (probing calls). ``selected`` indexes
+        ``updates`` rows while the rows still correspond to clients (no bucketing/mixing).
+        """
+        rows, f_left, w = updates, f, weights
+        ids = list(client_ids) if client_ids is not None else None
+        index = torch.arange(updates.shape[0])
+        aligned, pending = True, []
+        for pos, (name, raw) in enumerate(self.preaggregators):
+            entry, n = PREAGGREGATORS.entry(name), rows.shape[0]
+            kw = self._evaluate(raw, n)
+            state = self._states.get(f"pre{pos}")
+            if state is not None:
+                kw.update(state.inputs(rows, ids))
+                pending.append((state, rows, ids))
+            if "generator" in entry.param_names():
+                kw["generator"] = torch_generator(self.seed, "defense", round, pos)
+            select = entry.meta.get("select")
+            if select is not None:
+                keep = select(rows, f_left, **kw).to("cpu")
+                rows = rows[keep.to(rows.device)]
+                index, w = index[keep], None if w is None else w[keep.to(w.device)]
+                ids = None if ids is None else [ids[int(i)] for i in keep]
+                f_left = max(f_left - (n - rows.shape[0]), 0)
+                continue
+            rows = entry.obj(rows, f_left, **kw)
+            f_after = entry.meta.get("f_after")
+            if f_after is not None:
+                f_left = int(f_after(n, f_left, **self._evaluate(raw, n)))
+            if entry.name not in _ROW_WISE:
+                aligned, w, ids = False, None, None
+
+        entry = AGGREGATORS.entry(self.aggregator)
+        kw = self._evaluate(self.params, rows.shape[0])
+        accepted = entry.param_names()
+        if self.weighted and w is not None and "weights" in accepted:
+            kw["weights"] = w
+        if self._previous is not None and self._previous.shape == rows.shape[1:]:
+            kw.update({p: self._previous.to(rows) for p in self.carry if p in accepted})
+        state = self._states.get("agg")
+        if state is not None:
+            kw.update(state.inputs(rows, ids))
+            pending.append((state, rows, ids))
+        result = aggregate(entry.name, rows, f_left, **kw)
+        vector = result.vector
+        if commit:
+            for st, st_rows, st_ids in pending:
+                st.commit(st_rows, st_ids)
+            if self.carry:
+                self._previous = vector.detach().clone()
+        if self.postaggregators:
+            steps = [(n, self._evaluate(p, 1)) for n, p in self.postaggregators]
+            vector = postaggregate_chain(
+                vector, steps, reference=reference, seed=self.seed, round=round
+            )
+        if not aligned:
+            return AggregateResult(vector)
+        if result.selected is not None:
+            return AggregateResult(vector, index[result.selected.to("cpu")])
+        if len(index) < updates.shape[0]:
+            return AggregateResult(vector, index)
+        return AggregateResult(vector)
 
     def as_function(self):
-        """``fn(updates, f) -> Tensor`` (what adaptive attacks optimise against)."""
-        return lambda updates, f: self(updates, f).vector
+        """``fn(updates, f) -> Tensor`` for adaptive attacks (probing: no state changes)."""
+        return lambda updates, f: self(updates, f, commit=False).vector
 
     def check_tolerates(self, n: int, f: int) -> None:
         """Raise :class:`ConfigError` when the rule cannot run with ``n`` rows and ``f``."""
         try:
-            self(torch.zeros((n, 2)), f)
+            self(torch.zeros((n, 2)), f, commit=False)
         except ValueError as exc:
             raise ConfigError(
                 f"defense {self.label!r} cannot run with {n} clients per round and f={f}: {exc}. "
@@ -83,8 +217,24 @@ class Defense:
                 "add clients, or choose another defense_args.defense_type"
             ) from None
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the defense carries across rounds (save it beside the model)."""
+        previous = None if self._previous is None else self._previous.cpu()
+        return {"stages": {k: s.state_dict() for k, s in self._states.items()},
+                "previous": previous}
 
-def _parse_steps(raw: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (the defense must be built from the same config)."""
+        for key, stage_state in state.get("stages", {}).items():
+            if key not in self._states:
+                raise ValueError(f"defense state has stage {key!r} that {self.label!r} lacks")
+            self._states[key].load_state_dict(stage_state)
+        self._previous = state.get("previous")
+
+
+def _parse_steps(raw: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"defense_args.{key} must be a list of names or {{name: {{params}}}}")
     steps: list[tuple[str, dict[str, Any]]] = []
     for item in raw:
         if isinstance(item, str):
@@ -94,32 +244,105 @@ def _parse_steps(raw: list[Any]) -> list[tuple[str, dict[str, Any]]]:
             steps.append((str(name), dict(params or {})))
         else:
             raise ConfigError(
-                f"defense_args.preaggregators entries must be a name or {{name: {{params}}}}, "
-                f"got {item!r}"
+                f"defense_args.{key} entries must be a name or {{name: {{params}}}}, got {item!r}"
             )
     return steps
+
+
+def _checked_steps(registry: Registry, steps: list[tuple[str, dict]], key: str) -> list[Step]:
+    out = []
+    for name, params in steps:
+        try:
+            entry = registry.entry(name)
+        except UnknownNameError as exc:
+            raise ConfigError(f"defense_args.{key}: {exc}") from None
+        check_params(entry, params, f"defense_args.{key}.{entry.name}")
+        out.append(Step(entry.name, params, {k: f"defense_args.{key} (file)" for k in params}))
+    return out
+
+
+def _unknown_defense(name: str) -> ConfigError:
+    valid = sorted(set(AGGREGATORS.names()) | set(FEDML_DEFENSES))
+    spellings = [*valid, *(a for e in AGGREGATORS for a in e.aliases)]
+    hint = closest(str(name), spellings)
+    if hint is not None and hint in AGGREGATORS:
+        hint = AGGREGATORS.canonical(hint)
+    return ConfigError(
+        f"defense_args.defense_type: unknown aggregator {name!r}"
+        + (f" (did you mean {hint!r}?)" if hint else "")
+        + f"; valid defense names: {', '.join(valid)}"
+    )
 
 
 def build_defense(cfg: ExperimentConfig) -> Defense:
     """The defense ``cfg.defense_args`` describes (the weighted mean when disabled)."""
     d = cfg.defense_args
-    if not d.enable_defense or d.defense_type in (None, "None", "none"):
-        return Defense("mean", weighted=True)
+    seed = cfg.common_args.random_seed
+    if not d.enable_defense or d.defense_type is None or str(d.defense_type).lower() == "none":
+        return Defense("mean", weighted=True, seed=seed)
+    params = dict(d.params)
+    user_post = _parse_steps(params.pop("postaggregators", []), "postaggregators")
+    pre = _checked_steps(PREAGGREGATORS, _parse_steps(d.preaggregators, "preaggregators"),
+                         "preaggregators")
+    plan = plan_defense(cfg)
+    if plan is None:
+        try:
+            entry = AGGREGATORS.entry(d.defense_type)
+        except UnknownNameError:
+            raise _unknown_defense(d.defense_type) from None
+        plan = DefensePlan("", Step(entry.name), weighted=entry.name == "mean")
+    agg, notes = plan.aggregator, list(plan.notes)
+    agg_entry = AGGREGATORS.entry(agg.name)
+    unknown = {}
+    for key, value in params.items():
+        if key in plan.used:
+            continue
+        origin = cfg.sources.get(f"defense_args.{key}", "file")
+        if key in user_params(agg_entry) and key not in agg.params:
+            agg.params[key], agg.sources[key] = value, f"defense_args.{key} ({origin})"
+        elif key in FEDML_KEYS:
+            notes.append(f"defense_args.{key} is not read by {str(d.defense_type)!r}; ignored")
+        else:
+            unknown[key] = value
+    check_params(agg_entry, unknown, "defense_args")
+    post = plan.post + _checked_steps(POSTAGGREGATORS, user_post, "postaggregators")
+    stages = [*(f"pre{i}:{s.name}" for i, s in enumerate(pre + plan.pre))]
+    sources = {f"{key}.{p}": src for key, step in zip(stages, pre + plan.pre)
+               for p, src in step.sources.items()}
+    sources.update({f"agg:{agg.name}.{p}": src for p, src in agg.sources.items()})
+    sources.update({f"post{i}:{s.name}.{p}": src for i, s in enumerate(post)
+                    for p, src in s.sources.items()})
+    return Defense(
+        agg.name, dict(agg.params), [(s.name, dict(s.params)) for s in pre + plan.pre],
+        weighted=plan.weighted, postaggregators=[(s.name, dict(s.params)) for s in post],
+        carry=dict(plan.carry), seed=seed, sources=sources,
+        fedml_name=plan.fedml_name or None, notes=notes,
+    )
+
+
+def resolve_f(cfg: ExperimentConfig) -> Resolved:
+    """The number of Byzantine rows the defense tolerates, and where it comes from.
+
+    ``defense_args.byzantine_client_num``, else ``attack_args.byzantine_client_num`` when the
+    config sets it (FedML's Krum reads it from any section), else the attack's number of
+    Byzantine clients (e.g. ``round(ratio_of_poisoned_client · clients)``), else 0.
+    """
+    d = cfg.defense_args
+    if d.byzantine_client_num is not None:
+        return setting(cfg, "defense_args", "byzantine_client_num")
+    if "attack_args.byzantine_client_num" in cfg.sources:
+        return setting(cfg, "attack_args", "byzantine_client_num")
+    from shieldwall.algorithms.adversary import plan_attack
+
     try:
-        entry = AGGREGATORS.entry(d.defense_type)
-        steps = []
-        for name, params in _parse_steps(d.preaggregators):
-            pre = PREAGGREGATORS.entry(name)
-            check_params(pre, params, f"defense_args.preaggregators.{pre.name}")
-            steps.append((pre.name, params))
-    except UnknownNameError as exc:
-        raise ConfigError(f"defense_args.defense_type: {exc}") from None
-    check_params(entry, d.params, "defense_args")
-    return Defense(entry.name, dict(d.params), steps, weighted=entry.name == "mean")
+        plan = plan_attack(cfg)
+    except ConfigError:
+        plan = None
+    if plan is not None:
+        return Resolved(plan.num_byzantine, plan.num_source)
+    return Resolved(0, "default (no attack configured)")
 
 
 def defense_f(cfg: ExperimentConfig) -> int:
-    """The number of Byzantine rows the defense tolerates."""
-    if cfg.defense_args.byzantine_client_num is not None:
-        return cfg.defense_args.byzantine_client_num
-    return cfg.attack_args.byzantine_client_num
+    """The number of Byzantine rows the defense tolerates (see :func:`resolve_f`)."""
+    return int(resolve_f(cfg).value)

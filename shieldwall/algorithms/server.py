@@ -111,10 +111,10 @@ class Server:
         usable = [c not in rejected for c in ids]
 
         byzantine: list[int] = []
+        reference = params if self.algorithm.update_kind == "model_delta" else None
         if self.adversary is not None:
             byz = self.adversary.byzantine_ids(round)
             byzantine = sorted(c for c in ids if c in byz)
-            reference = params if self.algorithm.update_kind == "model_delta" else None
             attacked = self.adversary.corrupt_updates(
                 updates, ids, usable, round, self.f, reference, self.defense.as_function()
             )
@@ -132,7 +132,10 @@ class Server:
         f_left = max(self.f - (len(ids) - len(keep)), 0)
         kept_updates = updates[keep] if len(keep) < len(ids) else updates
         weights = results.num_samples[keep].to(updates.dtype)
-        result = self.defense(kept_updates, f_left, weights)
+        result = self.defense(
+            kept_updates, f_left, weights,
+            client_ids=[ids[i] for i in keep], round=round, reference=reference,
+        )
         new_params = self.algorithm.server_step(params, result.vector, round)
 
         honest_losses = [
