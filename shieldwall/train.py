@@ -134,6 +134,9 @@ def make_run_dir(cfg: ExperimentConfig) -> Path:
 
 def train(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
     """Run ``cfg`` to its last round; returns the summary (also written to ``summary.json``)."""
+    if str(cfg.train_args.federated_optimizer).upper() == "BTARD":  # serverless: own driver
+        from shieldwall.btard import run_btard
+        return run_btard(cfg, resume=resume)
     from shieldwall.algorithms.server import Server
 
     parts = build_components(cfg)
