@@ -1,0 +1,126 @@
+"""``shieldwall ddp``: fault-tolerant data-parallel training (redundant sub-batches, correction).
+
+Examples::
+
+    shieldwall ddp -d mnist --data-dir /work/shared/datasets -w 16 -f 0 1 2 3 4 --correct \\
+        --tb runs/ddp-mnist
+    shieldwall ddp --config ddp.yaml --proc 4          # 4 gloo processes on 127.0.0.1
+    torchrun --nproc_per_node 4 -m shieldwall ddp -w 16 -f 3 --correct
+    shieldwall --debug ddp -w 8 -f 1 --epoch 1         # prints every step's worker → batch map
+
+Flags override the ``ddp_args`` of ``--config``. The run ends by printing the final test accuracy,
+the convicted workers and the redundancy's compute overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from shieldwall.fault_tolerance.config import load_ddp_config
+
+__all__ = ["register", "ddp_command", "report"]
+
+log = logging.getLogger(__name__)
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ddp",
+        help="fault-tolerant data-parallel training: detect faulty workers, correct them",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # every default is None: unset flags leave the YAML (or the built-in default) alone
+    p.add_argument("--config", metavar="FILE", help="YAML with a ddp_args mapping of these names")
+    p.add_argument("-d", "--dataset", help="data set (digits, mnist, …); default digits")
+    p.add_argument("--data-dir", help="folder holding the data set (or its parent)")
+    p.add_argument("--arch", help="model (lr, mlp, cnn, lenet…); default mlp")
+    p.add_argument("-w", "--workers", type=int, help="data-parallel workers; default 16")
+    p.add_argument("-f", "--faulty", type=int, nargs="*", metavar="ID", help="faulty worker ids")
+    p.add_argument("--max-faulty", type=int, help="detector's bound on faulty workers "
+                   "(default: the number of -f ids)")
+    p.add_argument("--fault", help="update attack the faulty workers apply; default trivial_noise")
+    p.add_argument("--fault-sigma", type=float, help="the fault's sigma (noise std); default 1")
+    p.add_argument("--fault-param", type=_key_value, action="append", metavar="KEY=VALUE",
+                   help="another parameter of the fault (repeatable), e.g. scale=2")
+    p.add_argument("--check-every", type=int, help="a redundant check step every N steps "
+                   "(extra compute 1/N; 0 disables); default 4")
+    p.add_argument("--tolerance", type=float, help="relative distance under which replicas agree")
+    p.add_argument("--correct", action=argparse.BooleanOptionalAction, default=None,
+                   help="correct convicted workers' gradients instead of excluding them")
+    p.add_argument("--defense", help="aggregator of the kept rows (mean, median, krum…)")
+    p.add_argument("--epoch", type=int, help="epochs; default 1")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--global-batch-size", type=int, help="samples per step; default 256")
+    p.add_argument("--lr", type=float, help="learning rate; default 0.1")
+    p.add_argument("--momentum", type=float, help="SGD momentum; default 0")
+    p.add_argument("--seed", type=int, help="seed; default 0")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto; default cpu")
+    p.add_argument("--proc", type=int, help="spawn N gloo processes (0: simulator); default 0")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps (0: every epoch)")
+    p.add_argument("--tb", metavar="DIR", help="TensorBoard/metrics.jsonl directory")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logs, including every step's worker → batch map")
+    p.set_defaults(func=ddp_command)
+
+
+FLAGS = (
+    "dataset", "data_dir", "arch", "workers", "faulty", "max_faulty", "fault", "fault_sigma",
+    "check_every", "tolerance", "correct", "defense", "epoch", "max_steps", "global_batch_size",
+    "lr", "momentum", "seed", "device", "proc", "eval_every", "tb",
+)
+
+
+def report(summary: dict[str, Any], check_every: int) -> None:
+    """Print the end-of-run lines (accuracy last, so scripts can ``tail -1``)."""
+    over = summary["overhead"]
+    print(f"steps: {summary['steps']}  convicted (worker: step): {summary['convicted']}")
+    if check_every:
+        print(f"detection (check steps until conviction): {summary['detection_check_steps']}")
+        print(f"redundancy: +{100 * over['extra']:.1f}% compute over plain data parallel "
+              f"({100 * over['redundant_share']:.1f}% of all sub-batch gradients are replicas)")
+    corr = summary.get("correction") or {}
+    if corr:
+        print(f"correction model (held-out check steps): mse {corr['mse']:.3g} "
+              f"(uncorrected {corr['raw_mse']:.3g}, excluded {corr['exclude_mse']:.3g}), "
+              f"mape {100 * corr['mape']:.1f}% (uncorrected {100 * corr['raw_mape']:.1f}%)")
+    acc = summary["final_test_accuracy"]
+    print("final test accuracy: " + ("n/a" if acc is None else f"{100 * acc:.2f}%"))
+
+
+def ddp_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from shieldwall.fault_tolerance.distributed import run_distributed, under_launcher
+
+    overrides = {k: getattr(args, k) for k in FLAGS}
+    if args.fault_param:
+        overrides["fault_params"] = dict(args.fault_param)
+    if getattr(args, "debug", False):
+        logging.getLogger().setLevel(logging.DEBUG)
+    cfg = load_ddp_config(args.config, overrides)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # shared machines
+    if cfg.proc > 0 or under_launcher():
+        summary = run_distributed(cfg)
+        if summary is None:  # a torchrun rank other than 0
+            return 0
+        print(f"processes: {summary['world_size']}  "
+              f"max parameter divergence between ranks: {summary['max_param_divergence']:.3g}")
+    else:
+        from shieldwall.fault_tolerance.trainer import train_ddp
+
+        summary = train_ddp(cfg)
+    report(summary, cfg.check_every)
+    return 0
