@@ -155,6 +155,10 @@ class CommArgs:
     """Seconds the server waits for a round's updates before treating the absent as absent."""
     max_update_norm: float = 1e12
     """Received updates with a larger L2 norm are treated as Byzantine input."""
+    on_worker_loss: str = choice("continue", "continue", "stop")
+    """torch.distributed runtime: when a worker rank misses ``round_timeout`` or its connection
+    breaks, ``continue`` without it (its clients rejected as ``timeout`` from then on) or
+    ``stop`` the run with an error (resume from the last checkpoint). See ``docs/runtimes.md``."""
     server_address: str = "127.0.0.1"
     """Networked mode (``runtime: grpc``, ``shieldwall server``/``client``): the address the
     server listens on and clients connect to. See ``docs/networked.md``."""
