@@ -1,0 +1,196 @@
+"""BTARD-SGD in the simulator: checks catch each misbehaviour, bans are right, honest peers are
+never banned and always agree."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from shieldwall.btard.run import BTARDRun, build, run_btard
+from shieldwall.config import ConfigError, config_from_dict, config_to_dict
+from shieldwall.config.schema import ExperimentConfig
+
+torch.set_num_threads(1)
+
+
+def make_cfg(tmp: Path | None = None, *, n: int = 6, b: int = 2, attack: str | None = "sign_flip",
+             rounds: int = 6, seed: int = 0, params: dict[str, Any] | None = None,
+             **btard: Any) -> ExperimentConfig:
+    raw: dict[str, Any] = {
+        "common_args": {"random_seed": seed},
+        "data_args": {"dataset": "digits", "partition_method": "iid"},
+        "model_args": {"model": "lr"},
+        "train_args": {"federated_optimizer": "BTARD", "client_num_in_total": n,
+                       "comm_round": rounds, "batch_size": 16, "learning_rate": 0.1,
+                       "checkpoint_frequency": 0},
+        "validation_args": {"frequency_of_the_test": rounds},
+        "tracking_args": {"log_file_dir": str(tmp or "/tmp"), "run_name": f"btard{seed}",
+                          "enable_tensorboard": False, "progress_bar": False},
+        "btard_args": {"tau": 1.0, "signature": "hmac", **btard},
+    }
+    if attack is not None:
+        raw["attack_args"] = {"enable_attack": True, "attack_type": attack,
+                              "byzantine_client_num": b, **(params or {})}
+    return config_from_dict(raw)
+
+
+def steps(run: BTARDRun, rounds: int) -> list:
+    return [run.step(r)[0] for r in range(rounds)]
+
+
+def honest_params_agree(run: BTARDRun) -> bool:
+    honest = [p.params for i, p in run.peers.items() if i not in run.byzantine]
+    return all(torch.equal(honest[0], h) for h in honest[1:])
+
+
+def test_clean_run_steps_every_round_and_peers_agree() -> None:
+    run = build(make_cfg(attack=None, validators=2))
+    verdicts = steps(run, 4)
+    assert all(v.step and not v.banned and not v.accusations for v in verdicts)
+    assert honest_params_agree(run)
+    # the butterfly assembly equals the concatenation of per-part CenteredClips (reference)
+    from shieldwall.btard.clip import butterfly_clip
+
+    before = run.peers[0].params.clone()
+    _, view, _ = run.step(4)
+    grads = torch.stack([run.oracle.compute(before, 4, i).update for i in view.present])
+    ref = butterfly_clip(grads, 1.0, iterations=run.proto.cc_iterations)
+    assert torch.allclose(run.peers[0].st.ghat, ref, atol=1e-5)
+
+
+def test_tampered_aggregate_fails_the_check_and_bans_the_aggregator() -> None:
+    run = build(make_cfg(attack="wrong_aggregation", b=1))
+    v = run.step(0)[0]
+    (bad,) = run.byzantine
+    assert not v.step and v.failed_parts and v.banned == {bad: "CenteredClip check failed"}
+    assert any(a["kind"] == "clip_check" and a["accused"] == bad for a in v.accusations)
+    assert run.step(1)[0].step and honest_params_agree(run)
+
+
+def first_ban(run: BTARDRun, rounds: int = 12):
+    for r in range(rounds):
+        v = run.step(r)[0]
+        if v.banned:
+            return v
+    raise AssertionError("nobody was banned")
+
+
+def test_validator_catches_a_forged_gradient() -> None:
+    run = build(make_cfg(attack="sign_flip", b=1, validators=6, params={"scale": 1000}))
+    v = first_ban(run)
+    (bad,) = run.byzantine
+    assert v.banned == {bad: "bad_gradient"} and not v.step
+    acc = [a for a in v.accusations if a["kind"] == "bad_gradient"]
+    assert acc and all(a["accused"] == bad and a["proven"] for a in acc)
+
+
+def test_label_flipping_is_caught_by_recomputation() -> None:
+    run = build(make_cfg(attack="label_flip", b=1, validators=6))
+    (bad,) = run.byzantine
+    assert first_ban(run).banned == {bad: "bad_gradient"}
+
+
+@pytest.mark.parametrize(
+    ("attack", "kind"),
+    [("inconsistent_parts", "bad_part"), ("inconsistent_results", "bad_result"),
+     ("wrong_checksum", "bad_checksum")],
+)
+def test_equivocation_and_lies_are_proven_with_signed_evidence(attack: str, kind: str) -> None:
+    run = build(make_cfg(attack=attack, b=2))
+    v = run.step(0)[0]
+    assert set(v.banned) == set(run.byzantine)
+    assert any(a["kind"] == kind and a["proven"] for a in v.accusations)
+    assert all(a["accused"] in run.byzantine for a in v.accusations if a["proven"])
+
+
+def test_false_accuser_is_banned_and_the_accused_is_not() -> None:
+    run = build(make_cfg(attack="false_accuser", b=1))
+    (bad,) = run.byzantine
+    v = run.step(0)[0]
+    (acc,) = v.accusations
+    assert acc["accuser"] == bad and not acc["proven"] and acc["accused"] not in run.byzantine
+    assert v.banned == {bad: "false accusation (bad_part)"}
+
+
+def test_silent_peer_is_excluded_then_banned_after_the_limit() -> None:
+    run = build(make_cfg(attack="silent", b=1, silence_limit=2))
+    (bad,) = run.byzantine
+    v0, v1, v2 = steps(run, 3)
+    assert v0.step and v0.silent == [bad] and not v0.banned
+    assert v1.banned == {bad: "silent in 2 steps"} and v1.step
+    assert bad not in run.ledger.active and v2.step and honest_params_agree(run)
+
+
+def test_attack_start_delays_misbehaviour() -> None:
+    run = build(make_cfg(attack="wrong_aggregation", b=1, params={"attack_start": 2}))
+    v = steps(run, 3)
+    assert v[0].step and v[1].step and not v[2].step and set(v[2].banned) == set(run.byzantine)
+
+
+def test_simulated_check_mode_bans_attackers_only() -> None:
+    run = build(make_cfg(attack="sign_flip", b=2, check_mode="simulated", check_proba=0.5))
+    steps(run, 12)
+    assert set(run.ledger.banned) == set(run.byzantine)
+    assert all(b.reason.startswith("caught") for b in run.ledger.banned.values())
+
+
+BEHAVIOURS = ["sign_flip", "label_flip", "random_direction", "constant_direction", "gaussian",
+              "alie", "ipm", "wrong_aggregation", "inconsistent_parts", "inconsistent_results",
+              "wrong_checksum", "false_accuser", "silent", "sign_flip+false_accuser",
+              "constant_direction+wrong_checksum"]
+
+
+def test_honest_peers_are_never_banned_across_seeded_runs() -> None:
+    false_bans, caught = [], 0
+    for seed, attack in enumerate(BEHAVIOURS):
+        n = 5 + seed % 4
+        run = build(make_cfg(attack=attack, n=n, b=(n - 1) // 2, seed=seed, validators=2))
+        for r in range(5):
+            run.step(r)
+        false_bans += [(seed, attack, p) for p in run.ledger.banned if p not in run.byzantine]
+        caught += len(run.ledger.banned)
+        assert honest_params_agree(run), (seed, attack)
+    assert false_bans == []
+    assert caught > 0
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="fewer than half"):
+        build(make_cfg(n=6, b=3))
+    with pytest.raises(ConfigError, match="did you mean 'sign_flip'"):
+        build(make_cfg(attack="sign_flp"))
+    with pytest.raises(ConfigError, match="not a parameter"):
+        build(make_cfg(attack="silent", params={"bogus": 1}))
+
+
+def test_shieldwall_run_dispatches_and_logs_bans(tmp_path: Path) -> None:
+    from shieldwall.cli import main
+
+    cfg_path = tmp_path / "btard.yaml"
+    cfg = make_cfg(tmp_path, attack="sign_flip", b=2, rounds=8, validators=6,
+                   params={"scale": 1000})
+    cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    assert main(["run", str(cfg_path), "--run-name", "cli"]) == 0
+    text = (tmp_path / "cli" / "metrics.jsonl").read_text()
+    records = [json.loads(x) for x in text.splitlines()]
+    bans = [b for r in records for b in r["banned"]]
+    assert len(bans) == 2 and all(b["byzantine"] and b["reason"] == "bad_gradient" for b in bans)
+    assert records[-1]["byzantine_active"] == []
+    assert records[-1]["test_accuracy"] is not None
+    assert records[-1]["bytes"]["scatter"] > 0
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, attack="wrong_aggregation", b=1, rounds=3)
+    cfg.train_args.checkpoint_frequency = 1
+    first = run_btard(cfg)
+    cfg.train_args.comm_round = 5
+    second = run_btard(cfg, resume=first["run_dir"])
+    assert second["banned"] == first["banned"]
+    lines = (Path(first["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [0, 1, 2, 3, 4]
