@@ -14,7 +14,7 @@ import torch
 from test_aggregators_db import RULE_IDS, RULES, honest_rows, rows_of
 
 from shieldwall.aggregators import AGGREGATORS, aggregate
-from shieldwall.aggregators.base import pairwise_sq_distances
+from shieldwall.aggregators.base import drop_nonfinite, pairwise_sq_distances, row_norms
 from shieldwall.aggregators.bulyan import bulyan_with_info
 from shieldwall.aggregators.krum import krum_with_info, multikrum_with_info
 from shieldwall.aggregators.median import coordinate_median
@@ -265,3 +265,21 @@ def test_info_matches_vector_and_maps_indices_past_dropped_rows(name):
     if res.scores is not None:
         assert res.scores.shape == (11,)
         assert math.isinf(res.scores[3]) and math.isinf(res.scores[7])
+
+
+def test_finite_rows_whose_sum_overflows_are_kept():
+    # A row of 3e38 float32 entries sums to inf but is finite: it is a (far) row, not a dropped
+    # one, so f is not spent on it and n is unchanged.
+    x = honest_rows(5, 4, seed=0, dtype=torch.float32)
+    x[0] = 3e38
+    kept, f_left, index = drop_nonfinite(x, 0)
+    assert index is None and f_left == 0 and kept.shape == (5, 4)
+    x[1, 2] = float("nan")
+    kept, f_left, index = drop_nonfinite(x, 1)
+    assert index.tolist() == [0, 2, 3, 4] and f_left == 0
+
+
+def test_row_norms_no_overflow_or_underflow_in_float32():
+    x = torch.tensor([[1e30, 1e30], [1e-30, 1e-30], [3.0, 4.0], [0.0, 0.0]])
+    expected = torch.tensor([math.sqrt(2) * 1e30, math.sqrt(2) * 1e-30, 5.0, 0.0], dtype=T)
+    torch.testing.assert_close(row_norms(x), expected, rtol=1e-6, atol=0)

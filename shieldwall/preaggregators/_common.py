@@ -9,10 +9,9 @@ Byzantine row in stays at most one Byzantine row out. More than ``f`` non-finite
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from shieldwall.aggregators.base import check_updates
+from shieldwall.aggregators.base import check_updates, finite_row_mask
 
 __all__ = ["finite_rows", "embed_rows"]
 
@@ -25,8 +24,8 @@ def finite_rows(updates: Tensor, f: int, rule: str) -> Tensor | None:
     check_updates(updates)
     if f < 0:
         raise ValueError(f"{rule} needs f >= 0, got f={f}")
-    finite = torch.isfinite(updates).all(dim=1)
-    if bool(finite.all()):
+    finite = finite_row_mask(updates)
+    if finite is None:
         return None
     num_bad = int((~finite).sum())
     if num_bad > f:

@@ -1,0 +1,446 @@
+"""Benchmark of the robust aggregators and pre-aggregators against their floors (a script).
+
+Run::
+
+    python benchmarks/aggregators.py            # n in {16, 64, 256}, d in {1e4, 1e6}
+    python benchmarks/aggregators.py --quick    # n in {16, 64}, d = 1e4
+    python benchmarks/aggregators.py --sizes 256x1000000 --rules krum,median,geomed
+
+For every size: float32 rows from a seeded ``torch.randn``, ``f = (n - 3) // 4`` (what Bulyan
+tolerates), ``torch.set_num_threads(2)``. Reported per rule:
+
+* ``time``: median wall time over repeats (after one warm-up call; cases slower than a second
+  get fewer repeats, see ``--budget``).
+* ``floor`` and ``x``: the time of the cheapest torch work the rule cannot avoid, measured in the
+  same run, and the ratio. Distance rules (Krum, Multi-Krum, Bulyan, MDA, NNM): one
+  ``x @ x.T`` plus one ``x.mean(0)`` pass. Coordinate rules (median, trimmed mean, MeaMed, Phocas):
+  ``x.median(0)``. Geometric median / CenteredClip: iterations x one mean pass (plus
+  ``x.median(0)`` where the rule starts from the coordinate median). Sign majority, clipping,
+  ARC, bucketing: one mean pass.
+* ``naive``: the distance rules' score computed with a Python loop over pairs of rows (one
+  ``(x_i - x_j).pow(2).sum()`` each), only where ``pairs * d <= --naive-cap``.
+* ``byzfl``: ByzFL's implementation of the same rule on the same input, where ``byzfl`` is
+  installed (optional; it is loaded without its package ``__init__``, which needs torchvision),
+  and ``ours/byzfl``. Their defaults differ (see the notes printed at the end).
+* ``peak MB``: peak extra resident memory of one call, measured in a fresh subprocess per case as
+  the growth of ``ru_maxrss`` (the process's resident high-water mark) across the call, after the
+  input has been allocated and the rule warmed up on a small input; ``xin`` is that as a
+  multiple of the input's size. It counts every temporary the call touches (and allocator
+  slack), not what it returns to the OS.
+
+The machine may be shared: absolute times are noisy, the ratios (taken in the same run) less so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from shieldwall.aggregators import AGGREGATORS  # noqa: E402
+from shieldwall.preaggregators import PREAGGREGATORS  # noqa: E402
+
+THREADS = 2
+GEOMED_ITERS = 10
+CCLIP_ITERS = 5
+
+
+@dataclass
+class Case:
+    label: str
+    call: Callable[[torch.Tensor, int], object]
+    floor: str  # "gemm", "median", "mean", "iters", "iters+median"
+    iters: int = 1
+    naive: Callable[[torch.Tensor, int], object] | None = None
+    byzfl: Callable[[object, int], Callable[[torch.Tensor], object]] | None = None
+    feasible: Callable[[int, int], bool] = lambda n, f: True
+
+
+def _agg(name: str, **params):
+    fn = AGGREGATORS.get(name)
+    return lambda x, f: fn(x, f, **params)
+
+
+def _pre(name: str, **params):
+    fn = PREAGGREGATORS.get(name)
+    return lambda x, f: fn(x, f, **params)
+
+
+def naive_krum_scores(x: torch.Tensor, f: int) -> list[float]:
+    """Krum scores with a Python loop over pairs of rows (the reference the GEMM replaces)."""
+    n = x.shape[0]
+    dist = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            dist[i][j] = dist[j][i] = float((x[i] - x[j]).pow(2).sum())
+    k = n - f - 2
+    return [sum(sorted(dist[i][:i] + dist[i][i + 1 :])[:k]) for i in range(n)]
+
+
+def naive_multikrum(x: torch.Tensor, f: int) -> torch.Tensor:
+    scores = naive_krum_scores(x, f)
+    best = sorted(range(x.shape[0]), key=scores.__getitem__)[: x.shape[0] - f]
+    return x[best].mean(dim=0)
+
+
+def _cclip_init(x: torch.Tensor, f: int):
+    return AGGREGATORS.get("centered_clip")(
+        x, f, iterations=CCLIP_ITERS, init=torch.zeros(x.shape[1], dtype=x.dtype)
+    )
+
+
+CASES = [
+    Case("krum", _agg("krum"), "gemm", naive=naive_krum_scores, byzfl=lambda B, f: B.Krum(f=f)),
+    Case(
+        "multikrum",
+        _agg("multikrum"),
+        "gemm",
+        naive=naive_multikrum,
+        byzfl=lambda B, f: B.MultiKrum(f=f),
+    ),
+    Case("bulyan", _agg("bulyan"), "gemm"),
+    Case(
+        "mda",
+        _agg("mda"),
+        "gemm",
+        byzfl=lambda B, f: B.MDA(f=f),
+        feasible=lambda n, f: math.comb(n, f) <= 100_000,
+    ),
+    Case("median", _agg("median"), "median", byzfl=lambda B, f: B.Median()),
+    Case("trimmed_mean", _agg("trimmed_mean"), "median", byzfl=lambda B, f: B.TrMean(f=f)),
+    Case("meamed", _agg("meamed"), "median", byzfl=lambda B, f: B.Meamed(f=f)),
+    Case("phocas", _agg("phocas"), "median"),
+    Case(
+        f"geomed(T={GEOMED_ITERS})",
+        _agg("geomed", max_iter=GEOMED_ITERS, tol=0.0),
+        "iters+median",
+        iters=GEOMED_ITERS,
+        byzfl=lambda B, f: B.GeometricMedian(nu=1e-6, T=GEOMED_ITERS),
+    ),
+    Case("geomed(default)", _agg("geomed"), "iters+median", iters=0),
+    Case(
+        f"cclip(L={CCLIP_ITERS},init=median)",
+        _agg("cclip", iterations=CCLIP_ITERS),
+        "iters+median",
+        iters=CCLIP_ITERS,
+    ),
+    Case(
+        f"cclip(L={CCLIP_ITERS},init=0)",
+        _cclip_init,
+        "iters",
+        iters=CCLIP_ITERS,
+        byzfl=lambda B, f: _ByzflCClip(B, CCLIP_ITERS),
+    ),
+    Case("sign_majority", _agg("sign_majority"), "mean"),
+    Case("pre:nnm", _pre("nnm"), "gemm", byzfl=lambda B, f: B.NNM(f=f)),
+    Case("pre:bucketing(s=2)", _pre("bucketing", s=2), "mean", byzfl=lambda B, f: B.Bucketing(s=2)),
+    Case(
+        "pre:clipping",
+        _pre("clipping", c=1.0),
+        "mean",
+        byzfl=lambda B, f: _Copying(B.Clipping(c=1.0)),
+    ),
+    Case("pre:arc", _pre("arc"), "mean", byzfl=lambda B, f: _Copying(B.ARC(f=f))),
+]
+
+CASE_ALIASES = {
+    "geomed": "geomed(",
+    "cclip": "cclip(",
+    "nnm": "pre:nnm",
+    "arc": "pre:arc",
+    "clipping": "pre:clipping",
+    "bucketing": "pre:bucketing",
+}
+
+
+class _ByzflCClip:
+    """ByzFL's CenteredClipping keeps its centre between calls: a fresh one for every call."""
+
+    def __init__(self, B, iters):
+        self.B, self.iters = B, iters
+
+    def __call__(self, x):
+        # m=None starts from zeros (its type check rejects every explicit m in 0.0.11).
+        return self.B.CenteredClipping(L=self.iters, tau=10.0)(x)
+
+
+class _Copying:
+    """ByzFL's Clipping/ARC modify their input in place: time them on a copy, as ours copies."""
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def __call__(self, x):
+        return self.rule(x.clone())
+
+
+# --------------------------------------------------------------------------- helpers
+def load_byzfl():
+    """ByzFL's aggregators module, or ``None``. Its package ``__init__`` imports torchvision
+    (for its training framework); the aggregators do not need it, so they are loaded alone."""
+    spec = importlib.util.find_spec("byzfl")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = list(spec.submodule_search_locations)[0]
+    try:
+        if "byzfl" not in sys.modules:
+            package = types.ModuleType("byzfl")
+            package.__path__ = [root]
+            sys.modules["byzfl"] = package
+        import byzfl.aggregators.aggregators as aggs
+        import byzfl.aggregators.preaggregators as pres
+    except Exception as exc:  # pragma: no cover - depends on the install
+        print(f"# byzfl found but not loadable ({exc!r}); skipped")
+        return None
+    public = {k: v for m in (aggs, pres) for k, v in vars(m).items() if not k.startswith("_")}
+    module = types.SimpleNamespace(**public)
+    try:
+        from importlib.metadata import version
+
+        module.version = version("byzfl")
+    except Exception:
+        module.version = "?"
+    return module
+
+
+def timeit(fn: Callable[[], object], repeats: int, budget: float) -> float:
+    """Median wall time of ``fn`` over up to ``repeats`` calls after one warm-up call."""
+    return timeit_paired([fn], repeats, budget)[0]
+
+
+def timeit_paired(fns: list[Callable[[], object]], repeats: int, budget: float) -> list[float]:
+    """Median wall time of each of ``fns``, called in turn in every round (after one warm-up
+    round), so that the ratios between them come from the same stretch of a shared machine.
+
+    Rounds stop after ``repeats`` or once ``budget`` seconds are spent (at least one timed
+    round); a warm-up round longer than ``budget / 2`` counts as the only sample.
+    """
+    samples: list[list[float]] = [[] for _ in fns]
+
+    def one_round() -> float:
+        total = 0.0
+        for fn, bucket in zip(fns, samples):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+            total += bucket[-1]
+        return total
+
+    if one_round() <= budget / 2:
+        for bucket in samples:
+            bucket.clear()
+        spent = 0.0
+        while len(samples[0]) < repeats and (spent < budget or not samples[0]):
+            spent += one_round()
+    return [statistics.median(bucket) for bucket in samples]
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
+    except OSError:
+        return "unknown"
+
+
+def make_input(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def peak_memory_mb(label: str, n: int, d: int) -> float | None:
+    """Peak extra RSS (MB) of one call, from a fresh subprocess."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--_memcase", label, str(n), str(d)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    except Exception:
+        return None
+
+
+def _memcase(label: str, n: int, d: int) -> None:
+    torch.set_num_threads(THREADS)
+    case = next(c for c in CASES if c.label == label)
+    f = (n - 3) // 4
+    case.call(make_input(n, 64, seed=1), f)  # warm the code paths on a small input
+    x = make_input(n, d)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    case.call(x, f)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) / 1024.0)  # ru_maxrss is in KiB on Linux
+
+
+def fmt_ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    ms = seconds * 1e3
+    return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else (f"{r:.2f}" if r < 10 else f"{r:.0f}")
+
+
+# --------------------------------------------------------------------------- main
+def run(args) -> None:
+    torch.set_num_threads(THREADS)
+    byzfl = None if args.no_byzfl else load_byzfl()
+    cases = CASES
+    if args.rules:
+        wanted = [w.strip() for w in args.rules.split(",") if w.strip()]
+        prefixes = [CASE_ALIASES.get(w, w) for w in wanted]
+        cases = [c for c in CASES if any(c.label == p or c.label.startswith(p) for p in prefixes)]
+    print(
+        f"# shieldwall aggregator benchmark — torch {torch.__version__}, "
+        f"{THREADS} threads, {platform.processor() or platform.machine()}, float32"
+    )
+    print(f"# byzfl: {'version ' + byzfl.version if byzfl else 'not installed: skipped'}")
+    print(
+        "# times in ms (median over repeats); x = ours / floor; naive and byzfl: ms and "
+        "ours / theirs; peak MB: extra resident memory of one call (xin: / input size)"
+    )
+    print(
+        "# floor and byzfl are timed in the same rounds as ours (calls alternate); "
+        f"load average at start: {_load()}"
+    )
+    for n, d in args.sizes:
+        f = (n - 3) // 4
+        x = make_input(n, d)
+        t_mean = timeit(lambda x=x: x.mean(dim=0), args.repeats, args.budget)
+        t_median = timeit(lambda x=x: x.median(dim=0), args.repeats, args.budget)
+        t_gemm = timeit(lambda x=x: x @ x.T, args.repeats, args.budget)
+        input_mb = n * d * 4 / 2**20
+        print(
+            f"\n## n={n} d={d} f={f}  input {input_mb:.1f} MB  floors: mean(0) "
+            f"{fmt_ms(t_mean)} ms, median(0) {fmt_ms(t_median)} ms, x@x.T {fmt_ms(t_gemm)} ms"
+        )
+        header = (
+            f"{'rule':<28}{'time':>9}{'floor':>9}{'x':>7}{'naive':>9}{'x':>7}"
+            f"{'byzfl':>9}{'x':>7}{'peak MB':>9}{'xin':>6}"
+        )
+        print(header)
+        print("-" * len(header))
+        for case in cases:
+            if not case.feasible(n, f):
+                print(f"{case.label:<28}{'(skipped: C(n, f) too large)':>40}")
+                continue
+            ours = lambda c=case, x=x, f=f: c.call(x, f)  # noqa: E731
+            floor_fns = {
+                "gemm": [lambda x=x: x @ x.T, lambda x=x: x.mean(dim=0)],
+                "median": [lambda x=x: x.median(dim=0)],
+                "mean": [lambda x=x: x.mean(dim=0)],
+                "iters": [lambda x=x: x.mean(dim=0)] * case.iters,
+                "iters+median": [lambda x=x: x.mean(dim=0)] * case.iters
+                + [lambda x=x: x.median(dim=0)],
+            }[case.floor]
+
+            def floor_fn(fns=floor_fns):
+                for fn in fns:
+                    fn()
+
+            theirs_fn, theirs_note = None, ""
+            if byzfl is not None and case.byzfl is not None:
+                try:
+                    rule = case.byzfl(byzfl, f)
+                    rule(x[:, :64].clone())  # fail fast on what it does not support
+                    theirs_fn = lambda r=rule, x=x: r(x)  # noqa: E731
+                except Exception as exc:
+                    theirs_note = f"  byzfl failed: {type(exc).__name__}: {str(exc)[:60]}"
+            fns = [ours, floor_fn] + ([theirs_fn] if theirs_fn else [])
+            try:
+                times = timeit_paired(fns, args.repeats, args.budget)
+            except Exception as exc:  # ByzFL may fail on the full size only
+                theirs_note = f"  byzfl failed: {type(exc).__name__}: {str(exc)[:60]}"
+                times = timeit_paired(fns[:2], args.repeats, args.budget)
+            t, floor = times[0], times[1]
+            theirs = times[2] if len(times) > 2 else None
+            naive = None
+            if case.naive is not None and n * (n - 1) // 2 * d <= args.naive_cap:
+                naive = timeit(lambda c=case, x=x, f=f: c.naive(x, f), 1, args.budget)
+            mem = None if args.no_memory else peak_memory_mb(case.label, n, d)
+            print(
+                f"{case.label:<28}{fmt_ms(t):>9}{fmt_ms(floor if floor > 0 else None):>9}"
+                f"{fmt_ratio(t / floor if floor > 0 else None):>7}"
+                f"{fmt_ms(naive):>9}{fmt_ratio(t / naive if naive else None):>7}"
+                f"{fmt_ms(theirs):>9}{fmt_ratio(t / theirs if theirs else None):>7}"
+                f"{'-' if mem is None else f'{mem:.0f}':>9}"
+                f"{'-' if mem is None else f'{mem / input_mb:.1f}':>6}{theirs_note}",
+                flush=True,
+            )
+        del x
+    print(f"\n# load average at end: {_load()}")
+    print(
+        "# Notes. geomed(default) stops on RFA's criterion (tol=1e-6, at most 100 steps): its"
+        "\n# floor column counts only the median start, the steps it took are not known here."
+        "\n# ByzFL's defaults differ from ours; timed with matched work where possible:"
+        "\n#  Krum/MultiKrum score n-f-1 neighbours (Blanchard et al.: n-f-2); Median and MeaMed"
+        "\n#  use torch.quantile (mean of the two middle values; fails beyond 2^24 elements);"
+        "\n#  GeometricMedian starts from zeros, no stopping rule (T steps, nu=1e-6 here);"
+        "\n#  CenteredClipping with m=0, L=5, tau=10 (ours: same, init=0; ByzFL 0.0.11 rejects any"
+        "\n#  explicit m, so a fresh instance starts from zeros each call); Clipping and ARC modify"
+        "\n#  their input in place, so they are timed on a copy; MDA loops over all C(n, n-f)"
+        "\n#  subsets in Python."
+    )
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        n, d = item.lower().split("x")
+        sizes.append((int(n), int(float(d))))
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--_memcase":
+        _memcase(argv[1], int(argv[2]), int(argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="n in {16, 64}, d = 1e4")
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=None,
+        help="comma-separated NxD, e.g. 16x10000,256x1000000",
+    )
+    parser.add_argument("--rules", default="", help="comma-separated rule labels (prefixes)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=4.0,
+        help="seconds of timed repeats per case before stopping early",
+    )
+    parser.add_argument(
+        "--naive-cap",
+        type=float,
+        default=2.5e9,
+        help="largest pairs * d for the Python-loop reference",
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the RSS subprocesses")
+    parser.add_argument("--no-byzfl", action="store_true", help="do not time ByzFL")
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = (
+            [(16, 10_000), (64, 10_000)]
+            if args.quick
+            else [(n, d) for n in (16, 64, 256) for d in (10_000, 1_000_000)]
+        )
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
