@@ -163,8 +163,8 @@ def plan_attack(cfg: ExperimentConfig) -> AttackPlan | None:
         if key in accepted:
             origin = cfg.sources.get(f"attack_args.{key}", "file")
             plan.params[key], plan.sources[key] = value, f"attack_args.{key} ({origin})"
-        elif key in FEDML_KEYS:
-            plan.notes.append(f"attack_args.{key} is not read by {plan.name!r}; ignored")
+        elif key in FEDML_KEYS:  # FedML's flat namespace: may be the defense's (see check)
+            plan.notes.append(f"attack_args.{key} is not a parameter of the attack {plan.name!r}")
         else:
             unknown[key] = value
     check_params(entry, unknown, "attack_args")

@@ -211,10 +211,16 @@ class Defense:
         try:
             self(torch.zeros((n, 2)), f, commit=False)
         except ValueError as exc:
+            origins = "; ".join(
+                f"{key.split(':')[1]} from {src}" for key, src in self.sources.items()
+                if not src.startswith(("default", "FedML"))
+            )
             raise ConfigError(
-                f"defense {self.label!r} cannot run with {n} clients per round and f={f}: {exc}. "
-                "Lower attack_args.byzantine_client_num (or defense_args.byzantine_client_num), "
-                "add clients, or choose another defense_args.defense_type"
+                f"defense {self.label!r} cannot run with {n} clients per round and f={f}: {exc}"
+                + (f" ({origins})" if origins else "")
+                + ". Lower attack_args.byzantine_client_num (or "
+                "defense_args.byzantine_client_num), add clients, or change the defense's "
+                "parameters or defense_args.defense_type"
             ) from None
 
     def state_dict(self) -> dict[str, Any]:
