@@ -184,3 +184,37 @@ def test_property_partitions_are_exact_covers(labels, num_clients, alpha, seed):
     # floor-of-cumsum cuts hand a class's single sample to the last eligible client)
     parts = partition_indices(y, num_clients, "dirichlet", alpha=alpha, seed=seed, min_size=0)
     assert_exact_cover(parts, len(y))
+
+
+def _fedml_hetero(labels: np.ndarray, client_num: int, alpha: float, seed: int) -> list[list[int]]:
+    """FedML's ``non_iid_partition_with_dirichlet_distribution`` as FedML runs it: NumPy's
+    global RNG seeded by ``fedml.init``, min size 10 (transcribed from its description)."""
+    np.random.seed(seed)
+    n = labels.shape[0]
+    min_size = 0
+    while min_size < 10:
+        batches: list[list[int]] = [[] for _ in range(client_num)]
+        for k in range(int(labels.max()) + 1):
+            idx_k = np.where(labels == k)[0]
+            np.random.shuffle(idx_k)
+            p = np.random.dirichlet(np.repeat(alpha, client_num))
+            p = np.array([q * (len(b) < n / client_num) for q, b in zip(p, batches)])
+            p = p / p.sum()
+            cuts = (np.cumsum(p) * len(idx_k)).astype(int)[:-1]
+            batches = [b + part.tolist() for b, part in zip(batches, np.split(idx_k, cuts))]
+        min_size = min(len(b) for b in batches)
+    for b in batches:
+        np.random.shuffle(b)
+    return batches
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_dirichlet_reproduces_fedml_split_for_the_same_seed(seed):
+    labels = np.random.default_rng(7).integers(0, 10, size=3000)
+    ours = partition_indices(torch.as_tensor(labels), 6, "hetero", alpha=0.5, seed=seed)
+    state = np.random.get_state()
+    try:
+        theirs = _fedml_hetero(labels, 6, 0.5, seed)
+    finally:
+        np.random.set_state(state)
+    assert [p.tolist() for p in ours] == theirs

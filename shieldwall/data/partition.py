@@ -12,11 +12,13 @@ parts are disjoint and together cover every sample. Methods (case-insensitive, `
   proportion (FedML's balancing trick, which keeps part sizes from running away). The whole draw is
   repeated until every client holds at least ``min_size`` samples. Small ``alpha`` → strong skew.
 
-Randomness comes from ``numpy.random.default_rng(seed)`` only (never a global RNG), so a seed
-gives the same parts on every run whatever other code draws. The draw order (shuffle, then
-Dirichlet, per class) follows FedML, but FedML seeds NumPy's legacy global RNG, so the exact
-indices differ from FedML's. Two departures, both for cases where FedML loops forever or divides by
-zero: after ``max_tries`` draws without reaching ``min_size`` a ValueError is raised, and if every
+Randomness comes from a private ``numpy.random.RandomState(seed)`` (never the global RNG), so a
+seed gives the same parts on every run whatever other code draws. FedML seeds NumPy's legacy
+global RNG with the same seed and draws in the same order (shuffle, then Dirichlet, per class;
+a final shuffle per client), so a FedML user's ``random_seed`` yields exactly FedML's split (a
+test checks this against a transcription of FedML's procedure). Two departures, both for
+cases where FedML loops forever or divides by zero: after ``max_tries`` draws without reaching
+``min_size`` a ValueError is raised, and if every
 eligible client's proportion underflows to zero (``alpha`` ≪ 1) the class is cut evenly among them.
 As in FedML, cut points are ``floor(cumsum(p) · n_k)``, so rounding remainders drift to the last
 clients (a single-sample class goes to the last eligible one, not a random one); ``min_size`` may
@@ -73,7 +75,9 @@ def _labels_array(labels: Tensor | np.ndarray) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def iid_partition(num_samples: int, num_clients: int, rng: np.random.Generator) -> list[np.ndarray]:
+def iid_partition(
+    num_samples: int, num_clients: int, rng: np.random.RandomState
+) -> list[np.ndarray]:
     """A random permutation of ``range(num_samples)`` cut into ``num_clients`` near-equal parts."""
     return list(np.array_split(rng.permutation(num_samples), num_clients))
 
@@ -83,7 +87,7 @@ def dirichlet_partition(
     num_clients: int,
     alpha: float,
     min_size: int,
-    rng: np.random.Generator,
+    rng: np.random.RandomState,
     max_tries: int = 1000,
 ) -> list[np.ndarray]:
     """FedML's ``hetero`` LDA partition (see the module docstring); one index array per client."""
@@ -130,7 +134,7 @@ def partition_indices(
         num_clients: number of parts, ``1 ≤ num_clients ≤ N``.
         method: ``iid`` or ``dirichlet`` (or an alias; see :data:`PARTITION_METHODS`).
         alpha: Dirichlet concentration (``dirichlet`` only); must be positive.
-        seed: seed of the ``numpy.random.Generator`` used for every draw.
+        seed: seed of the private ``numpy.random.RandomState`` used for every draw.
         min_size: fewest samples a client may get (``dirichlet`` only; ``iid`` parts hold
             ``N // num_clients`` or one more).
         max_tries: Dirichlet redraws before giving up with a ValueError.
@@ -150,7 +154,7 @@ def partition_indices(
     num_clients = int(num_clients)
     if num_clients > n:
         raise ValueError(f"more clients ({num_clients}) than samples ({n}) to split among them")
-    rng = np.random.default_rng(seed)
+    rng = np.random.RandomState(seed)
     if canonical == "iid":
         parts = iid_partition(n, num_clients, rng)
     else:
