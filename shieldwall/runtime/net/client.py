@@ -145,7 +145,8 @@ class GrpcClientRuntime(Runtime):
 
     Args:
         settings: resolved ``comm_args`` for this client (``name`` = ``client-K``).
-        executor: hosts this client's shard under its round index.
+        executor: hosts this client's shard under its round index (may be set after
+            :meth:`check_in`, so that a refused client never loads its data).
         client_id: FedML's client id ``K`` (an entry of ``client_id_list``).
         token: this client's secret.
         silo: DDP processes behind this client (reported to the server).
@@ -154,8 +155,8 @@ class GrpcClientRuntime(Runtime):
     is_server = False
 
     def __init__(
-        self, settings: NetSettings, executor: ClientExecutor, client_id: int, token: str = "",
-        silo: int = 1,
+        self, settings: NetSettings, executor: ClientExecutor | None, client_id: int,
+        token: str = "", silo: int = 1,
     ) -> None:
         if client_id not in settings.client_ids:
             raise ValueError(
@@ -177,13 +178,22 @@ class GrpcClientRuntime(Runtime):
     def run_clients(self, params, plan):  # type: ignore[no-untyped-def]
         raise NotImplementedError("a client process does not run rounds")
 
+    def check_in(self) -> None:
+        """Join once (retrying while the server is away): a refused identity fails here."""
+        self._loop(join_only=True)
+
     def serve(self) -> None:
+        self._loop(join_only=False)
+
+    def _loop(self, join_only: bool) -> None:
         backoff = Backoff(cap=min(5.0, self.settings.reconnect_timeout))
         last_contact = time.monotonic()
         while True:
             conn = Connection(self.settings, self.client_id, self.token)
             try:
                 conn.join(self.instance, self.silo)
+                if join_only:
+                    return
                 log.info("client %d joined %s", self.client_id, self.settings.target)
                 while True:
                     task = conn.fetch()
@@ -223,6 +233,7 @@ class GrpcClientRuntime(Runtime):
 
     def _answer(self, conn: Connection, task: RoundTask) -> None:
         started = time.perf_counter()
+        assert self.executor is not None, "check_in() first, then set the executor"
         result = self.executor.run(task.params, task.plan, task.index)
         ack = conn.upload(task, result)
         self.rounds_done += 1

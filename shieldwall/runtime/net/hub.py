@@ -37,7 +37,7 @@ from shieldwall.runtime.net.rows import Answer, read_row
 from shieldwall.runtime.net.settings import NetSettings
 from shieldwall.runtime.net.wire import Kind, WireError
 
-__all__ = ["Hub", "OpenRound", "Answer", "SESSION_TTL", "POLL_SECONDS"]
+__all__ = ["Hub", "OpenRound", "SESSION_TTL", "POLL_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class Hub:
         self.calls: dict[int, int] = {}
         self.bytes_in = 0
         self.bytes_out = 0
+        self.poll = POLL_SECONDS
 
     # ---------------------------------------------------------------- gRPC side
     def handler(self) -> grpc.GenericRpcHandler:
@@ -167,7 +168,7 @@ class Hub:
             log.info("client %d %s from %s%s", client, what, context.peer(),
                      f" (silo of {silo} DDP processes)" if silo > 1 else "")
             return wire.encode(Kind.WELCOME, {"session": s.id, "dim": self.dim,
-                                              "poll": POLL_SECONDS})
+                                              "poll": self.poll})
         finally:
             self._leave(client)
 
@@ -176,7 +177,7 @@ class Hub:
         assert s is not None
         try:
             index = self.position[client]
-            deadline = time.monotonic() + POLL_SECONDS
+            deadline = time.monotonic() + self.poll
             chosen: OpenRound | None = None
             kind = Kind.WAIT
             with self.cond:
@@ -256,6 +257,9 @@ class Hub:
         try:
             answer = read_row(head, self._counted(frames), r.dim, r.dtype,
                               self.settings.max_update_norm)
+        except grpc.RpcError:
+            answer = Answer(None, reason="upload stream broken (a message above the size limit, "
+                                         "or the client went away)")
         except Exception as exc:  # noqa: BLE001 - a broken stream is an answer, not a crash
             answer = Answer(None, reason=f"upload failed: {type(exc).__name__}: {exc}")
         finally:
@@ -333,7 +337,7 @@ class Hub:
             self.cond.notify_all()
             while time.monotonic() < deadline:
                 live = [k for k, s in self.sessions.items()
-                        if not s.stopped and time.monotonic() - s.last_seen < 2 * POLL_SECONDS]
+                        if not s.stopped and time.monotonic() - s.last_seen < 2 * self.poll]
                 if not live:
                     break
                 self.cond.wait(0.2)

@@ -83,14 +83,17 @@ def run_client(
     world, address, port = silo_layout(cfg, client_id)
     node_rank = cfg.client_silo_args.node_rank_in_silo if node_rank is None else node_rank
     if world == 1:
-        executor, _ = build_client_executor(cfg, client_id)
-        runtime = _runtime(cfg, executor, client_id, token, 1)
+        runtime = _runtime(cfg, client_id, token, 1)
+        runtime.check_in()  # a refused client stops here, before loading any data
+        runtime.executor, _ = build_client_executor(cfg, client_id)
         runtime.serve()
         return runtime.rounds_done
     per_node = max(cfg.client_silo_args.n_proc_per_node, 1)
     if not 0 <= node_rank < world // per_node:
         raise ConfigError(f"node rank {node_rank} is outside the silo's "
                           f"{world // per_node} nodes (client_silo_args.n_node_in_silo)")
+    if node_rank == 0:
+        _runtime(cfg, client_id, token, world).check_in()  # refused: no trainers started
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ctx = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
@@ -112,10 +115,10 @@ def run_client(
                 child.terminate()
 
 
-def _runtime(cfg: ExperimentConfig, executor: ClientExecutor, client_id: int,
-             token: str | None, silo: int) -> GrpcClientRuntime:
+def _runtime(cfg: ExperimentConfig, client_id: int, token: str | None,
+             silo: int) -> GrpcClientRuntime:
     settings = NetSettings.from_config(cfg, f"client-{client_id}")
-    return GrpcClientRuntime(settings, executor, client_id, client_token(cfg, client_id, token),
+    return GrpcClientRuntime(settings, None, client_id, client_token(cfg, client_id, token),
                              silo=silo)
 
 
@@ -134,7 +137,8 @@ def _silo_process(cfg: ExperimentConfig, client_id: int, rank: int, world: int,
             return silo.follow()
         log.info("client %d: silo of %d DDP processes (gloo at %s:%d)", client_id, world,
                  address, port)
-        runtime = _runtime(cfg, silo, client_id, token, world)
+        runtime = _runtime(cfg, client_id, token, world)
+        runtime.executor = silo
         try:
             runtime.serve()
         finally:

@@ -1,0 +1,228 @@
+"""The networked mode with real processes on 127.0.0.1: ``shieldwall server`` and
+``shieldwall client`` (plus a rogue client speaking the wire protocol by hand, run from this
+file's ``__main__``): training with a Byzantine client, a refused token, a client killed
+mid-run, a server killed and resumed, garbage rows contained."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENS = {1: "tok-one", 2: "tok-two", 3: "tok-three", 4: "tok-four"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config(tmp: Path, ids: list[int], rounds: int, **comm) -> Path:
+    raw = {
+        "data_args": {"dataset": "digits", "partition_method": "iid"},
+        "model_args": {"model": "lr"},
+        "train_args": {"federated_optimizer": "FedAvg", "client_id_list": ids,
+                       "client_num_in_total": len(ids), "comm_round": rounds,
+                       "batch_size": 16, "learning_rate": 0.05},
+        "device_args": {"num_threads": 1},
+        "comm_args": {"server_port": free_port(), "auth_tokens": TOKENS, "join_timeout": 60,
+                      "round_timeout": 60, "reconnect_timeout": 90, **comm},
+        "tracking_args": {"log_file_dir": str(tmp / "runs"), "run_name": "net",
+                          "enable_tensorboard": False},
+        "attack_args": {"enable_attack": True, "attack_type": "byzantine",
+                        "attack_mode": "random", "byzantine_client_num": 1},
+        "defense_args": {"enable_defense": True, "defense_type": "median"},
+    }
+    path = tmp / "net.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+class Procs:
+    """Processes started by a test; all killed (by pid) at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.procs = tmp, []
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = (self.tmp / f"{name}.log").open("w")
+        proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def shieldwall(self, name: str, *args: str) -> subprocess.Popen:
+        return self.start(name, "-m", "shieldwall", *args)
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
+
+    def kill_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def procs(tmp_path):
+    p = Procs(tmp_path)
+    yield p
+    p.kill_all()
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float, what: str, procs: Procs) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; server log:\n{procs.log('server')}")
+
+
+def test_server_and_three_clients_train_with_a_byzantine_client(procs, tmp_path):
+    cfg = config(tmp_path, [1, 2, 3], rounds=8, round_timeout=240)  # every row, every round
+    raw = yaml.safe_load(cfg.read_text())
+    raw["tracking_args"]["enable_tensorboard"] = True
+    cfg.write_text(yaml.safe_dump(raw))
+    server = procs.shieldwall("server", "server", str(cfg), "--rank", "0")
+    impostor = procs.shieldwall("impostor", "client", str(cfg), "--rank", "2", "--token", "nope")
+    clients = [procs.shieldwall(f"client{k}", "client", str(cfg), "--rank", str(k))
+               for k in (1, 2, 3)]
+    assert server.wait(timeout=300) == 0, procs.log("server")
+    assert impostor.wait(timeout=30) == 3
+    assert "refused client 2: bad token" in procs.log("impostor")
+    assert "bad token for client 2" in procs.log("server")
+    for k, c in zip((1, 2, 3), clients):
+        assert c.wait(timeout=30) == 0, procs.log(f"client{k}")
+        assert "done, 8 rounds answered" in procs.log(f"client{k}")
+    run = tmp_path / "runs" / "net"
+    recs = metrics(run)
+    assert [r["round"] for r in recs] == list(range(8))
+    assert all(len(r["byzantine"]) == 1 and "rejected" not in r for r in recs)
+    assert recs[-1]["test_accuracy"] > 0.85
+    assert (run / "checkpoint.pt").is_file() and (run / "tensorboard").is_dir()
+    # The same config in the simulator reaches the same model: same rows, same aggregation.
+    from shieldwall.config import load_config
+    from shieldwall.train import train
+
+    sim = train(load_config(cfg, ["comm_args.runtime=simulator",
+                                  f"tracking_args.log_file_dir={tmp_path / 'sim'}"]))
+    assert torch.allclose(torch.load(run / "final_params.pt"),
+                          torch.load(Path(sim["run_dir"]) / "final_params.pt"), atol=1e-5)
+
+
+def test_killed_client_restarted_server_and_rogue_client(procs, tmp_path):
+    cfg = config(tmp_path, [1, 2, 3, 4], rounds=8, quorum=3, quorum_timeout=1.0,
+                 max_message_mb=0.01)
+    run = tmp_path / "runs" / "net"
+    server = procs.shieldwall("server", "server", str(cfg))
+    clients = {k: procs.shieldwall(f"client{k}", "client", str(cfg), "--rank", str(k))
+               for k in (1, 2, 3)}
+    rogue = procs.start("rogue", __file__, str(cfg), "4")
+    wait_for(lambda: len(metrics(run)) >= 2, 300, "round 1", procs)
+    clients[3].send_signal(signal.SIGKILL)  # a client dies in the middle of the run
+    wait_for(lambda: len(metrics(run)) >= 4, 120, "round 3", procs)
+    server.send_signal(signal.SIGKILL)  # so does the server...
+    server.wait()
+    done_before = len(metrics(run))
+    server = procs.shieldwall("server2", "server", "--resume", str(run),  # ...and comes back
+                              "--set", "comm_args.join_timeout=2")
+    assert server.wait(timeout=300) == 0, procs.log("server2")
+    assert "resuming" in procs.log("server2")
+    for k in (1, 2):
+        assert clients[k].wait(timeout=30) == 0, procs.log(f"client{k}")
+        assert "retrying" in procs.log(f"client{k}")  # they reconnected on their own
+    assert rogue.wait(timeout=30) == 0, procs.log("rogue")
+    recs = metrics(run)
+    assert [r["round"] for r in recs] == list(range(8)) and done_before < 8
+    assert recs[-1]["test_accuracy"] > 0.85
+    # the dead client (index 2) is absent from the rounds after it died
+    assert all(r["rejected"].get("2", "").startswith("absent") for r in recs[4:])
+    # every row of the rogue (index 3) was rejected, for the reason its garbage deserved
+    reasons = " | ".join(r["rejected"]["3"] for r in recs)
+    assert all("3" in r["rejected"] for r in recs)
+    for why in ("non-finite", "shape (", "truncated", "stream broken", "oversize upload"):
+        assert why in reasons, reasons
+    assert "RESOURCE_EXHAUSTED" in procs.log("rogue")  # its oversize message was refused
+    assert "round" in procs.log("server2") and "rejected" in procs.log("server2")
+
+
+# --------------------------------------------------------------------- the rogue client
+def rogue(config_path: str, client_id: int) -> None:
+    """Answer every round, a second late, with garbage: NaN, a wrong shape, one oversize
+    message, a truncated stream, a wrong dtype (in turn); reconnect like an honest client when
+    the server is away."""
+    import shieldwall.train  # noqa: F401  (algorithms before the runtime package)
+    from shieldwall.config import load_config
+    from shieldwall.runtime.net import wire
+    from shieldwall.runtime.net.client import Backoff, Connection, RoundTask
+    from shieldwall.runtime.net.settings import NetSettings
+
+    cfg = load_config(config_path)
+    base = NetSettings.from_config(cfg, f"client-{client_id}")
+    loud = dataclasses.replace(base, max_message_bytes=4 * base.max_message_bytes)
+    backoff = Backoff()
+    while True:
+        conn = Connection(loud, client_id, TOKENS[client_id])
+        try:
+            conn.join("rogue")
+            while True:
+                task = conn.fetch()
+                if task == wire.Kind.STOP:
+                    return
+                if not isinstance(task, RoundTask):
+                    continue
+                backoff.reset()
+                time.sleep(0.5)  # a slow client too: the others wait for it (or the quorum)
+                dim = task.params.numel()
+                head = {"round": task.round, "nonce": task.nonce, "num_samples": 1e9,
+                        "loss": 0.0, "dtype": "float32", "shape": [dim], "nbytes": 4 * dim}
+                good = wire.tensor_bytes(torch.zeros(dim))
+                kind = task.round % 5
+                if kind == 0:
+                    chunks = [wire.tensor_bytes(torch.full((dim,), float("nan")))]
+                elif kind == 1:
+                    head.update(shape=[dim - 1], nbytes=4 * (dim - 1))
+                    chunks = [good[:-4]]
+                elif kind == 2:  # one message far above the server's limit
+                    chunks = [good + b"\0" * 3 * base.max_message_bytes]
+                elif kind == 3:
+                    chunks = [good[: len(good) // 2]]
+                else:
+                    head.update(dtype="float64", nbytes=8 * dim)
+                    chunks = [wire.tensor_bytes(torch.zeros(dim, dtype=torch.float64))]
+                frames = [wire.encode(wire.Kind.CHUNK, None, c) for c in chunks]
+                try:
+                    conn.upload_frames(head, iter(frames))
+                except Exception as exc:  # noqa: BLE001 - the oversize message is refused
+                    print(f"rogue: round {task.round}: {exc}", flush=True)
+        except Exception as exc:  # noqa: BLE001 - server away: back off and retry
+            print(f"rogue: {type(exc).__name__}; retrying", flush=True)
+            time.sleep(backoff.next())
+        finally:
+            conn.close()
+
+
+if __name__ == "__main__":
+    rogue(sys.argv[1], int(sys.argv[2]))

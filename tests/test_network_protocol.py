@@ -1,0 +1,273 @@
+"""The networked runtime's protocol, in one process: a real gRPC server on 127.0.0.1 and
+clients speaking to it directly (honest, refused, replaying, duplicate, garbage, TLS)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import grpc
+import pytest
+import torch
+
+import shieldwall.train  # noqa: F401  (imports the algorithms before the runtime package)
+from shieldwall.algorithms.base import LocalResult
+from shieldwall.cli import main
+from shieldwall.config import config_from_dict
+from shieldwall.runtime.base import RoundPlan
+from shieldwall.runtime.net import wire
+from shieldwall.runtime.net.client import ClientRefused, Connection, GrpcClientRuntime, RoundTask
+from shieldwall.runtime.net.server import GrpcServerRuntime
+from shieldwall.runtime.net.settings import NetSettings, network_view
+from shieldwall.runtime.net.wire import Kind, WireError
+
+DIM = 6
+
+
+def settings(ids=(1, 2, 3), **kw) -> NetSettings:
+    base = dict(name="server", address="127.0.0.1", port=0, client_ids=list(ids),
+                join_timeout=0.0, round_timeout=10.0, quorum_timeout=10.0,
+                max_message_bytes=4096)
+    base.update(kw)
+    return NetSettings(**base)
+
+
+@pytest.fixture
+def server():
+    made: list[GrpcServerRuntime] = []
+
+    def make(dim: int = DIM, **kw) -> GrpcServerRuntime:
+        rt = GrpcServerRuntime(settings(**kw), dim)
+        rt.hub.poll = 0.3  # WAIT answers come quickly
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in made:
+        rt.hub.finish(grace=0.0)
+        rt._server.stop(grace=0).wait()
+
+
+def client_settings(rt: GrpcServerRuntime, name: str = "client", **kw) -> NetSettings:
+    s = settings(rt.settings.client_ids, port=rt.port, name=name,
+                 max_message_bytes=rt.settings.max_message_bytes, **kw)
+    return s
+
+
+def connect(rt: GrpcServerRuntime, client: int, token: str = "", instance: str = "") -> Connection:
+    conn = Connection(client_settings(rt), client, token)
+    conn.join(instance or f"instance-{client}")
+    return conn
+
+
+def start_round(rt: GrpcServerRuntime, r: int = 0, ids=(0, 1, 2)) -> Future:
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(rt.run_clients, torch.zeros(DIM), RoundPlan(r, tuple(ids)))
+    pool.shutdown(wait=False)
+    return future
+
+
+def fetch_round(conn: Connection) -> RoundTask:
+    for _ in range(20):
+        task = conn.fetch()
+        if isinstance(task, RoundTask):
+            return task
+    raise AssertionError("no round")
+
+
+def answer(conn: Connection, task: RoundTask, row: torch.Tensor, **head) -> dict:
+    return conn.upload(task, LocalResult(row, head.get("num_samples", 10), 0.5))
+
+
+class Echo:
+    """An executor whose row is ``params + client index + 1``."""
+
+    def run(self, params, plan, client_id):
+        return LocalResult(params + client_id + 1, 10 * (client_id + 1), 0.1)
+
+
+def test_clients_answer_rounds_in_plan_order(server):
+    big = 3000  # 12 kB rows travel as several chunks of the 4 kB message limit
+    rt = server(dim=big)
+    threads = [threading.Thread(target=GrpcClientRuntime(client_settings(rt), Echo(), k).serve,
+                                daemon=True) for k in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for r in range(3):
+        res = rt.run_clients(torch.full((big,), float(r)), RoundPlan(r, (2, 0)))
+        assert res.rejected == {}
+        assert torch.equal(res.updates, torch.stack([torch.full((big,), r + 3.0),
+                                                     torch.full((big,), r + 1.0)]))
+        assert res.num_samples.tolist() == [30.0, 10.0]
+    assert rt.hub.bytes_out > 3 * 2 * big * 4 and rt.hub.bytes_in > 3 * 2 * big * 4
+    rt.close()
+    for t in threads:
+        t.join(timeout=10)
+        assert not t.is_alive()  # every client heard STOP
+
+
+def test_wrong_token_and_unknown_client_are_refused_and_logged(server, caplog):
+    rt = server(tokens={1: "one", 2: "two", 3: "three"})
+    caplog.set_level(logging.WARNING)
+    for client, token, why in [(1, "two", "bad token for client 1"), (9, "one", "unknown client 9"),
+                               (2, "", "bad token for client 2")]:
+        with pytest.raises(grpc.RpcError) as err:
+            connect(rt, client, token)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert why in err.value.details() and why in caplog.text
+    with pytest.raises(ClientRefused, match="bad token"):
+        GrpcClientRuntime(client_settings(rt), Echo(), 3, "wrong").serve()
+    connect(rt, 1, "one")  # the right token works
+
+
+def test_duplicate_client_is_refused_and_stale_sessions_rejoin(server, caplog):
+    rt = server()
+    first = connect(rt, 1, instance="a")
+    with pytest.raises(grpc.RpcError) as err:
+        connect(rt, 1, instance="b")
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "duplicate client 1" in caplog.text
+    old_session = first.session
+    first.join("a")  # the same process may rejoin; its old session is then stale
+    first.session, new = old_session, first.session
+    with pytest.raises(grpc.RpcError) as err:
+        first.fetch()
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    first.session = new
+    assert first.fetch() == Kind.WAIT
+
+
+def test_replayed_stale_and_duplicate_uploads_are_refused(server, caplog):
+    rt = server()
+    conns = [connect(rt, k) for k in (1, 2, 3)]
+    future = start_round(rt, 0)
+    tasks = [fetch_round(c) for c in conns]
+    assert answer(conns[0], tasks[0], torch.ones(DIM))["accepted"]
+    dup = answer(conns[0], tasks[0], torch.ones(DIM))
+    assert not dup["accepted"] and "duplicate upload" in dup["reason"]
+    for c, t in zip(conns[1:], tasks[1:]):
+        assert answer(c, t, torch.ones(DIM))["accepted"]
+    assert future.result(timeout=10).rejected == {}
+    future = start_round(rt, 1)
+    replay = answer(conns[0], tasks[0], torch.ones(DIM))  # round 0's header, replayed
+    assert not replay["accepted"] and "stale round 0" in replay["reason"]
+    forged = RoundTask(1, "0" * 32, 0, tasks[0].plan, tasks[0].params)  # right round, wrong nonce
+    assert "stale round" in answer(conns[0], forged, torch.ones(DIM))["reason"]
+    assert "refused upload from client 1: stale round" in caplog.text
+    for c in conns:
+        answer(c, fetch_round(c), torch.ones(DIM))
+    assert future.result(timeout=10).rejected == {}
+
+
+def raw_upload(conn: Connection, task: RoundTask, head: dict, chunks: list[bytes]) -> dict:
+    header = {"round": task.round, "nonce": task.nonce, "num_samples": 1, "loss": 0.1,
+              "dtype": "float32", "shape": [DIM], "nbytes": DIM * 4, **head}
+    return conn.upload_frames(header, iter(chunks))
+
+
+def test_garbage_rows_are_rejected_with_reasons(server):
+    ids = list(range(1, 10))
+    rt = server(ids=ids, max_update_norm=100.0)
+    conns = [connect(rt, k) for k in ids]
+    future = start_round(rt, 0, ids=tuple(range(9)))
+    tasks = [fetch_round(c) for c in conns]
+    good = wire.tensor_bytes(torch.ones(DIM))
+
+    def chunk(data: bytes) -> bytes:
+        return wire.encode(Kind.CHUNK, None, data)
+
+    assert answer(conns[0], tasks[0], torch.ones(DIM))["accepted"]
+    answer(conns[1], tasks[1], torch.full((DIM,), float("nan")))
+    answer(conns[2], tasks[2], torch.ones(DIM + 3))  # wrong shape (too long)
+    answer(conns[3], tasks[3], torch.ones(2))  # wrong shape
+    raw_upload(conns[4], tasks[4], {}, [chunk(good[:10])])  # truncated stream
+    with pytest.raises(grpc.RpcError) as err:  # one message above the limit
+        raw_upload(conns[5], tasks[5], {}, [chunk(b"\0" * 8000)])
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    answer(conns[6], tasks[6], torch.full((DIM,), 1e3))  # norm above the bound
+    raw_upload(conns[7], tasks[7], {"nbytes": 7}, [chunk(good)])  # lying header
+    raw_upload(conns[8], tasks[8], {}, [chunk(good), chunk(b"\0" * 8)])  # more than declared
+    res = future.result(timeout=10)
+    reasons = res.rejected
+    assert set(reasons) == set(range(1, 9)) and not torch.isnan(res.updates[0]).any()
+    assert "non-finite" in reasons[1]
+    assert "oversize upload" in reasons[2] and "shape (2,)" in reasons[3]
+    assert "truncated upload: 10 of 24 bytes" in reasons[4]
+    assert "truncated" in reasons[5] or "stream broken" in reasons[5]
+    assert "norm" in reasons[6] and "nbytes" in reasons[7] and "oversize stream" in reasons[8]
+    assert torch.isnan(res.updates[1:]).all()
+
+
+def test_round_closes_at_quorum_or_timeout_without_stalled_clients(server):
+    rt = server(quorum=2, quorum_timeout=0.3, round_timeout=1.0)
+    conns = [connect(rt, k) for k in (1, 2, 3)]
+    future = start_round(rt, 0)
+    tasks = [fetch_round(c) for c in conns]  # client 3 fetches and then stalls
+    for c, t in zip(conns[:2], tasks[:2]):
+        answer(c, t, torch.ones(DIM))
+    res = future.result(timeout=5)
+    assert list(res.rejected) == [2] and "fetched the round but sent no row" in res.rejected[2]
+    late = answer(conns[2], tasks[2], torch.ones(DIM))
+    assert not late["accepted"] and "closed" in late["reason"]
+    future = start_round(rt, 1)  # nobody answers: the round timeout closes it
+    res = future.result(timeout=5)
+    assert set(res.rejected) == {0, 1, 2}
+
+
+def test_mutual_tls_binds_certificates_to_client_ids(server, tmp_path, capsys):
+    assert main(["certs", str(tmp_path), "--clients", "2", "--tokens"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    pem = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    rt = server(ids=(1, 2), tls_ca=pem["ca.crt"], tls_cert=pem["server.crt"],
+                tls_key=pem["server.key"])
+
+    def tls_conn(client: int, cert: str | None) -> Connection:
+        s = client_settings(rt, tls_ca=pem["ca.crt"],
+                            tls_cert=pem[f"{cert}.crt"] if cert else None,
+                            tls_key=pem[f"{cert}.key"] if cert else None)
+        conn = Connection(s, client)
+        conn.join(f"i{client}", timeout=5)
+        return conn
+
+    assert tls_conn(1, "client-1").fetch() == Kind.WAIT
+    with pytest.raises(grpc.RpcError) as err:  # client 2's certificate claiming to be client 1
+        tls_conn(1, "client-2")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "is not client-1's" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:  # no client certificate: the handshake fails
+        tls_conn(2, None)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.RpcError):  # plaintext to a TLS server
+        connect(rt, 2)
+
+
+def test_wire_frames_are_checked():
+    frame = wire.encode(Kind.ROUND, {"round": 3}, b"xyz")
+    got = wire.decode(frame, Kind.ROUND)
+    assert got.header == {"round": 3} and bytes(got.payload) == b"xyz"
+    for bad in [b"", b"XX" + frame[2:], frame[:2] + b"\x09" + frame[3:], frame[:9]]:
+        with pytest.raises(WireError):
+            wire.decode(bad)
+    with pytest.raises(WireError, match="expected"):
+        wire.decode(frame, Kind.ACK)
+    t = torch.randn(5, dtype=torch.float64)
+    assert torch.equal(wire.tensor_from_bytes(wire.tensor_bytes(t), "float64", [5]), t)
+    with pytest.raises(WireError):
+        wire.tensor_from_bytes(b"\0" * 7, "float32", [2])
+    chunks: Iterator[bytes] = wire.chunk_frames(b"a" * 2500, 1000)
+    assert [len(wire.decode(c).payload) for c in chunks] == [1000, 1000, 500]
+
+
+def test_network_view_counts_the_listed_clients():
+    raw = {"train_args": {"client_id_list": "[1, 2]", "client_num_in_total": 1000,
+                          "client_num_per_round": 2},
+           "attack_args": {"enable_attack": True, "attack_type": "byzantine",
+                           "attack_mode": "random", "byzantine_client_num": 1}}
+    view = network_view(config_from_dict(raw))
+    assert view.train_args.client_num_in_total == 2 and view.train_args.client_num_per_round == 2
+    assert view.comm_args.runtime == "grpc" and network_view(view) == view
+    raw["attack_args"]["byzantine_client_num"] = 3
+    with pytest.raises(ValueError, match="exceeds"):
+        network_view(config_from_dict(raw))
