@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import struct
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ from torch import Tensor
 
 __all__ = [
     "tensor_digest",
+    "fields_of",
     "digest",
     "KeyPair",
     "make_keypair",
@@ -44,14 +46,45 @@ __all__ = [
 ]
 
 
+_DIGESTS: dict[int, tuple[weakref.ref, int, bytes]] = {}
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    entry = _DIGESTS.get(key)
+    if entry is not None and entry[0] is ref:
+        del _DIGESTS[key]
+
+
 def tensor_digest(t: Tensor) -> bytes:
-    """sha256 of ``t``'s dtype, shape and bytes (CPU, contiguous)."""
-    t = t.detach().cpu().contiguous()
+    """sha256 of ``t``'s dtype, shape and bytes (CPU, contiguous).
+
+    Memoised per live tensor object and its version counter (bumped by every in-place change),
+    so hashing a message's tensor for the commitment and for the signature costs one pass.
+    """
+    memo = _DIGESTS.get(id(t))
+    if memo is not None and memo[0]() is t and memo[1] == t._version:
+        return memo[2]
+    flat = t.detach().cpu().contiguous()
     h = hashlib.sha256()
-    h.update(str(t.dtype).encode())
-    h.update(struct.pack(f"<{t.dim()}q", *t.shape))
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.digest()
+    h.update(str(flat.dtype).encode())
+    h.update(struct.pack(f"<{flat.dim()}q", *flat.shape))
+    if flat.numel():
+        h.update(flat.reshape(-1).view(torch.uint8).numpy())
+    out = h.digest()
+    key = id(t)
+    _DIGESTS[key] = (weakref.ref(t, lambda ref, key=key: _forget(key, ref)), t._version, out)
+    return out
+
+
+def fields_of(cls: type) -> tuple[str, ...]:
+    """Field names of a dataclass type (cached)."""
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _feed(h: Any, item: Any) -> None:
@@ -79,8 +112,8 @@ def _feed(h: Any, item: Any) -> None:
             _feed(h, item[k])
     elif dataclasses.is_dataclass(item):
         h.update(b"D" + type(item).__name__.encode())
-        for f in dataclasses.fields(item):
-            _feed(h, getattr(item, f.name))
+        for name in fields_of(type(item)):
+            _feed(h, getattr(item, name))
     else:
         raise TypeError(f"cannot digest a {type(item).__name__}")
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from shieldwall.btard import messages
+from shieldwall.btard.crypto import fields_of
 
 __all__ = ["encode", "decode", "to_bytes", "from_bytes", "payload_size"]
 
@@ -139,5 +140,5 @@ def payload_size(obj: Any) -> int:
     if isinstance(obj, dict):
         return 4 + sum(payload_size(k) + payload_size(v) for k, v in obj.items())
     if dataclasses.is_dataclass(obj):
-        return 4 + sum(payload_size(getattr(obj, f.name)) for f in dataclasses.fields(obj))
+        return 4 + sum(payload_size(getattr(obj, name)) for name in fields_of(type(obj)))
     return 8
