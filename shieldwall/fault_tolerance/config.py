@@ -55,7 +55,7 @@ class DDPConfig:
     """Relative L2 distance under which two replicas agree."""
     correct: bool = False
     """Correct convicted workers (replica, else regression model) instead of excluding them."""
-    prior_strength: float = 4.0
+    prior_strength: float = 2.0
     """Correction model: pseudo-pairs of shrinkage toward the pooled fit."""
     decay: float = 0.98
     """Correction model: discount of older training pairs."""

@@ -18,12 +18,22 @@ fitted by ridge regression from exponentially discounted sufficient statistics (
 
 .. math::
     \theta_c = (G_c + \Lambda_c)^{-1}(r_c + \Lambda_c \bar\theta), \qquad
-    \Lambda_c = \tfrac{n_0}{n} \operatorname{diag}(G_c),
+    \Lambda_c = n_0 \operatorname{diag}(1,\ e_c,\ e_c), \qquad
+    e_c = \tfrac{1}{n}\textstyle\sum \rho^{\cdot} x_c^2 ,
 
-i.e. :math:`n_0` pseudo-pairs pulling every coordinate toward the *pooled* fit
+i.e. :math:`n_0` pseudo-pairs, at the coordinate's typical *true* gradient size
+:math:`\sqrt{e_c}`, pulling every coordinate toward the *pooled* fit
 :math:`\bar\theta = (\sum_c G_c)^{-1} \sum_c r_c` (one :math:`(a, \beta, \gamma)` for all
-coordinates, well determined from a single pair since it sees all :math:`d` coordinates). The
-penalty scales with each feature's energy, so the fit is invariant to per-coordinate scale.
+coordinates, well determined from a single pair since it sees all :math:`d` coordinates).
+:math:`\beta, \gamma` are ratios of gradients of the same coordinate, so one scale :math:`e_c` for
+both is natural; scaling the penalty by each feature's own training energy instead lets a feature
+that happened to be tiny during training take a huge coefficient, which explodes when it grows.
+
+**Safeguard.** Each worker's model is used only while its prequential error (exponential average
+over scored pairs, weight 0.3 for the newest) is no larger than that of exclusion,
+:math:`\hat x = m`; otherwise — and before the first scored pair — the prediction is :math:`m`,
+which for mean aggregation is exactly excluding the worker. A correction can therefore not be worse
+than exclusion for long.
 
 **What is learnable.**
 
@@ -106,7 +116,7 @@ class RidgeCorrector:
         self,
         dim: int,
         *,
-        prior_strength: float = 4.0,
+        prior_strength: float = 2.0,
         decay: float = 0.98,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -115,8 +125,8 @@ class RidgeCorrector:
         self.dim = dim
         self.prior_strength = prior_strength
         self.decay = decay
-        # discounted sums of y, m, y², ym, m², x, xy, xm (rows), and of 1 (self.n)
-        self.stats = torch.zeros(8, dim, dtype=torch.float64, device=device)
+        # discounted sums of y, m, y², ym, m², x, xy, xm, x² (rows), and of 1 (self.n)
+        self.stats = torch.zeros(9, dim, dtype=torch.float64, device=device)
         self.n = 0.0
         self.num_pairs = 0
         self._theta: Tensor | None = None
@@ -136,6 +146,7 @@ class RidgeCorrector:
         s[5].add_(x)
         s[6].addcmul_(x, y)
         s[7].addcmul_(x, m)
+        s[8].addcmul_(x, x)
         self.num_pairs += 1
         self._theta = self._theta32 = None
 
@@ -145,7 +156,7 @@ class RidgeCorrector:
             return self._theta
         if self.n == 0:
             raise RuntimeError("the correction model has no training pairs yet")
-        sy, sm, syy, sym, smm, sx, sxy, sxm = self.stats
+        sy, sm, syy, sym, smm, sx, sxy, sxm, sxx = self.stats
         n = self.n
         # pooled fit: one (a, beta, gamma) from the sums over all coordinates
         tot = self.stats.sum(1).tolist()
@@ -156,14 +167,13 @@ class RidgeCorrector:
         pooled_g += 1e-12 * pooled_g.diagonal().mean() * torch.eye(3, dtype=torch.float64)
         pooled = torch.linalg.solve(pooled_g, torch.tensor(tot[5:8], dtype=torch.float64))
         pa, pb, pc = pooled.tolist()
-        # per coordinate: (G + Λ) θ = r + Λ θ̄ with Λ = (n0/n) diag(G) + a tiny jitter
-        k = self.prior_strength / n
-        jitter = 1e-9 * (n + float(syy.mean()) + float(smm.mean())) / 3 + 1e-300
-        l0 = k * n + jitter
-        l1 = syy * k + jitter
-        l2 = smm * k + jitter
-        g = {"00": n + l0, "01": sy, "02": sm, "11": syy + l1, "12": sym, "22": smm + l2}
-        r = (sx + l0 * pa, sxy + l1 * pb, sxm + l2 * pc)
+        # per coordinate: (G + Λ) θ = r + Λ θ̄, Λ = n0 diag(1, e, e), e = Σx²/n (floored)
+        e = sxx / n
+        e = e + 1e-6 * float(e.mean()) + 1e-300
+        l0 = self.prior_strength + 1e-12 * n
+        le = self.prior_strength * e
+        g = {"00": n + l0, "01": sy, "02": sm, "11": syy + le, "12": sym, "22": smm + le}
+        r = (sx + l0 * pa, sxy + le * pb, sxm + le * pc)
         self._theta = solve3(g, r)
         self._theta32 = None
         return self._theta
@@ -178,7 +188,7 @@ class RidgeCorrector:
 
 
 class CorrectionBank:
-    """One :class:`RidgeCorrector` per convicted worker, plus the prequential error record.
+    """One :class:`RidgeCorrector` per convicted worker, the safeguard, and the error record.
 
     Args:
         dim: gradient length.
@@ -186,19 +196,32 @@ class CorrectionBank:
     """
 
     KEYS = ("mse", "mape", "raw_mse", "raw_mape", "exclude_mse", "exclude_mape")
+    EMA = 0.3
 
     def __init__(self, dim: int, **kwargs) -> None:
         self.dim = dim
         self.kwargs = kwargs
         self.models: dict[int, RidgeCorrector] = {}
+        self.score: dict[int, tuple[float, float]] = {}
+        """worker → exponential averages of (model mse, exclusion mse) over scored pairs."""
         self.history: list[dict[str, float]] = []
         """One record per scored pair: step, worker and :attr:`KEYS`."""
+        self.fallbacks = 0
 
     def ready(self, worker: int) -> bool:
         model = self.models.get(worker)
         return model is not None and model.n > 0
 
+    def trusted(self, worker: int) -> bool:
+        """Whether ``worker``'s model currently beats exclusion (the safeguard)."""
+        score = self.score.get(worker)
+        return score is not None and score[0] <= score[1]
+
     def predict(self, worker: int, y: Tensor, m: Tensor) -> Tensor:
+        """The model's :math:`\\hat x`, or ``m`` when the safeguard says so."""
+        if not self.trusted(worker):
+            self.fallbacks += 1
+            return m.clone()
         return self.models[worker].predict(y, m)
 
     def learn(self, step: int, pairs: list[tuple[int, Tensor, Tensor, Tensor]]) -> None:
@@ -216,6 +239,9 @@ class CorrectionBank:
                  "raw_mse": raw_mse, "raw_mape": raw_mape,
                  "exclude_mse": ex_mse, "exclude_mape": ex_mape}
             )
+            old = self.score.get(worker, (mse, ex_mse))
+            a = self.EMA
+            self.score[worker] = ((1 - a) * old[0] + a * mse, (1 - a) * old[1] + a * ex_mse)
         for worker, y, m, x in pairs:
             model = self.models.get(worker)
             if model is None:

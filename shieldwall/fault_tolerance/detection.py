@@ -36,9 +36,15 @@ faulty workers (a deterministic colluding attack) after at most
 :math:`-|C|` usually makes it faster.
 
 **Vouching.** A worker that agrees with a partner at a step is *vouched* for that step: for
-independent faults (noise, broken hardware) agreement means both results are correct. Vouching is
-only used to pick a replica when two unconvicted replicas disagree and to choose training pairs for
-the correction model, never to convict.
+independent faults (noise, broken hardware) agreement means both results are correct. Vouching
+never convicts; it picks a replica when two unconvicted replicas disagree, chooses training pairs
+for the correction model, and defines *suspects*.
+
+**Suspects** (provisional, not a conviction): an unconvicted worker with an open accusation that
+agreed with *no* partner at its latest check step. Until it is convicted (or vouched again) its
+rows are left out of plain steps, which bounds the damage in the few steps before conviction at
+the price of its sub-batch. At most :math:`\hat f - |C|` workers are suspects (the most accused
+first). An honest worker becomes one only when both its partners at a check step were faulty.
 """
 
 from __future__ import annotations
@@ -120,6 +126,8 @@ class FaultDetector:
         """worker → step of conviction."""
         self.num_disagreements = 0
         self.num_comparisons = 0
+        self.vouched_last: dict[int, bool] = {}
+        """worker → whether it agreed with some partner at its latest check step."""
         self._warned = False
 
     def is_convicted(self, worker: int) -> bool:
@@ -137,7 +145,20 @@ class FaultDetector:
             if wa != wb:
                 self.accusers[wa].add(wb)
                 self.accusers[wb].add(wa)
+        for a in plan.assignments:
+            self.vouched_last[a.worker] = a.worker in comp.vouched
         return comp, self.update(plan.step)
+
+    def suspects(self) -> set[int]:
+        """Unconvicted, accused, unvouched at the latest check (module docstring)."""
+        budget = self.max_faulty - len(self.convicted)
+        cands = [
+            i for i in range(self.num_workers)
+            if i not in self.convicted and self.open_accusations(i) > 0
+            and not self.vouched_last.get(i, True)
+        ]
+        cands.sort(key=lambda i: (-self.open_accusations(i), i))
+        return set(cands[: max(budget, 0)])
 
     def open_accusations(self, worker: int) -> int:
         """``|D_i \\ C|``: distinct unconvicted partners that ``worker`` disagreed with."""

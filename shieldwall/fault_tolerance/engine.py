@@ -7,7 +7,8 @@ assignment, faults included). Output: the gradient the optimiser applies.
    runs; convictions take effect in the same step.
 2. **Pick one row per sub-batch** :math:`b` from the replicas computed by *unconvicted* workers:
    the owner's row when they agree (or when there is one), the *vouched* one (agreed with its
-   other partner this step) when two disagree, none when that is still undecided.
+   other partner this step) when two disagree, none when that is still undecided. On plain steps
+   the rows of *suspects* (:mod:`.detection`) are left out until they are convicted or cleared.
    A convicted owner's batch that an unconvicted partner also computed gets the partner's row:
    **replica correction**, exact.
 3. **Correct or exclude** sub-batches computed only by convicted workers: with ``correct`` the
@@ -41,7 +42,7 @@ __all__ = ["StepOutcome", "FaultTolerantStep"]
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("owner", "replica", "vouched", "model", "excluded")
+SOURCES = ("owner", "replica", "vouched", "model", "suspect", "excluded")
 
 
 @dataclass
@@ -53,7 +54,7 @@ class StepOutcome:
         sources: per sub-batch, where its row came from: ``owner`` (the owner's own row, checked or
             not), ``replica`` (a convicted owner's batch taken from its unconvicted partner),
             ``vouched`` (two unconvicted replicas disagreed; the vouched one), ``model``
-            (corrected), ``excluded``.
+            (corrected), ``suspect`` (a plain step's row of a suspect, left out), ``excluded``.
         new_convicted: workers convicted at this step.
         disagreements: replica pairs that disagreed.
         learned: correction pairs learned.
@@ -91,7 +92,7 @@ class FaultTolerantStep:
         defense: str = "mean",
         defense_params: dict[str, Any] | None = None,
         rtol: float = 1e-5,
-        prior_strength: float = 4.0,
+        prior_strength: float = 2.0,
         decay: float = 0.98,
     ) -> None:
         self.num_workers = num_workers
@@ -122,9 +123,13 @@ class FaultTolerantStep:
         reps: dict[int, int] = {}  # batch -> row index of its trusted row
         sources: dict[int, str] = {}
         replicas = plan.replicas()
+        suspects = set() if plan.check else self.detector.suspects()
         for b, idx in replicas.items():
             good = [k for k in idx if not bad(assign[k].worker)]
             if not good:
+                continue
+            if len(good) == 1 and assign[good[0]].worker in suspects:
+                sources[b] = "suspect"
                 continue
             if len(good) == 1 or agreed.get((good[0], good[1]), False):
                 reps[b] = good[0]
