@@ -1,0 +1,315 @@
+"""Fault-tolerant data parallel: schedule, detection, correction model and step engine.
+
+Synthetic gradients (no training) except for the exactness test, which uses real sub-batch
+gradients of a small model on the embedded digits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shieldwall.fault_tolerance import (
+    CorrectionBank,
+    FaultInjector,
+    FaultTolerantStep,
+    RedundancySchedule,
+    compare_replicas,
+    load_ddp_config,
+)
+from shieldwall.fault_tolerance.correction import prediction_errors
+from shieldwall.fault_tolerance.detection import FaultDetector
+
+# ---------------------------------------------------------------------------- schedule
+
+
+@given(w=st.integers(2, 24), every=st.integers(1, 5), seed=st.integers(0, 3))
+@settings(max_examples=40, deadline=None)
+def test_schedule_covers_what_it_claims(w: int, every: int, seed: int) -> None:
+    sched = RedundancySchedule(w, every, seed)
+    steps = 3 * every * (w // 2) + 1
+    computed = 0
+    for t in range(steps):
+        plan = sched.plan(t)
+        computed += len(plan.assignments)
+        reps = plan.replicas()
+        assert sorted(reps) == list(range(w))  # every sub-batch is computed
+        for b, idx in reps.items():
+            assert plan.assignments[idx[0]].worker == b  # by its owner first
+            assert len(idx) == (2 if plan.check else 1)  # the claimed replicas
+            workers = [plan.assignments[k].worker for k in idx]
+            assert len(set(workers)) == len(workers)  # by distinct workers
+        loads = [len(v) for v in plan.worker_map().values()]
+        assert loads == [2 if plan.check else 1] * w  # balanced: 2 sub-batches on a check step
+        assert plan.check == (t % every == 0)
+    over = sched.overhead(steps)
+    checks = math.ceil(steps / every)
+    assert over["computed"] == computed == w * (steps + checks)
+    assert over["extra"] == pytest.approx(checks / steps)
+    assert over["redundant_share"] == pytest.approx(checks / (steps + checks))
+
+
+@given(w=st.integers(2, 24), seed=st.integers(0, 5))
+@settings(max_examples=40, deadline=None)
+def test_pairs_rotate_through_all_partners(w: int, seed: int) -> None:
+    """Within a cycle, k check steps give every worker 2k new partners; a cycle meets all."""
+    sched = RedundancySchedule(w, 1, seed)
+    for cycle in range(2):
+        met: list[set[int]] = [set() for _ in range(w)]
+        for k in range(w // 2):
+            plan = sched.plan(cycle * (w // 2) + k)
+            for idx in plan.replicas().values():
+                wa, wb = (plan.assignments[i].worker for i in idx)
+                met[wa].add(wb)
+                met[wb].add(wa)
+            if k + 1 <= (w - 1) // 2:
+                assert all(len(m) == 2 * (k + 1) for m in met)
+        assert all(m == set(range(w)) - {i} for i, m in enumerate(met))
+
+
+def test_schedule_without_checks_and_errors() -> None:
+    sched = RedundancySchedule(4, 0)
+    assert not any(sched.plan(t).check for t in range(10))
+    assert sched.overhead(10)["extra"] == 0.0
+    with pytest.raises(ValueError, match="at least 2 workers"):
+        RedundancySchedule(1, 2)
+    line = RedundancySchedule(4, 1, 0).plan(0).format()
+    assert line == "step 0 check s=1: w0→[0,3] w1→[1,0] w2→[2,1] w3→[3,2]"
+
+
+# ---------------------------------------------------------------------------- detection
+
+
+def _rows(plan, truth: torch.Tensor, injector: FaultInjector) -> torch.Tensor:
+    batches = [a.batch for a in plan.assignments]
+    workers = [a.worker for a in plan.assignments]
+    return injector.apply(truth[batches], workers, batches, plan.step)
+
+
+def _detect(w: int, faulty: list[int], fault: str, bound: int, seed: int, steps: int, **kw):
+    sched = RedundancySchedule(w, 1, seed)
+    inj = FaultInjector(fault, faulty, w, seed=seed, params=kw)
+    det = FaultDetector(w, bound)
+    gen = torch.Generator().manual_seed(seed)
+    for t in range(steps):
+        plan = sched.plan(t)
+        det.observe(plan, _rows(plan, torch.randn(w, 32, generator=gen), inj))
+    return det
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_noisy_workers_convicted_within_ceil_half_bound_plus_one(seed: int) -> None:
+    """Independent noise disagrees with every partner: ⌈(f̂+1)/2⌉ check steps suffice."""
+    w, faulty = 16, [0, 1, 2, 3, 4]
+    det = _detect(w, faulty, "trivial_noise", 5, seed, steps=3, sigma=1.0)
+    assert set(det.convicted) == set(faulty)
+    assert max(det.convicted.values()) <= math.ceil((5 + 1) / 2) - 1  # 0-based step
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_colluding_sign_flippers_convicted_within_bound_check_steps(seed: int) -> None:
+    """Deterministic faults agree with each other; f̂ check steps still suffice."""
+    det = _detect(16, [0, 1, 2, 3, 4], "sign_flip", 5, seed, steps=5)
+    assert set(det.convicted) == {0, 1, 2, 3, 4}
+
+
+@given(
+    w=st.integers(3, 16),
+    data=st.data(),
+    seed=st.integers(0, 1000),
+)
+@settings(max_examples=60, deadline=None)
+def test_conviction_rule_never_convicts_an_honest_worker(w: int, data, seed: int) -> None:
+    """Whatever faulty workers return (right, noise, or a colluding constant), honest workers
+    are never convicted as long as at most f̂ workers are faulty."""
+    bound = data.draw(st.integers(0, w - 1))
+    faulty = data.draw(st.lists(st.integers(0, w - 1), max_size=bound, unique=True))
+    modes = data.draw(st.lists(st.sampled_from(["ok", "noise", "collude"]), min_size=w,
+                               max_size=w))
+    sched = RedundancySchedule(w, 1, seed)
+    det = FaultDetector(w, bound)
+    gen = torch.Generator().manual_seed(seed)
+    for t in range(w):
+        plan = sched.plan(t)
+        truth = torch.randn(w, 8, generator=gen)
+        rows = truth[[a.batch for a in plan.assignments]].clone()
+        for k, a in enumerate(plan.assignments):
+            if a.worker in faulty:
+                mode = modes[(a.worker + t) % w]
+                if mode == "noise":
+                    rows[k] += torch.randn(8, generator=gen)
+                elif mode == "collude":
+                    rows[k] = 7.0
+        det.observe(plan, rows)
+        assert set(det.convicted) <= set(faulty)
+
+
+def test_compare_replicas_tolerance_and_nan() -> None:
+    plan = RedundancySchedule(2, 1).plan(0)  # w0→[0,1], w1→[1,0]
+    rows = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0 + 1e-7], [float("nan"), 4.0]])
+    comp = compare_replicas(plan, rows)
+    agree = {b: ok for b, *_, ok in comp.pairs}
+    assert agree == {0: True, 1: False}
+    assert comp.vouched == {0, 1}
+
+
+# ---------------------------------------------------------------------------- correction
+
+
+def _pairs(fault, steps: int, d: int = 3000, seed: int = 0):
+    """(y, m, x) with x a sub-batch gradient, m the mean of 11 others, y = fault(x)."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.rand(d, generator=gen) * 0.1
+    mu = torch.randn(d, generator=gen) * scale
+    out = []
+    for _ in range(steps):
+        centre = mu + 0.5 * scale * torch.randn(d, generator=gen)
+        xs = centre + scale * torch.randn(12, d, generator=gen)
+        x, m = xs[0], xs[1:].mean(0)
+        out.append((fault(x, gen, scale), m, x))
+    return out
+
+
+def _held_out(fault, train: int = 40, test: int = 20) -> dict[str, float]:
+    pairs = _pairs(fault, train + test)
+    bank = CorrectionBank(pairs[0][0].numel())
+    for t, (y, m, x) in enumerate(pairs[:train]):
+        bank.learn(t, [(0, y, m, x)])
+    model = bank.models[0]
+    errs = {"mse": 0.0, "raw": 0.0, "exclude": 0.0, "energy": 0.0}
+    for y, m, x in pairs[train:]:  # never learned
+        errs["mse"] += prediction_errors(model.predict(y, m), x)[0] / test
+        errs["raw"] += prediction_errors(y, x)[0] / test
+        errs["exclude"] += prediction_errors(m, x)[0] / test
+        errs["energy"] += float(x.double().square().mean()) / test
+    return errs
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        lambda x, g, s: -x,  # sign flip
+        lambda x, g, s: 3.0 * x,  # scaling
+        lambda x, g, s: 0.5 * x - 0.02,  # scaling and a common bias
+    ],
+    ids=["sign_flip", "scale", "scale_bias"],
+)
+def test_correction_inverts_systematic_faults(fault) -> None:
+    """Bound: held-out MSE below 1e-9 of the gradient's energy (exact up to rounding)."""
+    e = _held_out(fault)
+    assert e["mse"] < 1e-9 * e["energy"]
+
+
+def test_correction_of_per_coordinate_bias_up_to_shrinkage() -> None:
+    """Bound: a random per-coordinate bias is removed up to the prior's shrinkage: held-out
+    MSE below 5% of the uncorrected row's."""
+    bias = torch.randn(3000, generator=torch.Generator().manual_seed(5)) * 0.05
+    e = _held_out(lambda x, g, s: x + bias)
+    assert e["mse"] < 0.05 * e["raw"]
+
+
+def test_correction_of_large_noise_is_no_worse_than_exclusion() -> None:
+    """σ far above the gradient's spread: nothing of x is left in y; the best is shrinkage to
+    the others' mean. Bound: within 10% of exclusion, below 1% of the uncorrected row."""
+    e = _held_out(lambda x, g, s: x + torch.randn(x.shape, generator=g))
+    assert e["mse"] <= 1.1 * e["exclude"]
+    assert e["mse"] <= 0.01 * e["raw"]
+
+
+def test_correction_of_moderate_noise_beats_both_baselines() -> None:
+    """σ comparable to the spread: y carries information; bound: 20% below both baselines."""
+    e = _held_out(lambda x, g, s: x + s * torch.randn(x.shape, generator=g))
+    assert e["mse"] <= 0.8 * min(e["raw"], e["exclude"])
+
+
+def test_safeguard_falls_back_to_exclusion() -> None:
+    bank = CorrectionBank(4)
+    y, m, x = torch.ones(4), torch.zeros(4), torch.zeros(4)
+    bank.learn(0, [(0, y, m, x)])
+    assert torch.equal(bank.predict(0, y, m), m)  # not scored yet: exclusion
+    assert bank.fallbacks == 1
+
+
+# ---------------------------------------------------------------------------- engine
+
+
+@pytest.fixture(scope="module")
+def digits_grads():
+    torch.manual_seed(0)
+    from shieldwall.data import load_dataset
+    from shieldwall.fault_tolerance.gradients import SubBatchGradients
+    from shieldwall.models import build_model
+
+    data = load_dataset("digits")
+    model = build_model("lr", data.input_shape, data.num_classes)
+    grads = SubBatchGradients(model)
+    params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    idx = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(1))
+    return grads, params, data.train_x, data.train_y, idx[:128].view(16, 8)
+
+
+def test_replica_correction_reproduces_the_fault_free_gradient_exactly(digits_grads) -> None:
+    grads, params, x, y, idx = digits_grads
+    w, faulty = 16, [0, 1, 2, 3, 4]
+    sched = RedundancySchedule(w, 1, seed=0)
+    inj = FaultInjector("trivial_noise", faulty, w, sigma=1.0)
+    engine = FaultTolerantStep(w, 5, correct=True)
+    for t in range(3):  # convict
+        plan = sched.plan(t)
+        g, _ = grads(params, x[idx[[a.batch for a in plan.assignments]]],
+                     y[idx[[a.batch for a in plan.assignments]]])
+        engine(plan, inj.apply(g, [a.worker for a in plan.assignments],
+                               [a.batch for a in plan.assignments], t))
+    assert set(engine.convicted) == set(faulty)
+    # a later check step whose shift pairs every faulty worker with an honest one (s >= 5)
+    t = next(t for t in range(3, 20) if sched.shift(t) >= 5)
+    plan = sched.plan(t)
+    sel = idx[[a.batch for a in plan.assignments]]
+    clean, _ = grads(params, x[sel], y[sel])
+    out = engine(plan, inj.apply(clean, [a.worker for a in plan.assignments],
+                                 [a.batch for a in plan.assignments], t))
+    assert out.counts()["replica"] == 5 and out.counts()["owner"] == 11
+    fault_free, _ = grads(params, x[idx], y[idx])  # plain data parallel, w rows
+    assert torch.equal(out.aggregate, fault_free.mean(0))
+    reference = FaultTolerantStep(w, 5)(plan, clean).aggregate
+    assert torch.equal(out.aggregate, reference)
+
+
+def test_plain_step_excludes_or_corrects_convicted_rows() -> None:
+    w = 6
+    sched = RedundancySchedule(w, 2, seed=0)
+    inj = FaultInjector("sign_flip", [2], w)
+    gen = torch.Generator().manual_seed(0)
+    excl, corr = FaultTolerantStep(w, 1), FaultTolerantStep(w, 1, correct=True)
+    for t in range(12):
+        plan = sched.plan(t)
+        truth = torch.randn(w, 16, generator=gen)
+        rows = _rows(plan, truth, inj)
+        a, b = excl(plan, rows), corr(plan, rows)
+        if t >= 1 and not plan.check:  # worker 2 convicted at step 0 (f̂ = 1)
+            honest = [i for i in range(w) if i != 2]
+            assert torch.allclose(a.aggregate, truth[honest].mean(0))
+            assert a.sources[2] == "excluded"
+        if t >= 6 and not plan.check:  # sign flip learned: corrected row is the truth
+            assert b.sources[2] == "model"
+            assert torch.allclose(b.aggregate, truth.mean(0), atol=1e-6)
+    assert dict(excl.convicted) == {2: 0}
+
+
+def test_config_from_yaml_and_overrides(tmp_path) -> None:
+    path = tmp_path / "ddp.yaml"
+    path.write_text(
+        "ddp_args:\n  workers: 8\n  faulty: [1, 2]\n  check-every: 3\n  correct: true\n"
+    )
+    cfg = load_ddp_config(path, {"workers": None, "lr": 0.5})
+    got = (cfg.workers, cfg.faulty, cfg.check_every, cfg.correct, cfg.lr)
+    assert got == (8, [1, 2], 3, True, 0.5)
+    assert cfg.bound == 2
+    path.write_text("ddp_args:\n  workerz: 8\n")
+    with pytest.raises(ValueError, match="did you mean 'workers'"):
+        load_ddp_config(path)
+    with pytest.raises(ValueError, match="multiple of"):
+        load_ddp_config(None, {"workers": 3, "global_batch_size": 64})
