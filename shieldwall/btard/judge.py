@@ -7,9 +7,10 @@ function runs once per process for all the peers it hosts, which changes nothing
 Rules:
 
 * **Proven accusation** → the accused is banned; **unproven** → the accuser is banned (a false
-  accusation is itself Byzantine behaviour). Evidence is checked with the accused's signature, so
-  nobody can be framed. ``bad_gradient`` is decided by recomputing the accused's gradient from the
-  public seed and comparing within ``grad_rtol``.
+  accusation is itself Byzantine behaviour) and its further accusations of the step are not
+  examined, which bounds the work a flood of accusations can cause. Evidence is checked with the
+  accused's signature, so nobody can be framed. ``bad_gradient`` is decided by recomputing the
+  accused's gradient from the public seed and comparing within ``grad_rtol``.
 * **CenteredClip check** for part :math:`j`: :math:`|\sum_{k \in I_j} s_k^j| \le \kappa
   \rho_j` (:func:`shieldwall.btard.clip.residual_tolerance`). When it fails, the sum is corrected
   with the true checksums of senders proven to have lied (``bad_checksum``, raised by the
@@ -201,6 +202,8 @@ def judge(
         for acc in msg.accusations:
             if acc.accuser != sender or acc.accused == sender:
                 continue
+            if sender in v.banned and v.banned[sender].startswith("false accusation"):
+                break  # one false accusation bans the sender: its others are not examined
             proven, true = _prove(acc, view, cfg, keyring, oracle, params)
             v.accusations.append({
                 "round": view.round, "kind": acc.kind, "accuser": sender,

@@ -247,9 +247,12 @@ def run_step(
     if silent := _silent(view, accuses, lambda m: _valid_accuse(m, r)):
         return abort("accuse", silent)
     view.accuses = {k: accuses[k] for k in view.present}
-    judge_params = next(iter(here.values())).params if here else None
-    if judge_params is None:  # this process hosts no present peer: nothing to apply locally
-        judge_params = next(iter(peers.values())).params
+    # the parameters x_t the verdict recomputes gradients at: an honest local peer's if any
+    # (every peer holds the same x_t unless it skipped steps by misbehaving)
+    hosts = sorted(here.values(), key=lambda p: (p.byzantine is not None, p.pid)) or list(
+        peers.values()
+    )
+    judge_params = hosts[0].params
     decided = judge(view, cfg, transport_keyring(peers), oracle, judge_params)
     decided.silent = verdict.silent
     for p in here.values():
