@@ -1,5 +1,6 @@
 """Runtimes: where clients run (simulator, torch.distributed, networked); see :mod:`.base`."""
 
+import shieldwall.algorithms  # noqa: F401  first: algorithms.server imports runtime.base
 from shieldwall.runtime.base import (
     RUNTIMES,
     ClientExecutor,
@@ -9,6 +10,7 @@ from shieldwall.runtime.base import (
     sanitize_row,
 )
 from shieldwall.runtime.simulator import SimulatorRuntime
+from shieldwall.runtime.torch_dist import TorchDistributedRuntime, WorkerLostError
 
 __all__ = [
     "RUNTIMES",
@@ -17,5 +19,7 @@ __all__ = [
     "RoundResults",
     "Runtime",
     "SimulatorRuntime",
+    "TorchDistributedRuntime",
+    "WorkerLostError",
     "sanitize_row",
 ]
