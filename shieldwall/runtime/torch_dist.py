@@ -251,6 +251,11 @@ class TorchDistributedRuntime(Runtime):
         clients = [c for c in range(self.num_clients) if rank_of_client(c, self.world) == r]
         log.error("round %d: worker rank %d (clients %s) lost: %s; %s", round, r, clients, why,
                   "stopping" if self.stop_on_loss else "its clients count as absent from now on")
+        if self.backend == "nccl":  # else NCCL's watchdog kills this process at the timeout
+            try:
+                dist.distributed_c10d._abort_process_group(self.groups[r])
+            except Exception as exc:  # experimental torch API: never fatal here
+                log.warning("could not abort rank %d's NCCL group: %s", r, _first_line(exc))
 
     def _run_locally(self, params: Tensor, plan: RoundPlan, res: RoundResults) -> None:
         """A world of one: the server runs every client itself, as the simulator does."""

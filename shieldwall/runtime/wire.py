@@ -128,7 +128,8 @@ def decode_task(header: Tensor, dim: int, slots: int) -> Task:
     """Parse a task header; ``ValueError`` if it is not one of this run's."""
     h = header.cpu().tolist()
     if len(h) != task_header_len(slots) or h[0] != MAGIC_TASK or h[4] != dim or h[5] != slots:
-        raise ValueError(f"not a task header of this run: {h[:6]}")
+        raise ValueError(f"the server's task header {h[:6]} does not fit this rank's run "
+                         f"(d={dim}, K={slots}): do all ranks run the same config?")
     kind, round, k = h[1], h[2], h[3]
     if kind not in (ROUND, STOP) or not 0 <= k <= slots:
         raise ValueError(f"bad task header: kind {kind}, {k} clients")
