@@ -137,6 +137,9 @@ def train(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[st
     if str(cfg.train_args.federated_optimizer).upper() == "BTARD":  # serverless: own driver
         from shieldwall.btard import run_btard
         return run_btard(cfg, resume=resume)
+    if cfg.redundancy_args.enable:  # per-file vote (DETOX/ByzShield): own driver
+        from shieldwall.redundancy.training import run_redundant
+        return run_redundant(cfg, resume=resume)
     from shieldwall.algorithms.server import Server
 
     parts = build_components(cfg)

@@ -30,6 +30,7 @@ __all__ = [
     "DefenseArgs",
     "ClientSiloArgs",
     "BTARDArgs",
+    "RedundancyArgs",
     "ExperimentConfig",
     "SECTIONS",
     "IGNORED_KEYS",
@@ -299,6 +300,49 @@ class BTARDArgs:
 
 
 @dataclass(kw_only=True)
+class RedundancyArgs:
+    """Redundancy defenses in PS-SGD (DETOX, Rajput et al. 2019; ByzShield, Konstantinidis &
+    Ramamoorthy, MLSys 2021): every file of the batch is computed by ``group_size`` workers, the
+    server votes per file and aggregates the voted file gradients. K is
+    ``train_args.client_num_in_total``. ByzShield's dashed flags map to these underscore keys
+    (``group-size`` → ``group_size``, ``worker-fail`` → ``worker_fail``, ``err-mode`` →
+    ``err_mode``, ``rama-m`` → ``rama_m``, ``lis-simulation`` → ``lis_simulation``); see
+    ``docs/redundancy.md``."""
+
+    enable: bool = False
+    """Train with the redundancy driver (:mod:`shieldwall.redundancy.training`)."""
+    approach: str = "mols"
+    """ByzShield approach (``baseline``, ``mols``, ``rama_one``, ``rama_two``, ``draco-lite``,
+    ``draco_lite_attack``, ``maj_vote``) or a placement name (``detox``)."""
+    group_size: int = 3
+    """r: workers per file (forced to 1 for ``baseline``)."""
+    worker_fail: int = 0
+    """q: number of adversarial workers."""
+    rama_m: int | None = None
+    """``rama_two``'s parameter m."""
+    err_mode: str = "rev_grad"
+    """The adversaries' attack: ByzShield's ``rev_grad``/``constant`` or any attack name."""
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    """Parameters of the attack (e.g. ``{z: 1.0}`` for ALIE, ``{scale: 100}`` for rev_grad)."""
+    lis_simulation: bool = False
+    """ByzShield's ``lis-simulation simulate``: the attack is ALIE (replaces ``err_mode``)."""
+    mode: str = "coord-median"
+    """Aggregator of the voted files: ``coord-median``, ``bulyan``, ``multi-krum`` or any
+    aggregator name (``maj_vote`` always uses the mean)."""
+    aggregator_f: int | None = None
+    """f given to the aggregator and attack; ``None``: c_max(q) of the placement."""
+    adversary_choice: str = choice("worst_case", "worst_case", "random")
+    """``worst_case``: the fixed set attaining c_max(q) (for DETOX ByzShield's attack on DETOX);
+    ``random``: a fresh seeded set of q workers every step."""
+    vote_rtol: float = 1e-5
+    """Relative tolerance of replica agreement in the vote."""
+    vote_atol: float = 1e-8
+    """Absolute tolerance of replica agreement in the vote."""
+    files_batch_size: int | None = None
+    """Samples per file; ``None``: ``train_args.batch_size``."""
+
+
+@dataclass(kw_only=True)
 class ExperimentConfig:
     """A whole experiment: one attribute per YAML section."""
 
@@ -315,6 +359,7 @@ class ExperimentConfig:
     defense_args: DefenseArgs = field(default_factory=DefenseArgs)
     client_silo_args: ClientSiloArgs = field(default_factory=ClientSiloArgs)
     btard_args: BTARDArgs = field(default_factory=BTARDArgs)
+    redundancy_args: RedundancyArgs = field(default_factory=RedundancyArgs)
     sources: dict[str, str] = field(default_factory=dict)
     """Where each set value came from (``file``, ``--set``), keyed ``section.key``."""
     name: str = "experiment"
@@ -335,6 +380,7 @@ SECTIONS: dict[str, type] = {
     "defense_args": DefenseArgs,
     "client_silo_args": ClientSiloArgs,
     "btard_args": BTARDArgs,
+    "redundancy_args": RedundancyArgs,
 }
 
 # Sections whose unknown keys are parameters of the chosen registry entry.
@@ -357,4 +403,5 @@ IGNORED_KEYS: dict[str, frozenset[str]] = {
     "defense_args": frozenset(),
     "client_silo_args": frozenset(),
     "btard_args": frozenset(),
+    "redundancy_args": frozenset(),
 }

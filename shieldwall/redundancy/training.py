@@ -1,0 +1,272 @@
+"""PS-SGD with redundancy: per-file majority vote, then robust aggregation (DETOX, ByzShield).
+
+Procedure of one step t (Rajput et al. 2019, "DETOX: A redundancy-based framework for faster and
+more robust gradient aggregation", NeurIPS; Konstantinidis & Ramamoorthy 2021, "ByzShield: An
+efficient and robust system for distributed training", MLSys):
+
+1. the server draws a global batch of F·b samples from the training set with
+   ``torch_generator(seed, "redundant-batch", t)`` and splits it into F files of b samples
+   (b = ``files_batch_size``);
+2. every worker k computes the gradient of each file the placement gives it; every file is on r
+   workers. Honest computation is deterministic, so the r honest replicas of a file are equal:
+   the simulation computes each file's gradient **once** (``torch.func``: ``vmap`` over files of
+   ``grad`` with ``functional_call``; a loop over files for models with buffers or dropout) and
+   copies it r times;
+3. the q adversarial workers (the worst-case set attaining c_max(q), or a fresh random set)
+   replace every file gradient they send by the attack's row for that file: the attack is called
+   on the F honest file gradients and returns one row per file (``rev_grad``: −100·g_f; ALIE:
+   μ − zσ over the honest file gradients, n = F, f = the aggregator's f); colluding adversaries
+   holding the same file send the same row;
+4. the server votes per file (:mod:`.vote`, by value with ``vote_rtol``/``vote_atol``): a file
+   whose majority (≥ r′ = ⌊r/2⌋ + 1 replicas) is adversarial is *distorted*;
+5. the configured aggregator (coordinate median, Bulyan, Multi-Krum, …) runs over the F voted
+   file gradients with f = c_max(q) (or ``aggregator_f``), and the server's optimizer steps
+   (:class:`~shieldwall.algorithms.ps_sgd.PSSGD`'s server half).
+
+The run directory is the one of :func:`shieldwall.train.train` (config.yaml, metrics.jsonl with
+the adversaries and distorted-file count of every step, TensorBoard, checkpoint, summary).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+
+from shieldwall.redundancy.setup import RedundantSetup, resolve_setup
+from shieldwall.redundancy.vote import vote_replicas
+from shieldwall.seeding import derive_seed, torch_generator
+
+__all__ = ["run_redundant", "StepResult", "file_gradients", "redundant_step", "draw_files"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    """What one redundant step produced."""
+
+    aggregate: Tensor
+    voted: Tensor
+    honest: Tensor
+    adversaries: list[int]
+    distorted_files: int
+    fallback_files: int
+    train_loss: float
+
+
+def _vmap_ok(model: nn.Module, num_buffers: int) -> bool:
+    return num_buffers == 0 and not any(
+        isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()
+    )
+
+
+def file_gradients(
+    model: nn.Module, flat: Any, params: Tensor, x: Tensor, y: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(F, d)`` honest gradient of every file and ``(F,)`` losses at ``params``.
+
+    ``x`` is ``(F, b, …)``, ``y`` is ``(F, b)``. Rows follow the flat layout of
+    :class:`~shieldwall.algorithms.flat.FlatModel` (parameters, then the buffer change).
+    """
+    model.train()
+    if _vmap_ok(model, flat.num_buffers):
+        from torch.func import functional_call, grad_and_value, vmap
+
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        pieces, offset = {}, 0
+        for name, p in zip(names, flat.params, strict=True):
+            pieces[name] = params[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+
+        def loss_fn(pdict: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
+            return F.cross_entropy(functional_call(model, pdict, (xb,)), yb)
+
+        grads, losses = vmap(grad_and_value(loss_fn), in_dims=(None, 0, 0))(pieces, x, y)
+        rows = torch.cat([grads[n].reshape(x.shape[0], -1) for n in names], dim=1)
+        return rows.detach(), losses.detach()
+    rows, losses = [], []
+    for xf, yf in zip(x, y, strict=True):
+        flat.load(params)
+        before = flat.buffer_vector()
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(xf), yf)
+        loss.backward()
+        rows.append(torch.cat([flat.grad_vector(), flat.buffer_vector() - before]).detach())
+        losses.append(loss.detach())
+    return torch.stack(rows), torch.stack(losses)
+
+
+def draw_files(
+    train_x: Tensor, train_y: Tensor, num_files: int, per_file: int, seed: int, step: int
+) -> tuple[Tensor, Tensor]:
+    """The step's global batch, split into ``num_files`` files of ``per_file`` samples."""
+    n, need = int(train_y.shape[0]), num_files * per_file
+    if need > n:
+        raise ValueError(
+            f"a step needs F·b = {num_files}·{per_file} = {need} samples but the training set "
+            f"has {n}; lower redundancy_args.files_batch_size"
+        )
+    gen = torch_generator(seed, "redundant-batch", step)
+    idx = torch.randperm(n, generator=gen)[:need].to(train_y.device)
+    return (
+        train_x[idx].reshape(num_files, per_file, *train_x.shape[1:]),
+        train_y[idx].reshape(num_files, per_file),
+    )
+
+
+def redundant_step(
+    setup: RedundantSetup,
+    model: nn.Module,
+    flat: Any,
+    params: Tensor,
+    x: Tensor,
+    y: Tensor,
+    *,
+    step: int,
+    seed: int,
+    rtol: float,
+    atol: float,
+    num_classes: int | None = None,
+) -> StepResult:
+    """Steps 2–5 of the module docstring (without the optimizer step)."""
+    from shieldwall.aggregators import aggregate
+    from shieldwall.attacks import ATTACKS, AttackContext
+
+    placement = setup.placement
+    honest, losses = file_gradients(model, flat, params, x, y)
+    nf, r = placement.num_files, placement.replication
+    adversaries = setup.adversaries(seed, step)
+    workers = placement.replica_workers  # (F, r)
+    is_adv = torch.zeros(placement.num_workers, dtype=torch.bool)
+    is_adv[adversaries] = True
+    adv_replica = is_adv[workers].to(honest.device)  # (F, r)
+    replicas = honest.unsqueeze(1).expand(nf, r, honest.shape[1])  # r copies, one computation
+    if bool(adv_replica.any()):
+        ctx = AttackContext(
+            n=nf,
+            f=setup.f,
+            round=step,
+            generator=torch_generator(seed, "redundant-attack", step),
+            reference=params,
+            aggregator=lambda u, f: aggregate(setup.aggregator, u, f).vector,
+            num_classes=num_classes,
+        )
+        bad = ATTACKS.get(setup.attack)(honest, nf, ctx, **setup.attack_params)
+        replicas = torch.where(adv_replica.unsqueeze(-1), bad.unsqueeze(1), replicas)
+    vote = vote_replicas(replicas, rtol=rtol, atol=atol)
+    files = torch.arange(nf, device=honest.device)
+    won = vote.has_majority & adv_replica[files, vote.winner.clamp(min=0)]
+    result = aggregate(setup.aggregator, vote.voted, setup.f)
+    return StepResult(
+        aggregate=result.vector,
+        voted=vote.voted,
+        honest=honest,
+        adversaries=adversaries,
+        distorted_files=int(won.sum()),
+        fallback_files=vote.num_fallback,
+        train_loss=float(losses.mean()),
+    )
+
+
+def run_redundant(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
+    """Run ``cfg`` (with ``redundancy_args.enable``) to its last step; returns the summary."""
+    from shieldwall.algorithms.base import evaluate
+    from shieldwall.algorithms.ps_sgd import PSSGD
+    from shieldwall.checkpoint import load_checkpoint, save_checkpoint
+    from shieldwall.config import ConfigError, config_to_dict
+    from shieldwall.data import load_dataset
+    from shieldwall.metrics import MetricsLogger
+    from shieldwall.models import MODELS
+    from shieldwall.registry import UnknownNameError
+    from shieldwall.train import _device, make_run_dir
+
+    t, ra = cfg.train_args, cfg.redundancy_args
+    seed = cfg.common_args.random_seed
+    device = _device(cfg)
+    try:
+        dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir)
+        factory = MODELS.entry(cfg.model_args.model)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
+    setup = resolve_setup(ra, t.client_num_in_total)
+    per_file = int(ra.files_batch_size or t.batch_size)
+    torch.manual_seed(derive_seed(seed, "init"))
+    model = factory.obj(dataset.input_shape, dataset.num_classes)
+    algorithm = PSSGD(t, model, device)
+    params, start = algorithm.flat.vector(), 0
+    if resume is not None:
+        run_dir = Path(resume)
+        state = load_checkpoint(run_dir)
+        params = state["params"].to(device)
+        algorithm.load_state_dict(state["algorithm"])
+        start = int(state["round"]) + 1
+        log.info("resuming %s at step %d", run_dir, start)
+    else:
+        run_dir = make_run_dir(cfg)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    log.info(
+        "redundant run %s: %s, q=%d (%s, c_max=%d), attack %s, aggregator %s (f=%d), b=%d",
+        run_dir, setup.placement.summary(), setup.q, setup.adversary_choice, setup.c_max,
+        setup.attack, setup.aggregator, setup.f, per_file,
+    )
+    train_x, train_y = dataset.train_x.to(device), dataset.train_y.to(device)
+    test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
+    every = cfg.validation_args.frequency_of_the_test
+    last: dict[str, Any] = {}
+    started = time.perf_counter()
+    with MetricsLogger(
+        run_dir,
+        total_rounds=t.comm_round,
+        start_round=start,
+        tensorboard=cfg.tracking_args.enable_tensorboard,
+        progress=cfg.tracking_args.progress_bar,
+    ) as metrics:
+        for step in range(start, t.comm_round):
+            step_start = time.perf_counter()
+            x, y = draw_files(train_x, train_y, setup.placement.num_files, per_file, seed, step)
+            res = redundant_step(
+                setup, algorithm.model, algorithm.flat, params, x, y, step=step, seed=seed,
+                rtol=ra.vote_rtol, atol=ra.vote_atol, num_classes=dataset.num_classes,
+            )
+            params = algorithm.server_step(params, res.aggregate, step)
+            entry: dict[str, Any] = {
+                "round": step,
+                "train_loss": res.train_loss,
+                "adversaries": res.adversaries,
+                "distorted_files": res.distorted_files,
+                "fallback_files": res.fallback_files,
+                "num_files": setup.placement.num_files,
+                "c_max": setup.c_max,
+                "aggregate_norm": float(res.aggregate.norm()),
+                "round_time": time.perf_counter() - step_start,
+            }
+            if (step + 1) % every == 0 or step == t.comm_round - 1:
+                algorithm.flat.load(params)
+                loss, acc = evaluate(algorithm.model, test_x, test_y)
+                entry.update(test_loss=loss, test_accuracy=acc)
+            entry["wall_time"] = time.perf_counter() - started
+            metrics.log_round(entry)
+            last = entry
+            ckpt = t.checkpoint_frequency
+            if (ckpt and (step + 1) % ckpt == 0) or step == t.comm_round - 1:
+                save_checkpoint(
+                    run_dir, round=step, params=params, algorithm_state=algorithm.state_dict()
+                )
+    summary = {
+        "run_dir": str(run_dir),
+        "rounds": t.comm_round,
+        "final_test_accuracy": last.get("test_accuracy"),
+        "final_test_loss": last.get("test_loss"),
+        "wall_time": time.perf_counter() - started,
+    }
+    (run_dir / "summary.json").write_text(yaml.safe_dump(summary))
+    torch.save(params.cpu(), run_dir / "final_params.pt")
+    return summary
