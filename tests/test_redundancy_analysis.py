@@ -18,6 +18,7 @@ from shieldwall.redundancy.analysis import (
     worst_case_adversaries,
 )
 from shieldwall.redundancy.detox import detox_worst_adversaries
+from shieldwall.redundancy.symmetry import Symmetry
 
 
 def brute_force_cmax(p: Placement, q: int) -> int:
@@ -59,11 +60,11 @@ def test_cmax_matches_brute_force(scheme, k, r, params, qs):
             assert row.c_max <= row.spectral_bound + 1e-9
 
 
-@pytest.mark.parametrize("method", ["milp", "branch_and_bound", "exhaustive"])
+@pytest.mark.parametrize("method", ["resolvable", "milp", "branch_and_bound", "exhaustive"])
 def test_every_exact_method_agrees(method):
     p = build_placement("mols", 15, 3)
-    got = [r.c_max for r in distortion_table(p, range(0, 7), method=method)]
-    assert got == [0, 0, 1, 3, 5, 8, 12]
+    got = [r.c_max for r in distortion_table(p, range(0, 6), method=method)]
+    assert got == [0, 0, 1, 3, 5, 8]
 
 
 def test_branch_and_bound_without_symmetry_and_on_a_custom_placement():
@@ -145,11 +146,50 @@ def test_worst_case_adversaries_and_errors():
         distortion(p, 2, method="closed_form")
 
 
-def test_orbit_representatives_do_not_change_the_optimum():
-    """The symmetry breaking (one program per orbit representative) is sound."""
-    for scheme, k, r, qs in (("mols", 35, 5, (3,)), ("rama_one", 35, 5, (4,)),
-                             ("rama_two", 25, 5, (5,))):
-        p = build_placement(scheme, k, r)
-        plain = Placement(p.files_of_worker)
-        for q in qs:
-            assert distortion(p, q).c_max == distortion(plain, q).c_max, (scheme, q)
+@pytest.mark.parametrize(
+    "scheme,k,r,qs",
+    [("mols", 35, 5, (5, 6)), ("rama_one", 35, 5, (6,)), ("rama_two", 25, 5, (6, 8)),
+     ("mols", 27, 3, (5, 7)), ("mols", 15, 3, (1, 2, 3, 4, 6, 8)), ("rama_two", 9, 3, (2, 3))],
+)
+def test_symmetry_pruning_does_not_change_the_optimum(scheme, k, r, qs):
+    """Class orbits + translation group, or orbit representatives, versus no symmetry at all."""
+    p = build_placement(scheme, k, r)
+    reps_only = Placement(p.files_of_worker, classes=p.classes, orbit_reps=p.orbit_reps)
+    plain = Placement(p.files_of_worker, classes=p.classes)
+    for q in qs:
+        want = distortion(plain, q).c_max
+        assert distortion(p, q).c_max == want, (scheme, q)
+        assert distortion(reps_only, q).c_max == want, (scheme, q)
+    if k <= 15:  # the integer program with and without the orbit-representative split
+        q = qs[-1]
+        assert distortion(p, q, method="milp").c_max == distortion(
+            Placement(p.files_of_worker), q, method="milp").c_max == want
+
+
+def test_paper_values_k35_mols_and_ramanujan_case1():
+    """ByzShield's c_max for (K, f, l, r) = (35, 49, 7, 5) (authors' util.py), q = 8…10."""
+    paper = {8: 8, 9: 10, 10: 11}
+    for scheme in ("mols", "rama_one"):
+        p = build_placement(scheme, 35, 5)
+        assert {q: distortion(p, q).c_max for q in paper} == paper
+
+
+def test_symmetry_is_checked():
+    p = build_placement("rama_two", 9, 3)
+    sym = p.symmetry
+    bad_group = Symmetry([list(range(9)), [1, 2, 0, 3, 4, 5, 6, 7, 8]], sym.class_orbits)
+    with pytest.raises(ValueError, match="not closed|not an automorphism"):
+        Placement(p.files_of_worker, classes=p.classes, symmetry=bad_group)
+    not_auto = Symmetry([list(range(9)), [1, 0, 2, 3, 4, 5, 6, 7, 8]], sym.class_orbits)
+    with pytest.raises(ValueError, match="not an automorphism"):
+        Placement(p.files_of_worker, classes=p.classes, symmetry=not_auto)
+    with pytest.raises(ValueError, match="needs the parallel classes"):
+        Placement(p.files_of_worker, symmetry=sym)
+
+
+def test_resolvable_search_needs_classes():
+    p = build_placement("rama_two", 9, 3)
+    with pytest.raises(ValueError, match="parallel classes"):
+        distortion(Placement(p.files_of_worker), 2, method="resolvable")
+    with pytest.raises(ValueError, match="does not hold every file exactly once"):
+        Placement(p.files_of_worker, classes=[[0, 1, 3], [2, 4, 5], [6, 7, 8]])

@@ -12,8 +12,10 @@ How c_max is obtained (:func:`distortion`):
 
 * **closed form** when every file's workers hold exactly the same files (DETOX groups, baseline):
   c_max(q) = min(⌊q/r′⌋, #groups) · l, attained by r′ workers of each group in turn;
+* **class-by-class search** (:mod:`.resolvable`) when the builder gave parallel classes (MOLS,
+  Ramanujan): exact, and fast enough for every size of the ByzShield paper (K = 35, q = 13);
 * **exact search** otherwise (:mod:`.search`): the integer program through
-  ``scipy.optimize.milp`` (HiGHS), or the self-written branch-and-bound; both use the
+  ``scipy.optimize.milp`` (HiGHS), or the self-written branch-and-bound; all searches use the
   placement's orbit representatives to break symmetry;
 * when the search hits its time limit the row keeps the best set found (a lower bound), marks
   ``exact=False`` and reports the best proven upper bound.
@@ -38,6 +40,7 @@ import numpy as np
 
 from shieldwall.redundancy.detox import detox_cmax
 from shieldwall.redundancy.placement import Placement
+from shieldwall.redundancy.resolvable import solve_resolvable
 from shieldwall.redundancy.search import (
     SearchResult,
     damage,
@@ -58,7 +61,9 @@ __all__ = [
     "METHODS",
 ]
 
-METHODS = ("auto", "closed_form", "milp", "branch_and_bound", "exhaustive")
+METHODS = ("auto", "closed_form", "resolvable", "milp", "branch_and_bound", "exhaustive")
+#: the class search enumerates 2^|class| subsets per class
+MAX_CLASS_SIZE = 14
 
 
 @dataclass
@@ -182,6 +187,18 @@ def distortion(
         result = SearchResult(0, [], True, 0, "trivial")
     if result is None and method == "exhaustive":
         result = solve_exhaustive(inc, q, rp)
+    classes = placement.classes
+    fits = classes is not None and max(len(c) for c in classes) <= MAX_CLASS_SIZE
+    if result is None and method == "resolvable" and not fits:
+        raise ValueError(
+            f"method 'resolvable' needs parallel classes of ≤ {MAX_CLASS_SIZE} workers "
+            f"(mols, rama_one, rama_two); {placement.name} has "
+            + ("none" if classes is None else f"classes of {max(len(c) for c in classes)}")
+        )
+    if result is None and method in ("auto", "resolvable") and fits:
+        result = solve_resolvable(inc, classes, q, rp, reps=placement.orbit_reps,
+                                  symmetry=placement.symmetry, time_limit=time_limit,
+                                  max_class_size=MAX_CLASS_SIZE)
     if result is None and method in ("auto", "milp"):
         try:
             result = solve_milp(inc, q, rp, reps=placement.orbit_reps, upper=cap,

@@ -20,4 +20,5 @@ def baseline(num_workers: int, replication: int = 1) -> Placement:
             f"baseline has no redundancy: replication must be 1, got {r} "
             "(use detox, mols, rama_one or rama_two for r > 1)"
         )
-    return Placement([[w] for w in range(k)], num_files=k, name="baseline", orbit_reps=(0,))
+    return Placement([[w] for w in range(k)], num_files=k, name="baseline", orbit_reps=(0,),
+                     classes=[list(range(k))])

@@ -46,6 +46,7 @@ def detox(num_workers: int, replication: int, *, files_per_group: int = 1) -> Pl
         name="detox",
         params={"files_per_group": fpg, "groups": groups},
         orbit_reps=(0,),
+        classes=[[g * r + j for g in range(groups)] for j in range(r)],
     )
 
 

@@ -12,17 +12,18 @@ l workers partition the files (a *parallel class*); orthogonality means two work
 squares share exactly one file. The biadjacency matrix has singular values √(rl) (once), √l and
 0, so the normalised second eigenvalue μ₁ = 1/r the paper's bound uses.
 
-Symmetries used by the exact search (``orbit_reps``): translations ``(i, j) ↦ (i, j + v)`` move
-worker (s, σ) to (s, σ + v), so every worker is equivalent to some (s, 0); the linear maps of the
-plane that keep the set of the r directions permute the squares
+Symmetries used by the exact searches (:mod:`.symmetry`): the translations
+``(i, j) ↦ (i + u, j + v)`` move worker (s, σ) to (s, σ + a_s·u + v), keeping every square; the
+linear maps of the plane that keep the set of the r directions permute the squares
 (:func:`~.gf.direction_orbits`; for r ≤ 3 they reach every square as PGL(2, l) is
-3-transitive), so one worker per orbit of squares represents all.
+3-transitive), so one worker per orbit of squares represents all (``orbit_reps``).
 """
 
 from __future__ import annotations
 
 from shieldwall.redundancy.gf import GaloisField, direction_orbits, is_prime_power
 from shieldwall.redundancy.placement import PLACEMENTS, Placement, PlacementError, check_sizes
+from shieldwall.redundancy.symmetry import Symmetry, translation_group
 
 __all__ = ["latin_squares", "mols", "mols_valid_sizes"]
 
@@ -71,6 +72,14 @@ def mols(num_workers: int, replication: int) -> Placement:
     field = GaloisField(l)
     # square s uses a = s + 1; its lines a·i + j = σ have direction (1, −a)
     slope = {next(b for b in range(l) if field.add[s + 1][b] == 0): s for s in range(r)}
-    orbits = direction_orbits(l, list(slope))
-    reps = tuple(sorted(slope[orbit[0]] * l for orbit in orbits))
-    return Placement(rows, num_files=l * l, name="mols", params={"l": l}, orbit_reps=reps)
+    class_orbits = sorted(sorted(slope[x] for x in o) for o in direction_orbits(l, list(slope)))
+    # translation (u, v) of the cells moves worker (s, σ) to (s, σ + a_s·u + v)
+    shifts = [[field.add[field.mul[s + 1][u]][v] for s in range(r)]
+              for u in range(l) for v in range(l)]
+    symmetry = Symmetry(translation_group(r, l, shifts, field.add), class_orbits)
+    return Placement(
+        rows, num_files=l * l, name="mols", params={"l": l},
+        orbit_reps=tuple(o[0] * l for o in class_orbits),
+        classes=[[s * l + sym for sym in range(l)] for s in range(r)],  # a square = a class
+        symmetry=symmetry,
+    )

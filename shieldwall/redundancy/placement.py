@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from shieldwall.redundancy.symmetry import Symmetry
 from shieldwall.registry import Registry
 
 __all__ = [
@@ -67,6 +68,11 @@ class Placement:
             symmetry of the placement (a relabelling of workers and files that keeps the
             graph); lets the exact c_max search assume an adversary set contains one of them.
             ``None`` = unknown (no symmetry used).
+        classes: parallel classes, if the builder knows them: lists of worker ids splitting
+            the workers so that each class holds every file exactly once (one replica per
+            class). Lets :mod:`.resolvable` search class by class; ``None`` = unknown.
+        symmetry: automorphisms known for the classes (:class:`~.symmetry.Symmetry`), used
+            only to prune that search; ``None`` = unknown.
     """
 
     files_of_worker: list[list[int]]
@@ -74,7 +80,9 @@ class Placement:
     name: str = "custom"
     params: dict[str, Any] = field(default_factory=dict)
     orbit_reps: tuple[int, ...] | None = None
-    incidence: Tensor = field(init=False, repr=False)
+    classes: list[list[int]] | None = None
+    symmetry: Symmetry | None = field(default=None, repr=False)
+    incidence: Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rows = []
@@ -95,6 +103,18 @@ class Placement:
         self.incidence = inc
         if self.orbit_reps is not None:
             self.orbit_reps = tuple(int(w) for w in self.orbit_reps)
+            if not all(0 <= w < len(rows) for w in self.orbit_reps):
+                raise PlacementError(f"orbit_reps {self.orbit_reps} are not worker ids")
+        if self.classes is not None:
+            self.classes = [sorted(int(w) for w in c) for c in self.classes]
+            self._check_classes()
+        if self.symmetry is not None:
+            if self.classes is None:
+                raise PlacementError("a symmetry needs the parallel classes")
+            try:
+                self.symmetry.check(rows, self.classes)
+            except ValueError as exc:
+                raise PlacementError(str(exc)) from None
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -154,6 +174,15 @@ class Placement:
                 f"every file must be on the same number of workers; most are on {r}, but files "
                 f"{odd[:20]} are on {[counts[f] for f in odd[:20]]}"
             )
+
+    def _check_classes(self) -> None:
+        classes = self.classes or []
+        if sorted(w for c in classes for w in c) != list(range(self.num_workers)):
+            raise PlacementError("parallel classes must split the worker ids 0 … K − 1")
+        for i, cls in enumerate(classes):
+            files = sorted(f for w in cls for f in self.files_of_worker[w])
+            if files != list(range(self.num_files)):
+                raise PlacementError(f"parallel class {i} does not hold every file exactly once")
 
     # ----------------------------------------------------------- look-ups
     def workers_of_file(self, file: int) -> list[int]:

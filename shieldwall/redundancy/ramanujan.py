@@ -14,7 +14,7 @@ block (i, j) = P^{i·j} (i < s, j < m), so B is s² × m·s and bi-regular with 
   ``j·s + (a − i·j mod s)``, j < m. For m > s the files ``(j, c)`` and ``(j + s, c)`` lie on the
   same workers, so c_max scales by m/s.
 
-Symmetries (``orbit_reps``): shifting the second coordinate moves a worker within its class;
+Symmetries (:mod:`.symmetry`): translating the files moves workers within their classes;
 in Case 1 the linear maps of GF(s)² that keep the slopes 0 … r − 1 permute the classes
 (:func:`~.gf.direction_orbits`); in Case 2 the shear ``(j, c) ↦ (j, c − b·j)`` maps worker
 ``(i, a)`` to ``(i + b, a)``, so all workers are equivalent.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from shieldwall.redundancy.gf import direction_orbits, is_prime
 from shieldwall.redundancy.placement import PLACEMENTS, Placement, PlacementError, check_sizes
+from shieldwall.redundancy.symmetry import Symmetry, translation_group
 
 __all__ = ["rama_one", "rama_two", "rama_one_valid_sizes", "rama_two_valid_sizes"]
 
@@ -59,11 +60,15 @@ def rama_one(num_workers: int, replication: int) -> Placement:
             f"valid K for r={r}: {valid or 'none'}"
         )
     rows = [[i * s + (c + i * j) % s for i in range(s)] for j in range(r) for c in range(s)]
-    # worker (j, c) is a line of slope j; symmetric slopes give equivalent workers
-    reps = tuple(sorted(orbit[0] * s for orbit in direction_orbits(s, list(range(r)))))
-    return Placement(
-        rows, num_files=s * s, name="rama_one", params={"s": s, "m": r}, orbit_reps=reps
-    )
+    # worker (j, c) is a line of slope j; symmetric slopes give equivalent workers;
+    # translating the files by (u, v) moves worker (j, c) to (j, c + v − u·j)
+    class_orbits = sorted(sorted(o) for o in direction_orbits(s, list(range(r))))
+    shifts = [[(v - u * j) % s for j in range(r)] for u in range(s) for v in range(s)]
+    symmetry = Symmetry(translation_group(r, s, shifts, _cyclic(s)), class_orbits)
+    return Placement(rows, num_files=s * s, name="rama_one", params={"s": s, "m": r},
+                     orbit_reps=tuple(o[0] * s for o in class_orbits),
+                     classes=[[j * s + c for c in range(s)] for j in range(r)],
+                     symmetry=symmetry)
 
 
 @PLACEMENTS.register("rama_two", aliases=("ramanujan_two", "ramanujan2", "rama2"))
@@ -84,6 +89,14 @@ def rama_two(num_workers: int, replication: int, *, m: int | None = None) -> Pla
             f"r={s}; valid m: {', '.join(str(s * t) for t in range(1, 5))}, …"
         )
     rows = [[j * s + (a - i * j) % s for j in range(m)] for i in range(s) for a in range(s)]
-    return Placement(
-        rows, num_files=m * s, name="rama_two", params={"s": s, "m": m}, orbit_reps=(0,)
-    )
+    # translating the files by (u, v) moves worker (i, a) to (i, a + v + i·u); the shear
+    # (j, c) ↦ (j, c − b·j) moves (i, a) to (i + b, a): all block rows are equivalent
+    shifts = [[(v + i * u) % s for i in range(s)] for u in range(s) for v in range(s)]
+    symmetry = Symmetry(translation_group(s, s, shifts, _cyclic(s)), [list(range(s))])
+    return Placement(rows, num_files=m * s, name="rama_two", params={"s": s, "m": m},
+                     orbit_reps=(0,), classes=[[i * s + a for a in range(s)] for i in range(s)],
+                     symmetry=symmetry)
+
+
+def _cyclic(n: int) -> list[list[int]]:
+    return [[(a + b) % n for b in range(n)] for a in range(n)]
