@@ -157,7 +157,7 @@ def test_lost_worker_stops_the_run_and_torchrun_resumes_it(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("SHIELDWALL_TEST_FAULTS", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node",
-           "4", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
+           "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
            "-m", "shieldwall", "run", "--resume", str(run_dir)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
     assert out.returncode == 0, out.stderr[-3000:]
