@@ -1,4 +1,4 @@
-"""Checkpoints: the global vector, the algorithm's server state, the round, and RNG states.
+"""Checkpoints: the global vector, the algorithm's and defense's state, the round, RNG states.
 
 All of a run's randomness is derived from ``(seed, purpose, round, client)`` (see
 :mod:`shieldwall.seeding`), so restoring these is enough for a resumed run to match an
@@ -23,14 +23,24 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(
-    run_dir: str | Path, *, round: int, params: Tensor, algorithm_state: dict[str, Any]
+    run_dir: str | Path,
+    *,
+    round: int,
+    params: Tensor,
+    algorithm_state: dict[str, Any],
+    defense_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Save the state after ``round`` (the next run resumes at ``round + 1``)."""
+    """Save the state after ``round`` (the next run resumes at ``round + 1``).
+
+    ``defense_state`` holds what stateful defenses carry across rounds (FoolsGold's history,
+    CenteredClip's starting point…).
+    """
     path = Path(run_dir) / CHECKPOINT_NAME
     state = {
         "round": round,
         "params": params.detach().cpu(),
         "algorithm": algorithm_state,
+        "defense": defense_state or {},
         "rng": {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(),

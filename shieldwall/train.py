@@ -180,6 +180,7 @@ def _serve_rounds(
         state = load_checkpoint(run_dir)
         params = state["params"].to(parts.device)
         parts.algorithm.load_state_dict(state["algorithm"])
+        parts.defense.load_state_dict(state.get("defense", {}))
         start = int(state["round"]) + 1
         log.info("resuming %s at round %d", run_dir, start)
     else:
@@ -221,6 +222,7 @@ def _serve_rounds(
                 save_checkpoint(
                     run_dir, round=r, params=params,
                     algorithm_state=parts.algorithm.state_dict(),
+                    defense_state=parts.defense.state_dict(),
                 )
     summary = {
         "run_dir": str(run_dir),

@@ -61,13 +61,18 @@ def test_undefended_mean_is_hurt_by_the_same_attack(tmp_path):
     assert summary["final_test_accuracy"] < 0.75
 
 
-@pytest.mark.parametrize("algorithm", ["FedAvg", "PS-SGD"])
-def test_resume_matches_uninterrupted_run(tmp_path, algorithm):
+@pytest.mark.parametrize(
+    ("algorithm", "defense"),
+    [("FedAvg", "median"), ("PS-SGD", "median"), ("FedAvg", "cclip"), ("PS-SGD", "foolsgold")],
+)
+def test_resume_matches_uninterrupted_run(tmp_path, algorithm, defense):
+    """Stateful defenses (CenteredClip's start, FoolsGold's history) resume exactly too."""
     sections = {"train_args": {"federated_optimizer": algorithm, "comm_round": 6,
                                "momentum": 0.9, "checkpoint_frequency": 1},
                 "attack_args": {"enable_attack": True, "attack_type": "byzantine",
                                 "attack_mode": "random", "byzantine_client_num": 1},
-                "defense_args": {"enable_defense": True, "defense_type": "median"}}
+                "defense_args": {"enable_defense": True, "defense_type": defense,
+                                 **({"tau": 1.0, "bucket_size": 2} if defense == "cclip" else {})}}
     full = train(config_from_dict(small_config(tmp_path / "full", **sections)))
     half_raw = small_config(tmp_path / "half", **sections)
     half_raw["train_args"]["comm_round"] = 3
