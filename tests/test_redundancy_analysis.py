@@ -193,3 +193,21 @@ def test_resolvable_search_needs_classes():
         distortion(Placement(p.files_of_worker), 2, method="resolvable")
     with pytest.raises(ValueError, match="does not hold every file exactly once"):
         Placement(p.files_of_worker, classes=[[0, 1, 3], [2, 4, 5], [6, 7, 8]])
+
+
+def test_authors_worst_case_sets_attain_c_max_in_our_numbering():
+    """ByzShield's hard-coded worst-case sets (util.py ``hard_byz_set``, 1-based ranks) distort
+    exactly c_max files in our placements: same worker numbering as the authors' code."""
+    hard = {
+        ("mols", 15, 3): {3: [1, 6, 12], 5: [1, 2, 6, 7, 14], 7: [1, 2, 3, 6, 8, 11, 12]},
+        ("rama_two", 25, 5): {7: [1, 2, 3, 6, 7, 11, 25], 12: [1, 2, 3, 6, 7, 8, 12, 14, 16, 19,
+                                                             22, 24]},
+        ("mols", 35, 5): {9: [1, 8, 9, 11, 20, 22, 24, 25, 32],
+                          13: [1, 2, 3, 8, 9, 10, 16, 22, 26, 28, 31, 32, 33]},
+    }
+    c_q_max = {("mols", 15, 3): {3: 3, 5: 8, 7: 14}, ("rama_two", 25, 5): {7: 5, 12: 17},
+               ("mols", 35, 5): {9: 10, 13: 20}}
+    for key, sets in hard.items():
+        p = build_placement(*key)
+        for q, ranks in sets.items():
+            assert distorted_files(p, [w - 1 for w in ranks]) == c_q_max[key][q], (key, q)
