@@ -169,6 +169,7 @@ def test_json_round_trip(tmp_path):
     p.to_json(path)
     q = Placement.from_file(path)
     assert q.files_of_worker == p.files_of_worker and q.name == "mols"
+    assert q.classes == p.classes  # kept, so the class-by-class search still applies
     assert torch.equal(q.incidence, p.incidence)
     via_registry = build_placement("file", 15, 3, path=str(path))
     assert via_registry.files_of_worker == p.files_of_worker

@@ -16,8 +16,11 @@ rama_two   Ramanujan bigraph Case 2 with parameter m (ByzShield)  r prime, K = r
 file       a user placement from JSON or CSV (``path=...``)       any bi-regular graph
 ========== ====================================================== ============================
 
-:mod:`.analysis` computes c_max(q), the most files q colluding workers control, exactly, with
-the worst-case adversary set; :mod:`.byzshield_names` maps ByzShield's command-line names.
+:mod:`.vote` takes the per-file majority vote. :mod:`.analysis` computes c_max(q), the most files
+q colluding workers control, exactly (closed form for groups, :mod:`.resolvable` class-by-class
+search with the symmetries of :mod:`.symmetry`, or the integer program / branch-and-bound of
+:mod:`.search`), with a worst-case adversary set; :mod:`.byzshield_names` maps ByzShield's
+command-line names. The maths and the reproduced ByzShield tables: ``docs/redundancy.md``.
 """
 
 from __future__ import annotations

@@ -221,6 +221,7 @@ class Placement:
             "load": self.load,
             "params": dict(self.params),
             "files_of_worker": [list(r) for r in self.files_of_worker],
+            **({"classes": self.classes} if self.classes is not None else {}),
         }
 
     def to_json(self, path: str | Path | None = None, *, indent: int | None = None) -> str:
@@ -248,6 +249,7 @@ class Placement:
                 num_files=data.get("num_files"),
                 name=str(data.get("name", "custom")),
                 params=dict(data.get("params", {})),
+                classes=data.get("classes"),
             )
         except PlacementError as exc:
             raise PlacementError(f"{source}: {exc}") from None
