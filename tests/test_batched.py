@@ -142,13 +142,12 @@ def test_step_weights_average_over_real_samples():
     ex = make_executor(FedAvg, model, [6, 3])
     batched = BatchedExecutor(ex)
     assert batched.available
-    from shieldwall.runtime.batched_plan import build_schedule, client_sequence
+    from shieldwall.runtime.batched_plan import SidePool, build_schedule, client_sequence
 
     pool = batched._shard_pool((0, 1))
     seqs = [
         client_sequence(ex.shards[c], pool.offset[c], seed=0, round=0, batch_size=4, epochs=1,
-                        poisoned=False, data_attack=None, poison_x=[], poison_y=[],
-                        poison_base=pool.size)
+                        poisoned=False, data_attack=None, side=SidePool(pool.size))
         for c in (0, 1)
     ]
     sched = build_schedule([q for q in seqs if q is not None], CPU)
@@ -199,3 +198,32 @@ def test_falls_back_with_a_reason(caplog, model, algorithm, train, why):
 def test_pssgd_with_server_adam_is_batched():
     ex = make_executor(PSSGD, nn.Linear(6, 3), [5, 8], client_optimizer="adam")
     assert SimulatorRuntime(ex, batched="auto").batched is not None
+
+
+class ViewNet(nn.Module):
+    """``x.view(x.size(0), -1)``: shape arithmetic the graph rewriter leaves to ``vmap``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.fc(x.view(x.size(0), -1)))
+
+
+@pytest.mark.parametrize("algorithm", [FedAvg, PSSGD])
+def test_vmap_path_equals_loop(algorithm):
+    ex = make_executor(algorithm, ViewNet(), [9, 2, 6], momentum=0.9)
+    rt = SimulatorRuntime(ex, batched="on")
+    assert rt.batched is not None and rt.batched._fm is not None
+    assert rt.batched._fm.stacked is None  # vmap(grad) path
+    plan = RoundPlan(1, (0, 1, 2), poisoned_ids=frozenset({1}))
+    assert_rounds_equal(*round_pair(ex, plan))
+
+
+def test_stacked_path_is_used_for_the_zoo():
+    from shieldwall.models import build_model
+    from shieldwall.runtime.batched_kernel import FunctionalModel
+
+    for name in ("lr", "mlp", "lenet", "cnn"):
+        assert FunctionalModel(build_model(name, (1, 28, 28), 10)).stacked is not None, name

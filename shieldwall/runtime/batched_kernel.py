@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from shieldwall.runtime.batched_graph import StackedForward
 from shieldwall.runtime.batched_plan import Schedule
 
 __all__ = ["FunctionalModel", "StepData", "fedavg_chunk", "pssgd_chunk"]
@@ -52,7 +53,7 @@ class FunctionalModel:
     parameters are read from the module.
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, *, use_graph: bool = True) -> None:
         self.module = module
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
@@ -63,6 +64,8 @@ class FunctionalModel:
         """Activation values per sample (set by the probe; sizes chunks)."""
         self._per_client = vmap(grad(self.loss, has_aux=True), in_dims=(0, 0, 0, 0))
         self._shared = vmap(grad(self.loss, has_aux=True), in_dims=(None, 0, 0, 0))
+        self.stacked = StackedForward.build(module) if use_graph else None
+        """The rewritten forward (:mod:`.batched_graph`), or ``None``: ``vmap`` is used."""
 
     def split(self, flat: Tensor) -> list[Tensor]:
         """``(…, P)`` → one tensor ``(…, *shape)`` per parameter (views where possible)."""
@@ -75,6 +78,24 @@ class FunctionalModel:
     def flatten(self, parts: list[Tensor]) -> Tensor:
         """Inverse of :meth:`split` for ``(k, *shape)`` parts: ``(k, P)``."""
         return torch.cat([t.reshape(t.shape[0], -1) for t in parts], dim=1)
+
+    def write_rows(
+        self, out: Tensor, rows: list[int], parts: list[Tensor], minus: Tensor | None = None
+    ) -> None:
+        """``out[rows, :P] = flatten(parts) - minus``, without building the flat copy."""
+        contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+        at = None if contiguous else torch.tensor(rows, device=out.device)
+        offset = 0
+        for part, size in zip(parts, self.sizes, strict=True):
+            value = part.reshape(len(rows), size)
+            if minus is not None:
+                value = value - minus[offset : offset + size]
+            cols = slice(offset, offset + size)
+            if at is None:
+                out[rows[0] : rows[0] + len(rows), cols] = value
+            else:
+                out[at, cols] = value.to(out.dtype)
+            offset += size
 
     def loss(
         self, params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor
@@ -89,8 +110,27 @@ class FunctionalModel:
     ) -> tuple[list[Tensor], Tensor]:
         """Per-client gradients (one ``(k, *shape)`` per parameter) and losses ``(k,)``;
         ``params`` have no client dimension when ``shared``."""
+        weight = weight.to(params[0].dtype)
+        if self.stacked is not None:
+            return self._stacked_grads(params, x, y, weight, shared)
         fn = self._shared if shared else self._per_client
-        return fn(params, x, y, weight.to(params[0].dtype))
+        return fn(params, x, y, weight)
+
+    def _stacked_grads(
+        self, params: list[Tensor], x: Tensor, y: Tensor, weight: Tensor, shared: bool
+    ) -> tuple[list[Tensor], Tensor]:
+        assert self.stacked is not None
+        k = x.shape[0]
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_(True) for p in params]
+            rows = [t.expand(k, *t.shape) for t in leaves] if shared else leaves
+            logits = self.stacked(dict(zip(self.names, rows, strict=True)), x)
+            ce = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+            )
+            losses = (ce.view(k, -1) * weight).sum(1)
+            grads = torch.autograd.grad(losses.sum(), rows)
+        return list(grads), losses.detach()
 
 
 def fedavg_chunk(
@@ -102,9 +142,9 @@ def fedavg_chunk(
     lr: float,
     momentum: float,
     weight_decay: float,
-) -> tuple[Tensor, Tensor]:
-    """Local SGD for a chunk of clients from ``theta0`` ``(P,)``: their model changes ``(C, P)``
-    and mean per-step losses ``(C,)``."""
+) -> tuple[list[Tensor], Tensor]:
+    """Local SGD for a chunk of clients from ``theta0`` ``(P,)``: their final parameters (one
+    ``(C, *shape)`` per parameter) and mean per-step losses ``(C,)``."""
     c = sched.num_clients
     theta = [t.expand(c, *t.shape).clone() for t in fm.split(theta0)]
     bufs: list[Tensor] = []
@@ -127,16 +167,15 @@ def fedavg_chunk(
                 torch._foreach_add_(buf_rows, g)
                 g = buf_rows
         torch._foreach_add_(rows, g, alpha=-lr)
-    delta = fm.flatten(theta)
-    delta.sub_(theta0)
     steps = sched.num_steps.to(device=loss_sum.device, dtype=torch.float64).clamp(min=1)
-    return delta, loss_sum / steps
+    return theta, loss_sum / steps
 
 
 def pssgd_chunk(
     fm: FunctionalModel, theta0: Tensor, sched: Schedule, step_data: StepData
-) -> tuple[Tensor, Tensor]:
-    """One mini-batch gradient per client at the shared ``theta0``: ``(C, P)`` and ``(C,)``."""
+) -> tuple[list[Tensor], Tensor]:
+    """One mini-batch gradient per client at the shared ``theta0`` (one ``(C, *shape)`` per
+    parameter) and the losses ``(C,)``."""
     x, y, w = step_data(sched, 0)
     g, loss = fm.grads(fm.split(theta0), x, y, w, shared=True)
-    return fm.flatten(g), loss.to(torch.float64)
+    return g, loss.to(torch.float64)

@@ -32,7 +32,9 @@ from torch import Tensor
 from shieldwall.algorithms.base import ClientData, DataAttack
 from shieldwall.seeding import torch_generator
 
-__all__ = ["ShardPool", "ClientSeq", "Schedule", "client_sequence", "build_schedule"]
+__all__ = [
+    "ShardPool", "SidePool", "ClientSeq", "Schedule", "client_sequence", "build_schedule",
+]
 
 
 class ShardPool:
@@ -54,14 +56,18 @@ class ShardPool:
             shards[c].x, shards[c].y = self.x[start : start + n], self.y[start : start + n]
             start += n
         self.size = start
-        self._ptrs = {c: (shards[c].x.data_ptr(), len(shards[c])) for c in ids}
+        self._views = {c: (shards[c].x, shards[c].y) for c in ids}
 
     def valid_for(self, shards: dict[int, ClientData], client_ids: tuple[int, ...]) -> bool:
         """Whether the round's clients' shards are still the pooled views."""
-        return all(
-            c in self._ptrs and self._ptrs[c] == (shards[c].x.data_ptr(), len(shards[c]))
-            for c in client_ids
-        )
+        views = self._views
+        for c in client_ids:
+            pooled, shard = views.get(c), shards.get(c)
+            if pooled is None or shard is None or shard.x is not pooled[0]:
+                return False
+            if shard.y is not pooled[1]:
+                return False
+        return True
 
 
 @dataclass
@@ -74,6 +80,24 @@ class ClientSeq:
     num_samples: int
 
 
+class SidePool:
+    """Poisoned clients' attacked samples; pool indices start at ``base`` (after the shards)."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self.size = 0
+        self.xs: list[Tensor] = []
+        self.ys: list[Tensor] = []
+
+    def add(self, x: Tensor, y: Tensor) -> None:
+        self.xs.append(x)
+        self.ys.append(y)
+        self.size += int(y.shape[0])
+
+    def tensors(self) -> tuple[Tensor, Tensor] | None:
+        return (torch.cat(self.xs), torch.cat(self.ys)) if self.xs else None
+
+
 def client_sequence(
     data: ClientData,
     offset: int,
@@ -84,43 +108,42 @@ def client_sequence(
     epochs: int | None,
     poisoned: bool,
     data_attack: DataAttack | None,
-    poison_x: list[Tensor],
-    poison_y: list[Tensor],
-    poison_base: int,
+    side: SidePool,
 ) -> ClientSeq | None:
     """Replay the loop's draws for one client (``epochs=None``: PS-SGD's single batch).
 
-    Attacked batches are appended to ``poison_x``/``poison_y`` (pool indices from
-    ``poison_base``). ``None`` when the client cannot be batched (no data, or an attack that
-    changes a batch's size); the caller runs it through the loop instead.
+    Attacked batches go to ``side``. ``None`` when the client cannot be batched (no data, or an
+    attack that changes a batch's size); the caller runs it through the loop instead.
     """
     n = len(data)
     if n == 0:
         return None
     gen = torch_generator(seed, "batch", round, data.client_id)
     attack = data_attack if poisoned else None
-    base = poison_base + sum(len(t) for t in poison_y)
+    start = side.base + side.size
+    size = min(batch_size, n)
+    draws: list[Tensor] = []
     if epochs is None:
-        size = min(batch_size, n)
-        draws = [[torch.randperm(n, generator=gen)[:size]]]
-        if attack is not None and not _attack_into(draws[0], data, attack, gen, poison_x, poison_y):
+        draws.append(torch.randperm(n, generator=gen)[:size])
+        if attack is not None and not _attack_into(draws, data, attack, gen, side):
             return None
-        num_samples = size
+        lens = [size]
     else:
-        draws, num_samples = [], n
         for _ in range(epochs):
+            perm = torch.randperm(n, generator=gen)
+            draws.append(perm)
             # the loop attacks an epoch's batches right after drawing that epoch's permutation
-            draws.append(list(torch.randperm(n, generator=gen).split(batch_size)))
             if attack is not None and not _attack_into(
-                draws[-1], data, attack, gen, poison_x, poison_y
+                list(perm.split(batch_size)), data, attack, gen, side
             ):
                 return None
-    lens = [len(b) for batch_list in draws for b in batch_list]
+        full, rest = divmod(n, batch_size)
+        lens = ([batch_size] * full + ([rest] if rest else [])) * epochs
     if attack is not None:
-        seq = torch.arange(base, base + sum(lens))
+        seq = torch.arange(start, side.base + side.size)
     else:
-        seq = torch.cat([b for batch_list in draws for b in batch_list]) + offset
-    return ClientSeq(data.client_id, seq, lens, num_samples)
+        seq = (torch.cat(draws) if len(draws) > 1 else draws[0]) + offset
+    return ClientSeq(data.client_id, seq, lens, size if epochs is None else n)
 
 
 def _attack_into(
@@ -128,8 +151,7 @@ def _attack_into(
     data: ClientData,
     attack: DataAttack,
     gen: torch.Generator,
-    poison_x: list[Tensor],
-    poison_y: list[Tensor],
+    side: SidePool,
 ) -> bool:
     """Attack each batch in order (appending to the side pool); False if a size changed."""
     for idx in batch_list:
@@ -138,8 +160,7 @@ def _attack_into(
         x, y = attack(x0, y0, gen)
         if x.shape != x0.shape or y.shape != y0.shape:
             return False
-        poison_x.append(x.to(data.x.dtype))
-        poison_y.append(y.to(data.y.dtype))
+        side.add(x.to(data.x.dtype), y.to(data.y.dtype))
     return True
 
 

@@ -77,8 +77,8 @@ class SimulatorRuntime(Runtime):
             max_clients_per_chunk=cfg.device_args.max_clients_per_chunk,
         )
 
-    def _results(self, params: Tensor, plan: RoundPlan) -> list[LocalResult]:
-        results = self.batched.run(params, plan) if self.batched is not None else None
+    def _results(self, params: Tensor, plan: RoundPlan, out: Tensor) -> list[LocalResult]:
+        results = self.batched.run(params, plan, out) if self.batched is not None else None
         if results is None:
             results = [self.executor.run(params, plan, c) for c in plan.client_ids]
         return results
@@ -89,14 +89,15 @@ class SimulatorRuntime(Runtime):
         num_samples = torch.zeros(n, dtype=torch.float64)
         losses = torch.full((n,), float("nan"), dtype=torch.float64)
         rejected: dict[int, str] = {}
-        results = self._results(params, plan)
+        results = self._results(params, plan, updates)
         for i, (client_id, result) in enumerate(zip(plan.client_ids, results, strict=True)):
             row, reason = sanitize_row(result.update, d, params.dtype, self.max_update_norm)
             if row is None:
                 updates[i] = float("nan")
                 rejected[client_id] = str(reason)
                 continue
-            updates[i] = row
+            if row.data_ptr() != updates[i].data_ptr():  # batched rows are written in place
+                updates[i] = row
             num_samples[i] = result.num_samples
             losses[i] = result.loss
         return RoundResults(updates, num_samples, losses, rejected)
