@@ -13,35 +13,46 @@ from shieldwall.cli import main
 from shieldwall.fault_tolerance import DDPConfig
 from shieldwall.fault_tolerance.trainer import train_ddp
 
-# 16 workers, 5 faulty (noise sigma 1), softmax regression: ~2 s a run on one thread
-BASE = dict(dataset="digits", arch="lr", workers=16, global_batch_size=64, epoch=5, lr=0.3,
-            seed=0)
+# 16 workers, 5 faulty (noise sigma 1), softmax regression: ~2 s a run on one thread. Two seeds:
+# a digits test split has 359 images (0.28 points each), so one seed's accuracy is a coarse number.
+BASE = dict(dataset="digits", arch="lr", workers=16, global_batch_size=64, epoch=5, lr=0.3)
 FAULTY = [0, 1, 2, 3, 4]
+SEEDS = (0, 1)
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, dict]:
+def runs() -> dict[str, list[dict]]:
     cases = {
-        "fault_free": DDPConfig(**BASE, check_every=0),
-        "plain": DDPConfig(**BASE, faulty=FAULTY, check_every=0),
-        "corrected": DDPConfig(**BASE, faulty=FAULTY, check_every=4, correct=True),
+        "fault_free": dict(check_every=0),
+        "plain": dict(faulty=FAULTY, check_every=0),
+        "corrected": dict(faulty=FAULTY, check_every=4, correct=True),
     }
-    return {name: train_ddp(cfg) for name, cfg in cases.items()}
+    return {
+        name: [train_ddp(DDPConfig(**BASE, **kw, seed=seed)) for seed in SEEDS]
+        for name, kw in cases.items()
+    }
+
+
+def _mean(results: list[dict], key: str) -> float:
+    return sum(r[key] for r in results) / len(results)
 
 
 def test_correction_matches_fault_free_accuracy(runs) -> None:
     clean, fixed = runs["fault_free"], runs["corrected"]
-    assert fixed["convicted"] == dict.fromkeys(FAULTY, 8)  # 3rd check step (0, 4, 8)
-    assert fixed["false_convictions"] == [] and fixed["missed"] == []
-    assert fixed["final_test_accuracy"] >= clean["final_test_accuracy"] - 0.01
-    assert fixed["final_test_loss"] <= 1.1 * clean["final_test_loss"]
-    assert fixed["overhead"]["extra"] == pytest.approx(28 / 110)  # ceil(110/4) check steps
+    for run in fixed:
+        assert run["convicted"] == dict.fromkeys(FAULTY, 8)  # 3rd check step (0, 4, 8)
+        assert run["false_convictions"] == [] and run["missed"] == []
+        assert run["overhead"]["extra"] == pytest.approx(28 / 110)  # ceil(110/4) check steps
+    acc_clean = _mean(clean, "final_test_accuracy")
+    assert _mean(fixed, "final_test_accuracy") >= acc_clean - 0.01
+    assert _mean(fixed, "final_test_loss") <= 1.1 * _mean(clean, "final_test_loss")
 
 
 def test_plain_averaging_is_clearly_worse(runs) -> None:
     clean, plain = runs["fault_free"], runs["plain"]
-    assert plain["final_test_accuracy"] <= clean["final_test_accuracy"] - 0.04
-    assert plain["final_test_loss"] >= 1.5 * clean["final_test_loss"]
+    acc_clean = _mean(clean, "final_test_accuracy")
+    assert _mean(plain, "final_test_accuracy") <= acc_clean - 0.04
+    assert _mean(plain, "final_test_loss") >= 1.5 * _mean(clean, "final_test_loss")
 
 
 def test_cli_prints_accuracy_and_logs(tmp_path, capsys, caplog) -> None:

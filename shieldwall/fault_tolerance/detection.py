@@ -7,7 +7,8 @@ r"""Detecting faulty workers from disagreeing replicas.
     + \text{atol}
 
 (``rtol`` defaults to 1e-5: honest replicas are bitwise equal in the simulator and equal up to
-kernel rounding across processes). Rows with NaN/Inf never agree with anything.
+kernel rounding across processes; the norms are taken in the rows' dtype, whose rounding is far
+below ``rtol`` for float32). Rows with NaN/Inf, or whose difference overflows, never agree.
 
 **What a disagreement tells.** Honest workers compute the same function of the same data, so an
 honest pair always agrees; a disagreement means *at least one* of the two is faulty, never which.
@@ -93,10 +94,11 @@ def compare_replicas(
         return out
     ia = torch.tensor([t[1] for t in triples], device=rows.device)
     ib = torch.tensor([t[2] for t in triples], device=rows.device)
-    a, b = rows[ia].double(), rows[ib].double()
+    a, b = rows[ia], rows[ib]
     dist = torch.linalg.vector_norm(a - b, dim=1)
     scale = torch.maximum(torch.linalg.vector_norm(a, dim=1), torch.linalg.vector_norm(b, dim=1))
-    agree = (dist <= rtol * scale + atol).tolist()  # NaN compares False: never agrees
+    # a non-finite distance (NaN/Inf rows, or an overflow between huge rows) never agrees
+    agree = (torch.isfinite(dist) & (dist <= rtol * scale + atol)).tolist()
     for (batch, ra, rb), ok in zip(triples, agree):
         out.pairs.append((batch, ra, rb, bool(ok)))
         if ok:

@@ -142,7 +142,9 @@ class FaultTolerantStep:
                 sources[b] = "excluded"
 
         ctx_batches = [b for b in reps if not bad(b)]  # owners unconvicted: known on plain steps
-        ctx_sum = rows[[reps[b] for b in ctx_batches]].sum(0) if ctx_batches else None
+        ctx_sum = None
+        if self.correct and ctx_batches and self.convicted:
+            ctx_sum = rows[[reps[b] for b in ctx_batches]].sum(0)
         kept = [rows[reps[b]] for b in sorted(reps)]
 
         corrected = 0
