@@ -299,6 +299,23 @@ def test_plain_step_excludes_or_corrects_convicted_rows() -> None:
     assert dict(excl.convicted) == {2: 0}
 
 
+def test_gradients_deterministic_with_dropout_and_batchnorm_refused() -> None:
+    from torch import nn
+
+    from shieldwall.fault_tolerance.gradients import SubBatchGradients
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 16), nn.Dropout(0.5), nn.Linear(16, 3))
+    grads = SubBatchGradients(model, seed=3)
+    assert not grads.batched  # dropout: the seeded loop
+    params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    x, y = torch.randn(2, 4, 8), torch.randint(0, 3, (2, 4))
+    g, _ = grads(params, x[[0, 1, 0]], y[[0, 1, 0]], step=5, batch_ids=[0, 1, 0])
+    assert torch.equal(g[0], g[2]) and not torch.equal(g[0], g[1])  # replicas: same mask
+    with pytest.raises(ValueError, match="batch-norm"):
+        SubBatchGradients(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)))
+
+
 def test_config_from_yaml_and_overrides(tmp_path) -> None:
     path = tmp_path / "ddp.yaml"
     path.write_text(

@@ -157,6 +157,8 @@ def train_ddp(
         lead: this process evaluates and logs (rank 0 in multi-process runs).
     """
     setup = setup or build_setup(cfg)
+    if cfg.correct and not cfg.check_every:
+        log.warning("--correct has no effect without redundant checks (--check-every 0)")
     cluster = cluster or LocalCluster(setup.grads, setup.injector, setup.train_x, setup.train_y)
     engine = FaultTolerantStep(
         cfg.workers, cfg.bound, correct=cfg.correct, defense=cfg.defense, rtol=cfg.tolerance,
