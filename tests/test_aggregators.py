@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_aggregators_db import RULE_IDS, RULES, honest_rows, rows_of
 
-from shieldwall.aggregators import AGGREGATORS, aggregate
+from shieldwall.aggregators import AGGREGATORS, aggregate, base
 from shieldwall.aggregators.base import drop_nonfinite, pairwise_sq_distances, row_norms
 from shieldwall.aggregators.bulyan import bulyan_with_info
 from shieldwall.aggregators.krum import krum_with_info, multikrum_with_info
@@ -283,3 +283,15 @@ def test_row_norms_no_overflow_or_underflow_in_float32():
     x = torch.tensor([[1e30, 1e30], [1e-30, 1e-30], [3.0, 4.0], [0.0, 0.0]])
     expected = torch.tensor([math.sqrt(2) * 1e30, math.sqrt(2) * 1e-30, 5.0, 0.0], dtype=T)
     torch.testing.assert_close(row_norms(x), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("case", RULES, ids=RULE_IDS)
+def test_column_blocks_give_the_same_result(case, monkeypatch):
+    # Coordinate-wise work runs over blocks of columns on the CPU; force blocks of 3 columns.
+    n, f = case.configs[0]
+    x = honest_rows(n + 1, 37, seed=11)  # n + 1 rows: the even-n median path too
+    whole = case.fn(x, f, **case.params)
+    monkeypatch.setattr(base, "COLUMN_BLOCK_BYTES", 3 * (n + 1) * 8)
+    blocked = case.fn(x, f, **case.params)
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(blocked, t(case.reference(rows_of(x), f, **case.params)))

@@ -35,9 +35,11 @@ from shieldwall.aggregators import AGGREGATORS
 from shieldwall.aggregators.base import (
     AggregateResult,
     check_f,
+    columnwise,
     mean_of_closest_sorted,
     nonfinite_safe_info,
     pairwise_sq_distances,
+    sort_columns,
 )
 from shieldwall.aggregators.krum import krum_scores, rank_rows
 from shieldwall.aggregators.median import median_of_sorted
@@ -87,9 +89,12 @@ def bulyan_with_info(updates: Tensor, f: int) -> AggregateResult:
     beta = theta - 2 * f
     sq_dists = pairwise_sq_distances(updates)
     selected = iterated_krum(sq_dists, f, theta)
-    sorted_values = updates.index_select(0, selected).sort(dim=0).values
-    centre = median_of_sorted(sorted_values)
-    vector = mean_of_closest_sorted(sorted_values, centre, beta)
+
+    def block_average(block: Tensor) -> Tensor:
+        sorted_values = sort_columns(block.index_select(0, selected))
+        return mean_of_closest_sorted(sorted_values, median_of_sorted(sorted_values), beta)
+
+    vector = columnwise(block_average, updates)
     return AggregateResult(vector, selected, krum_scores(sq_dists, f))
 
 

@@ -17,7 +17,13 @@ from __future__ import annotations
 from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS
-from shieldwall.aggregators.base import check_f, mean_of_closest_sorted, nonfinite_safe
+from shieldwall.aggregators.base import (
+    check_f,
+    columnwise,
+    mean_of_closest_sorted,
+    nonfinite_safe,
+    sort_columns,
+)
 from shieldwall.aggregators.median import median_of_sorted
 
 __all__ = ["meamed"]
@@ -40,9 +46,13 @@ def meamed(updates: Tensor, f: int) -> Tensor:
             are dropped first, each one spending one unit of ``f``.
 
     Returns:
-        ``(d,)``. Costs one sort along dim 0; the median and the ``n - f`` nearest values
-        (a window of the sorted column) both come from it.
+        ``(d,)``. Costs one sort of every column (in blocks of columns); the median and the
+        ``n - f`` nearest values (a window of the sorted column) both come from it.
     """
-    sorted_values = updates.sort(dim=0).values
-    centre = median_of_sorted(sorted_values)
-    return mean_of_closest_sorted(sorted_values, centre, updates.shape[0] - f)
+    keep = updates.shape[0] - f
+
+    def block_meamed(block: Tensor) -> Tensor:
+        sorted_values = sort_columns(block)
+        return mean_of_closest_sorted(sorted_values, median_of_sorted(sorted_values), keep)
+
+    return columnwise(block_meamed, updates)

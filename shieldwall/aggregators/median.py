@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS
-from shieldwall.aggregators.base import check_f, nonfinite_safe
+from shieldwall.aggregators.base import check_f, columnwise, nonfinite_safe
 
 __all__ = ["median", "coordinate_median", "median_of_sorted"]
 
@@ -28,16 +28,22 @@ def coordinate_median(x: Tensor) -> Tensor:
 
     Costs one :func:`torch.median` along dim 0 (the lower middle value) and, for even ``n``, one
     masked minimum for the upper middle value: the smallest value strictly above the lower one,
-    unless the lower one is repeated across the middle.
+    unless the lower one is repeated across the middle (done in blocks of columns, see
+    :func:`~shieldwall.aggregators.base.columnwise`).
     """
     n = x.shape[0]
     lower = x.median(dim=0).values
     if n % 2 == 1:
         return lower
-    above = x > lower
-    upper = torch.where(above, x, float("inf")).amin(dim=0)
+    return columnwise(_even_median, x, lower)
+
+
+def _even_median(block: Tensor, lower: Tensor) -> Tensor:
+    above = block > lower
+    upper = torch.where(above, block, float("inf")).amin(dim=0)
     # Fewer than n/2 values strictly above the lower median: it is repeated at position n/2 + 1.
-    upper = torch.where(above.sum(dim=0) == n // 2, upper, lower)
+    n_above = above.sum(dim=0, dtype=torch.int32)
+    upper = torch.where(n_above == block.shape[0] // 2, upper, lower)
     return _midpoint(lower, upper)
 
 

@@ -17,7 +17,13 @@ from __future__ import annotations
 from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS
-from shieldwall.aggregators.base import check_f, mean_of_closest_sorted, nonfinite_safe
+from shieldwall.aggregators.base import (
+    check_f,
+    columnwise,
+    mean_of_closest_sorted,
+    nonfinite_safe,
+    sort_columns,
+)
 from shieldwall.aggregators.trimmed_mean import trimmed_mean_of_sorted
 
 __all__ = ["phocas"]
@@ -50,12 +56,17 @@ def phocas(updates: Tensor, f: int, *, b: int | None = None) -> Tensor:
             dropped first (each spends one unit of ``f``); an explicit ``b`` is kept as given.
 
     Returns:
-        ``(d,)``. Costs one sort along dim 0, shared by the trimmed mean and the selection.
+        ``(d,)``. Costs one sort of every column (in blocks of columns), shared by the trimmed
+        mean and the selection.
     """
     trim = _trim(f, b)
     n = updates.shape[0]
     if n <= 2 * trim:  # an explicit b may exceed what is left after dropping NaN rows
         raise ValueError(f"Phocas needs n > 2b, got n={n}, f={f}, b={trim}")
-    sorted_values = updates.sort(dim=0).values
-    centre = trimmed_mean_of_sorted(sorted_values, trim)
-    return mean_of_closest_sorted(sorted_values, centre, n - trim)
+
+    def block_phocas(block: Tensor) -> Tensor:
+        sorted_values = sort_columns(block)
+        centre = trimmed_mean_of_sorted(sorted_values, trim)
+        return mean_of_closest_sorted(sorted_values, centre, n - trim)
+
+    return columnwise(block_phocas, updates)
