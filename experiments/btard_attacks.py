@@ -6,8 +6,9 @@ validators, starting the attack at ``--attack-start``, and records when each Byz
 banned; a no-attack run per seed gives the reference curve. Writes
 
 * ``docs/btard_loss.png`` — honest peers' training loss and test accuracy over steps (mean over
-  seeds) for each attack and without attack;
-* ``docs/btard_bans.png`` — Byzantine peers banned over time (each seed, and the mean);
+  seeds) for each attack and without attack, and (dashed) for ``--no-bans`` attacks run without
+  validators, i.e. with CenteredClip alone and nobody ever banned;
+* ``docs/btard_bans.png`` — Byzantine peers banned over time (the runs above, and the study);
 * ``docs/btard_ban_times.png`` — from a separate, cheaper study (``--study-seeds`` runs of sign
   flipping from step 0 on ``--study-dataset``, stopped once all are banned; ban times depend
   only on the validator draws), the distribution of the steps until each Byzantine peer is
@@ -16,7 +17,7 @@ banned; a no-attack run per seed gives the reference curve. Writes
 and prints a Markdown table (ban times, false bans, final accuracy, loss gap to the no-attack
 run) for ``docs/btard.md``. Usage::
 
-    python experiments/btard_attacks.py --seeds 3 --steps 200          # about 30 min on 1 core
+    python experiments/btard_attacks.py --seeds 3 --steps 200     # about 40 min on 1 busy core
     python experiments/btard_attacks.py --dataset digits --model lr --steps 100 --seeds 2
 """
 
@@ -59,7 +60,8 @@ def config(args: argparse.Namespace, attack: str, seed: int, variant: str, out: 
         "validation_args": {"frequency_of_the_test": args.eval_every},
         "tracking_args": {"log_file_dir": str(out), "run_name": f"{attack}-{variant}-{seed}",
                           "enable_tensorboard": False, "progress_bar": False},
-        "btard_args": {"tau": args.tau, "validators": args.validators,
+        "btard_args": {"tau": args.tau,
+                       "validators": 0 if variant == "nobans" else args.validators,
                        "signature": args.signature,
                        "check_mode": "simulated" if variant == "simulated" else "real"},
     }
@@ -131,6 +133,14 @@ def ban_steps(result: dict[str, Any], start: int) -> list[int]:
     return sorted(r - start for p, r in result["summary"]["banned"].items() if int(p) in byz)
 
 
+def banned_curve(times: list[int], steps: int) -> np.ndarray:
+    """Number banned after each step, from the steps at which they were banned."""
+    out = np.zeros(steps)
+    for t in times:
+        out[t:] += 1
+    return out
+
+
 def plots(results: list[dict], study: list[dict], args: argparse.Namespace, docs: Path) -> None:
     import matplotlib
 
@@ -140,7 +150,7 @@ def plots(results: list[dict], study: list[dict], args: argparse.Namespace, docs
     steps, start = args.steps, args.attack_start
     names = [a for a in ATTACKS if any(r["attack"] == a for r in results)]
     colors = dict(zip(ATTACKS, ["black", "tab:red", "tab:blue", "tab:green", "tab:purple"]))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     for a in names:
         runs = [r for r in results if r["attack"] == a and r["variant"] == "real"]
         loss = np.nanmean([series(r["records"], "train_loss", steps) for r in runs], axis=0)
@@ -149,6 +159,14 @@ def plots(results: list[dict], study: list[dict], args: argparse.Namespace, docs
         ax1.plot(smooth(loss), color=colors[a], label=label, lw=1.2)
         idx = ~np.isnan(acc)
         ax2.plot(np.arange(steps)[idx], acc[idx], color=colors[a], label=label, marker=".")
+        nobans = [r for r in results if r["attack"] == a and r["variant"] == "nobans"]
+        if nobans:
+            loss = np.nanmean([series(r["records"], "train_loss", steps) for r in nobans], 0)
+            acc = np.nanmean([series(r["records"], "test_accuracy", steps) for r in nobans], 0)
+            idx = ~np.isnan(acc)
+            ax1.plot(smooth(loss), color=colors[a], ls="--", lw=1)
+            ax2.plot(np.arange(steps)[idx], acc[idx], color=colors[a], ls="--",
+                     label=f"{label}, no validators (never banned)")
     for ax in (ax1, ax2):
         ax.axvline(start, color="grey", ls=":", lw=1)
         ax.set_xlabel("step")
@@ -156,30 +174,41 @@ def plots(results: list[dict], study: list[dict], args: argparse.Namespace, docs
     ax1.set_ylabel("honest peers' training loss (smoothed)")
     ax1.set_yscale("log")
     ax2.set_ylabel("test accuracy")
-    ax2.legend(loc="lower right")
+    handles, labels = ax2.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(f"BTARD-SGD, {args.peers} peers, {args.byzantine} Byzantine from step {start} "
                  f"({args.dataset}, {args.model}; mean of {args.seeds} seeds)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(docs / "btard_loss.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     for a in names:
         if a == "none":
             continue
         for r in (r for r in results if r["attack"] == a and r["variant"] == "real"):
-            b = np.zeros(steps)
-            for s in ban_steps(r, 0):
-                b[s:] += 1
-            ax.step(np.arange(steps), b, where="post", color=colors[a], alpha=0.5, lw=1,
-                    label=a.replace("_", " ") if r["seed"] == 0 else None)
-    ax.axvline(start, color="grey", ls=":", lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("Byzantine peers banned")
-    ax.set_ylim(0, args.byzantine + 0.5)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    ax.set_title("Byzantine peers banned over time (one line per seed)")
+            ax1.step(np.arange(steps), banned_curve(ban_steps(r, 0), steps), where="post",
+                     color=colors[a], alpha=0.6, lw=1.5,
+                     label=a.replace("_", " ") if r["seed"] == 0 else None)
+    ax1.axvline(start, color="grey", ls=":", lw=1)
+    ax1.set_title("runs of btard_loss.png (per seed; the same for every attack)")
+    cap = max([t for s in study for t in s["each"]] + [10]) + 5
+    for mode, color in (("real", "tab:blue"), ("simulated", "tab:orange")):
+        curves = [banned_curve(s["each"], cap) for s in study if s["mode"] == mode]
+        for c in curves:
+            ax2.step(np.arange(cap), c, where="post", color=color, alpha=0.12, lw=1)
+        if curves:
+            ax2.step(np.arange(cap), np.median(curves, axis=0), where="post", color=color,
+                     lw=2.5, label=f"{mode} checks: median of {len(curves)} seeds")
+    ax2.set_title("ban-time study: sign flipping from step 0")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("step")
+        ax.set_ylabel("Byzantine peers banned")
+        ax.set_ylim(0, args.byzantine + 0.5)
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Byzantine peers banned over time ({args.peers} peers, {args.byzantine} "
+                 f"Byzantine, {args.validators} validator(s) per step)")
     fig.tight_layout()
     fig.savefig(docs / "btard_bans.png", dpi=110)
     plt.close(fig)
@@ -214,10 +243,10 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     base = [r for r in results if r["attack"] == "none"]
     base_loss = np.nanmean([series(r["records"], "train_loss", steps) for r in base], axis=0)
     lines = ["| attack | mode | seeds | steps to ban each (median, max) | steps to ban all "
-             "(per seed) | false bans | final test acc. | loss gap, last 50 steps |",
+             "(per seed) | false bans | final test acc. | train-loss gap, last 50 steps |",
              "|---|---|---|---|---|---|---|---|"]
     for a in ATTACKS:
-        for variant in ("real", "simulated"):
+        for variant in ("real", "simulated", "nobans"):
             runs = [r for r in results if r["attack"] == a and r["variant"] == variant]
             if not runs:
                 continue
@@ -271,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attacks", default=",".join(ATTACKS))
     p.add_argument("--simulated", default="sign_flip",
                    help="attacks also run with check_mode: simulated (comma list, or empty)")
+    p.add_argument("--no-bans", default="sign_flip,constant_direction",
+                   help="attacks also run without validators, for comparison (comma list)")
     p.add_argument("--study-seeds", type=int, default=30,
                    help="seeds of the ban-time study (sign flipping, real and simulated checks)")
     p.add_argument("--study-dataset", default="digits")
@@ -278,11 +309,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 thread each)")
     p.add_argument("--docs", default=str(REPO / "docs"))
     p.add_argument("--save", help="also write all results as JSON here")
+    p.add_argument("--from-json", help="redo the plots and tables from a --save file")
     args = p.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        for r in saved["runs"]:
+            r["summary"]["banned"] = {int(k): v for k, v in r["summary"]["banned"].items()}
+        plots(saved["runs"], saved["study"], args, Path(args.docs))
+        print(table(saved["runs"], args) + "\n\n" + study_table(saved["study"]))
+        return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = tempfile.mkdtemp(prefix="btard_attacks_")
-    jobs = [(args, a, s, "real", out) for a in args.attacks.split(",") for s in range(args.seeds)]
+    jobs = [(args, a, s, "real", out) for a in args.attacks.split(",") if a
+            for s in range(args.seeds)]
     jobs += [(args, a, s, "simulated", out) for a in args.simulated.split(",") if a
+             for s in range(args.seeds)]
+    jobs += [(args, a, s, "nobans", out) for a in args.no_bans.split(",") if a
              for s in range(args.seeds)]
     results = []
     with ProcessPoolExecutor(args.jobs) as pool:

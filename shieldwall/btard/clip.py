@@ -155,19 +155,29 @@ def centered_clip_fixed_point(
         raise ValueError(f"tau must be > 0, got {tau}")
     x = rows.double()
     n = x.shape[0]
+    sq = (x * x).sum(dim=1)
     v = _warm_start(rows, tau, iterations)
-    done = 0
+    done, exact = 0, False
     for done in range(1, max_iterations + 1):  # noqa: B007 - `done` is reported
-        diff, w = _weights(x, v, tau)
-        residual = w @ diff
+        if exact:  # differences formed explicitly: accurate however close the rows are
+            diff, w = _weights(x, v, tau)
+            residual = w @ diff
+        else:  # ||x_i - v||^2 = ||x_i||^2 - 2 x_i.v + ||v||^2: two matrix-vector products
+            d2 = (sq - 2.0 * (x @ v) + v @ v).clamp_min(0.0)
+            w = (tau / d2.sqrt().clamp_min(1e-300)).clamp_max(1.0)
+            residual = w @ x - w.sum() * v
         out = v.to(rows.dtype)
         limit = 0.5 * residual_tolerance(n, tau, float(torch.linalg.vector_norm(out)), rel_tol)
         if float(torch.linalg.vector_norm(residual)) <= limit:
-            break
+            if exact or float(clip_residual(rows, out, tau).norm()) <= limit:
+                break
+            exact = True  # the fast form was not accurate enough here: finish exactly
+            continue
         v = v + residual / w.sum()  # = sum_i w_i x_i / sum_i w_i (IRLS step)
     out = v.to(rows.dtype)
-    final = clip_residual(rows, out, tau)
-    dist = torch.linalg.vector_norm(x - out.double(), dim=1)
+    diff = x - out.double()
+    dist = torch.linalg.vector_norm(diff, dim=1)
+    final = (tau / dist.clamp_min(1e-300)).clamp_max(1.0) @ diff
     return ClipResult(
         out, iterations + done, float(torch.linalg.vector_norm(final)), int((dist > tau).sum())
     )
