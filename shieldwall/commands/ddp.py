@@ -95,7 +95,9 @@ def report(summary: dict[str, Any], check_every: int) -> None:
     if corr:
         print(f"correction model (held-out check steps): mse {corr['mse']:.3g} "
               f"(uncorrected {corr['raw_mse']:.3g}, excluded {corr['exclude_mse']:.3g}), "
-              f"mape {100 * corr['mape']:.1f}% (uncorrected {100 * corr['raw_mape']:.1f}%)")
+              f"mape {100 * corr['mape']:.1f}% (uncorrected {100 * corr['raw_mape']:.1f}%); "
+              f"{summary['rows']['model']} rows corrected, {summary['correction_fallbacks']} of "
+              "them by exclusion (the safeguard)")
     acc = summary["final_test_accuracy"]
     print("final test accuracy: " + ("n/a" if acc is None else f"{100 * acc:.2f}%"))
 

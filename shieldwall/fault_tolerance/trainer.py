@@ -237,6 +237,7 @@ def _summary(
         "rows": totals,
         "correction": engine.bank.summary() if engine.bank is not None else {},
         "correction_last": engine.bank.summary(last=20) if engine.bank is not None else {},
+        "correction_fallbacks": engine.bank.fallbacks if engine.bank is not None else 0,
         "evals": evals,
         "wall_s": wall,
         "compute_s_per_step": timing["compute"] / max(steps, 1),
