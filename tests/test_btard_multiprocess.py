@@ -1,26 +1,26 @@
 """BTARD-SGD as real processes: 4 peers over torch.distributed (gloo) on 127.0.0.1, 1 Byzantine.
 
-The peers are forked from the test process after the heavy imports, so that each does not pay
-torch's and scikit-learn's import time again (the protocol is the same as under
+The peers are forked from a multiprocessing fork server that imported torch and scikit-learn
+once, so that each does not pay their import time again (the protocol is the same as under
 ``python -m shieldwall.btard.launch``, which starts fresh interpreters)."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import queue
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from shieldwall.btard.launch import free_port
-from shieldwall.data import load_dataset
+from shieldwall.btard.launch import free_port, peer_process
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses fork")
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="uses the forkserver")
+# imported once by the fork server, so that the four peers do not pay for them again
+PRELOAD = ["torch", "torch._dynamo", "sklearn.datasets", "shieldwall.btard.run",
+           "shieldwall.train", "shieldwall.data.digits"]
 
 CONFIG = {
     "common_args": {"random_seed": 3},
@@ -37,30 +37,17 @@ CONFIG = {
 }
 
 
-def _peer(rank: int, world: int, port: int, path: str, out: mp.Queue) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
-    try:
-        from shieldwall.config import load_config
-        from shieldwall.train import train
-
-        out.put((rank, "ok", train(load_config(path))))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        out.put((rank, "error", repr(exc)))
-
-
 def test_four_processes_ban_the_byzantine_peer(tmp_path: Path) -> None:
-    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # import torch.optim's deps
-    load_dataset("digits")  # and scikit-learn's, before forking
     cfg = dict(CONFIG, tracking_args={"log_file_dir": str(tmp_path), "run_name": "mp",
                                       "enable_tensorboard": False, "progress_bar": False})
     path = tmp_path / "btard_mp.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("forkserver")  # children fork from a clean server, not from pytest
+    ctx.set_forkserver_preload(PRELOAD)
     results: mp.Queue = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_peer, args=(r, 4, port, str(path), results)) for r in range(4)]
+    procs = [ctx.Process(target=peer_process, args=(r, 4, port, str(path), [], results))
+             for r in range(4)]
     for p in procs:
         p.start()
     got = {}

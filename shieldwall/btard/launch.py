@@ -19,8 +19,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["free_port", "spawn_peers", "PeerProcess", "main"]
+__all__ = ["free_port", "spawn_peers", "PeerProcess", "peer_process", "main"]
 
 
 def free_port() -> int:
@@ -75,6 +76,27 @@ def spawn_peers(
                 proc.wait()
         raise TimeoutError(f"BTARD peers did not finish within {timeout} s") from None
     return results
+
+
+def peer_process(
+    rank: int, world: int, port: int, config: str, overrides: Sequence[str], out: Any
+) -> None:
+    """One peer as a ``multiprocessing`` target: set the rendezvous variables, run
+    ``shieldwall.train.train`` and put ``(rank, "ok", summary)`` or ``(rank, "error", text)``
+    on the queue ``out``."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from shieldwall.config import load_config
+        from shieldwall.train import train
+
+        cfg = load_config(config, ["comm_args.runtime=torch_distributed", *overrides])
+        out.put((rank, "ok", train(cfg)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        out.put((rank, "error", repr(exc)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
