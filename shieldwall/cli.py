@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import shieldwall
 import shieldwall.commands
+from shieldwall.runtime.torch_dist import WorkerLostError
 
 __all__ = ["main", "build_parser", "USER_ERRORS"]
 
@@ -54,6 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"shieldwall: error: {message}", file=sys.stderr)
         return 2
+    except WorkerLostError as exc:  # comm_args.on_worker_loss: stop
+        if args.debug:
+            raise
+        print(f"shieldwall: stopped: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("shieldwall: interrupted", file=sys.stderr)
         return 130

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from shieldwall.algorithms.adversary import build_adversary
+from shieldwall.algorithms.defense import build_defense
 from shieldwall.config import ExperimentConfig, config_from_dict, config_to_dict
 
 __all__ = ["Cell", "cell_config", "parse_spec", "run_matrix", "write_csv", "plot_heatmap"]
@@ -138,7 +140,9 @@ def run_matrix(
     cells = [Cell(a, d, s) for a in attacks for d in defenses for s in seeds]
     configs = {c: cell_config(base, c, out_dir) for c in cells}
     for raw in configs.values():  # validate every cell before spending time on any
-        config_from_dict(raw)
+        cfg = config_from_dict(raw)
+        build_defense(cfg)
+        build_adversary(cfg, num_classes=10)
     results: dict[Cell, float] = {}
     todo = []
     for cell in cells:

@@ -71,7 +71,10 @@ def _device(cfg: ExperimentConfig) -> torch.device:
     if cfg.device_args.device:
         return torch.device(cfg.device_args.device)
     if cfg.device_args.using_gpu and torch.cuda.is_available():
-        return torch.device("cuda")
+        # One GPU per process under a launcher (torchrun's LOCAL_RANK, Open MPI's local rank).
+        local = os.environ.get("LOCAL_RANK") or os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK")
+        index = int(local or 0) % torch.cuda.device_count()
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
