@@ -194,3 +194,41 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
     assert second["banned"] == first["banned"]
     lines = (Path(first["run_dir"]) / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["round"] for x in lines] == [0, 1, 2, 3, 4]
+
+
+def test_malformed_messages_never_crash_or_frame_honest_peers() -> None:
+    """A peer committing to NaN or wrong-length parts is proven guilty by the aggregators; a
+    peer broadcasting garbage is treated as silent. Honest peers are untouched."""
+    from shieldwall.btard.clip import split_parts
+    from shieldwall.btard.crypto import tensor_digest
+    from shieldwall.btard.messages import Accuse, Check, Commit
+
+    run = build(make_cfg(attack=None, n=6))
+    nan_peer, long_peer, garbage_peer = 1, 3, 4
+
+    def committing(peer, make):
+        original = peer.commit
+
+        def commit(present, byz_present):
+            c = original(present, byz_present)
+            peer.st.grad = make(peer.st.grad)
+            peer.st.parts = split_parts(peer.st.grad, len(present))
+            return Commit(c.round, tuple(tensor_digest(p) for p in peer.st.parts), c.loss)
+
+        peer.commit = commit
+
+    committing(run.peers[nan_peer], lambda g: torch.full_like(g, float("nan")))
+    committing(run.peers[long_peer], lambda g: torch.cat([g, g[:7]]))
+    v = run.step(0)[0]
+    assert v.banned == {nan_peer: "bad_part", long_peer: "bad_part"} and not v.step
+    assert all(a["proven"] for a in v.accusations)
+
+    garbage = run.peers[garbage_peer]
+    garbage.check = lambda *a, **k: Check(1, ("x",) * 4)  # type: ignore[assignment]
+    v = run.step(1)[0]
+    assert v.aborted == "check" and v.silent == [garbage_peer] and not v.banned
+    garbage.check = lambda *a, **k: Check(2, (None,) * 4)  # type: ignore[assignment]
+    garbage.accuse = lambda *a, **k: Accuse(2, (5,))  # type: ignore[assignment]
+    v = run.step(2)[0]
+    assert v.aborted == "accuse" and v.silent == [garbage_peer]
+    assert set(run.ledger.banned) == {nan_peer, long_peer}

@@ -41,10 +41,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from shieldwall.btard.clip import checksum, checksum_tolerance, residual_tolerance, split_parts
+from shieldwall.btard.clip import (
+    checksum,
+    checksum_tolerance,
+    residual_tolerance,
+    split_parts,
+    split_sizes,
+)
 from shieldwall.btard.common import GradientOracle, ProtocolConfig, RoundView
 from shieldwall.btard.crypto import tensor_digest
-from shieldwall.btard.messages import Accusation, Opening, Part, Result, Signed
+from shieldwall.btard.messages import (
+    Accusation,
+    Opening,
+    Part,
+    Result,
+    Signed,
+    signed_ok,
+    well_formed,
+)
 
 __all__ = ["Verdict", "judge", "check_probability"]
 
@@ -82,22 +96,10 @@ def check_probability(n: int, b: int, validators: int) -> float:
     return 1.0 - (1.0 - p) ** max(validators, 1)
 
 
-def _signed_by(msg: Any, peer: int, body_type: type, r: int, cfg: ProtocolConfig,
-               keyring: dict[int, bytes]) -> bool:
-    return (
-        isinstance(msg, Signed)
-        and msg.sender == peer
-        and isinstance(msg.body, body_type)
-        and msg.body.round == r
-        and isinstance(msg.body.tensor, Tensor)
-        and msg.verify(cfg.scheme, keyring)
-    )
-
-
-def _opened_parts(msg: Signed, view: RoundView, dim: int) -> list[Tensor] | None:
+def _opened_parts(msg: Signed, view: RoundView, dim: int, dtype: Any) -> list[Tensor] | None:
     """The opening's parts, or ``None`` if it contradicts the sender's commitments."""
     g = msg.body.tensor
-    if g.dim() != 1 or g.numel() != dim:
+    if not well_formed(g, dim, dtype):
         return None
     parts = split_parts(g, len(view.present))
     hashes = view.commits[msg.sender].part_hashes
@@ -111,28 +113,36 @@ def _prove(
     oracle: GradientOracle, params: Tensor,
 ) -> tuple[bool, float | None]:
     """Whether ``acc`` is proven, and for ``bad_checksum`` the true checksum."""
-    r, n, who = view.round, len(view.present), acc.accused
-    if who not in view.present or not acc.evidence:
+    r, n, who, part = view.round, len(view.present), acc.accused, acc.part
+    dtype = params.dtype
+
+    def signed(msg: Any, sender: int, body_type: type, index: int | None = None) -> bool:
+        return signed_ok(msg, sender, body_type, r, cfg.scheme, keyring, index)
+
+    if who not in view.present or not isinstance(acc.evidence, tuple) or not acc.evidence:
         return False, None
+    if part is not None and not (type(part) is int and 0 <= part < n):
+        return False, None
+    size = split_sizes(oracle.dim, n)[part] if part is not None else oracle.dim
     ev = acc.evidence[0]
-    part = acc.part
-    if part is not None and not (isinstance(part, int) and 0 <= part < n):
-        return False, None
     if acc.kind == "bad_part" and part is not None:
-        if not (_signed_by(ev, who, Part, r, cfg, keyring) and ev.body.index == part):
+        if not signed(ev, who, Part, part):
             return False, None
-        return tensor_digest(ev.body.tensor) != view.commits[who].part_hashes[part], None
+        t = ev.body.tensor
+        return (tensor_digest(t) != view.commits[who].part_hashes[part]
+                or not well_formed(t, size, dtype)), None
     if acc.kind == "bad_result" and part is not None:
-        if view.aggregator(part) != who or not _signed_by(ev, who, Result, r, cfg, keyring):
+        if view.aggregator(part) != who or not signed(ev, who, Result, part):
             return False, None
         rc, t = view.result_commits[who], ev.body.tensor
-        norm = float(torch.linalg.vector_norm(t))
+        norm = float(torch.linalg.vector_norm(t.double()))
         wrong_norm = abs(norm - rc.result_norm) > 1e-6 * (1 + norm)
-        return ev.body.index == part and (tensor_digest(t) != rc.result_hash or wrong_norm), None
+        bad = tensor_digest(t) != rc.result_hash or wrong_norm or not well_formed(t, size, dtype)
+        return bad, None
     if acc.kind in ("bad_opening", "bad_gradient"):
-        if not _signed_by(ev, who, Opening, r, cfg, keyring):
+        if not signed(ev, who, Opening):
             return False, None
-        parts = _opened_parts(ev, view, oracle.dim)
+        parts = _opened_parts(ev, view, oracle.dim, dtype)
         if parts is None:
             return True, None
         if acc.kind == "bad_opening":
@@ -144,16 +154,18 @@ def _prove(
         res = acc.evidence[1]
         agg = view.aggregator(part)
         rc = view.result_commits[agg]
-        if not (_signed_by(res, agg, Result, r, cfg, keyring) and res.body.index == part):
+        if not signed(res, agg, Result, part) or not well_formed(res.body.tensor, size, dtype):
             return False, None
         if tensor_digest(res.body.tensor) != rc.result_hash:
             return False, None
-        if _signed_by(ev, who, Part, r, cfg, keyring) and ev.body.index == part:
+        if signed(ev, who, Part, part):
             if tensor_digest(ev.body.tensor) != view.commits[who].part_hashes[part]:
                 return True, None
+            if not well_formed(ev.body.tensor, size, dtype):
+                return True, None
             x = ev.body.tensor
-        elif _signed_by(ev, who, Opening, r, cfg, keyring):
-            parts = _opened_parts(ev, view, oracle.dim)
+        elif signed(ev, who, Opening):
+            parts = _opened_parts(ev, view, oracle.dim, dtype)
             if parts is None:
                 return True, None
             x = parts[part]

@@ -36,15 +36,19 @@ __all__ = [
     "Accuse",
     "Signed",
     "sign",
+    "signed_ok",
+    "well_formed",
     "ACCUSATION_KINDS",
 ]
 
 #: Accusation kinds and what their evidence shows.
 ACCUSATION_KINDS: dict[str, str] = {
-    "bad_part": "a signed part whose hash differs from the sender's commitment",
+    "bad_part": "a signed part whose hash differs from the sender's commitment, or that is "
+    "malformed (length, dtype, non-finite values)",
     "bad_result": "a signed aggregated part whose hash or norm differs from the aggregator's "
-    "commitment",
-    "bad_opening": "a signed opening whose parts differ from the peer's commitments",
+    "commitment, or that is malformed",
+    "bad_opening": "a signed opening whose parts differ from the peer's commitments, or that is "
+    "malformed",
     "bad_gradient": "a signed opening that differs from the gradient recomputed from the public "
     "seed",
     "bad_checksum": "a published CenteredClip checksum that differs from the one recomputed from "
@@ -126,6 +130,31 @@ class Signed:
         if public is None:
             return False
         return verify_signature(scheme, public, digest(self.sender, self.body), self.signature)
+
+
+def signed_ok(
+    msg: Any, sender: int, body_type: type, r: int, scheme: str, keyring: dict[int, bytes],
+    index: int | None = None,
+) -> bool:
+    """``msg`` is a :class:`Signed` ``body_type`` of step ``r`` (and part ``index``) that
+    ``sender`` signed. Field types are checked first: messages come from possibly Byzantine
+    peers and must not be able to raise inside the protocol."""
+    return (
+        isinstance(msg, Signed)
+        and type(msg.sender) is int
+        and msg.sender == sender
+        and isinstance(msg.body, body_type)
+        and type(msg.body.round) is int
+        and msg.body.round == r
+        and isinstance(msg.body.tensor, Tensor)
+        and (index is None or (type(msg.body.index) is int and msg.body.index == index))
+        and msg.verify(scheme, keyring)
+    )
+
+
+def well_formed(t: Tensor, size: int, dtype: Any) -> bool:
+    """A part or gradient of the expected length and dtype, with finite values only."""
+    return t.dim() == 1 and t.numel() == size and t.dtype == dtype and bool(t.isfinite().all())
 
 
 def sign(key: KeyPair, sender: int, body: Any) -> Signed:

@@ -37,6 +37,7 @@ from shieldwall.btard.clip import (
     checksum,
     checksum_tolerance,
     split_parts,
+    split_sizes,
 )
 from shieldwall.btard.common import GradientOracle, ProtocolConfig, RoundView
 from shieldwall.btard.crypto import KeyPair, mprng_commitment, mprng_secret, tensor_digest
@@ -53,6 +54,8 @@ from shieldwall.btard.messages import (
     Reveal,
     Signed,
     sign,
+    signed_ok,
+    well_formed,
 )
 
 __all__ = ["Peer", "GradientOracle", "ProtocolConfig", "RoundView"]  # the last three re-exported
@@ -108,14 +111,13 @@ class Peer:
         self.byzantine = byzantine
         self.st = _State(-1)
 
-    def _valid(self, msg: Any, body_type: type, r: int) -> bool:
-        return (
-            isinstance(msg, Signed)
-            and isinstance(msg.body, body_type)
-            and msg.body.round == r
-            and isinstance(msg.body.tensor, Tensor)
-            and msg.verify(self.cfg.scheme, self.keyring)
-        )
+    def _valid(
+        self, msg: Any, sender: int, body_type: type, r: int, index: int | None = None
+    ) -> bool:
+        return signed_ok(msg, sender, body_type, r, self.cfg.scheme, self.keyring, index)
+
+    def _size(self, j: int) -> int:
+        return split_sizes(self.oracle.dim, len(self.st.present))[j]
 
     def _byz(self, behaviour: str, r: int) -> bool:
         return self.byzantine is not None and self.byzantine.has(behaviour, r)
@@ -161,10 +163,13 @@ class Peer:
         rows, included, missing = [], [], []
         for i in st.present:
             msg = received.get(i)
-            if not (self._valid(msg, Part, st.round) and msg.body.index == j):
+            if not self._valid(msg, i, Part, st.round, j):
                 missing.append(i)
                 continue
-            if tensor_digest(msg.body.tensor) != commits[i].part_hashes[j]:
+            t = msg.body.tensor
+            if tensor_digest(t) != commits[i].part_hashes[j] or not well_formed(
+                t, self._size(j), self.params.dtype
+            ):
                 st.accusations.append(Accusation("bad_part", self.pid, i, j, (msg,)))
                 continue
             rows.append(msg.body.tensor)
@@ -178,9 +183,10 @@ class Peer:
         if self.byzantine is not None:
             v = self.byzantine.tamper_aggregate(st.round, v, self.cfg.tau)
         st.result = v
+        norm = float(torch.linalg.vector_norm(v.double()))
         return ResultCommit(
-            st.round, tensor_digest(v), float(torch.linalg.vector_norm(v)), tuple(included),
-            tuple(missing), solved.iterations, solved.num_clipped,
+            st.round, tensor_digest(v), norm, tuple(included), tuple(missing), solved.iterations,
+            solved.num_clipped,
         )
 
     def send_results(self) -> dict[int, Signed]:
@@ -201,13 +207,15 @@ class Peer:
         st = self.st
         for j, agg in enumerate(st.present):
             msg = received.get(agg)
-            if not (self._valid(msg, Result, st.round) and msg.body.index == j):
+            if not self._valid(msg, agg, Result, st.round, j):
                 st.missing.append(("result", agg))
                 continue
             rc, t = commits[agg], msg.body.tensor
-            norm = float(torch.linalg.vector_norm(t))
-            if tensor_digest(t) != rc.result_hash or abs(norm - rc.result_norm) > 1e-6 * (
-                1 + norm
+            norm = float(torch.linalg.vector_norm(t.double()))
+            if (
+                tensor_digest(t) != rc.result_hash
+                or abs(norm - rc.result_norm) > 1e-6 * (1 + norm)
+                or not well_formed(t, self._size(j), self.params.dtype)
             ):
                 st.accusations.append(Accusation("bad_result", self.pid, agg, j, (msg,)))
                 continue
@@ -246,11 +254,11 @@ class Peer:
 
     def _validate(self, target: int, msg: Any, view: RoundView) -> list[Accusation]:
         st, n = self.st, len(view.present)
-        if not self._valid(msg, Opening, st.round):
+        if not self._valid(msg, target, Opening, st.round):
             st.missing.append(("opening", target))
             return []
         g = msg.body.tensor
-        if g.dim() != 1 or g.numel() != self.oracle.dim or g.dtype != st.grad.dtype:
+        if not well_formed(g, self.oracle.dim, self.params.dtype):
             return [Accusation("bad_opening", self.pid, target, None, (msg,))]
         parts = split_parts(g, n)
         hashes = view.commits[target].part_hashes

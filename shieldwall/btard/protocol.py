@@ -37,7 +37,16 @@ from shieldwall.btard.clip import split_parts
 from shieldwall.btard.common import GradientOracle, ProtocolConfig, RoundView
 from shieldwall.btard.crypto import mprng_commitment, mprng_seed
 from shieldwall.btard.judge import Verdict, checksum_sums, judge
-from shieldwall.btard.messages import Accuse, Check, Commit, Hello, ResultCommit, Reveal
+from shieldwall.btard.messages import (
+    Accusation,
+    Accuse,
+    Check,
+    Commit,
+    Hello,
+    ResultCommit,
+    Reveal,
+    Signed,
+)
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.transport import Transport
 
@@ -115,7 +124,11 @@ def draw_validators(seed: int, present: tuple[int, ...], m: int) -> tuple[tuple[
 
 
 def _ok(msg: Any, cls: type, r: int) -> bool:
-    return isinstance(msg, cls) and msg.round == r
+    return isinstance(msg, cls) and type(msg.round) is int and msg.round == r
+
+
+def _ints(values: Any) -> bool:
+    return isinstance(values, tuple) and all(type(i) is int for i in values)
 
 
 def _valid_commit(msg: Any, r: int, n: int) -> bool:
@@ -133,29 +146,60 @@ def _valid_rc(msg: Any, r: int) -> bool:
         _ok(msg, ResultCommit, r)
         and isinstance(msg.result_hash, bytes)
         and isinstance(msg.result_norm, float)
-        and np.isfinite(msg.result_norm)
-        and all(isinstance(i, int) for i in (*msg.included, *msg.missing))
+        and bool(np.isfinite(msg.result_norm))
+        and _ints(msg.included)
+        and _ints(msg.missing)
+        and type(msg.iterations) is int
+        and type(msg.num_clipped) is int
     )
 
 
 def _valid_check(msg: Any, r: int, n: int) -> bool:
     return (
         _ok(msg, Check, r)
+        and isinstance(msg.checksums, tuple)
         and len(msg.checksums) == n
         and all(s is None or isinstance(s, float) for s in msg.checksums)
     )
 
 
-def _valid_accuse(msg: Any, r: int) -> bool:
+def _valid_accusation(a: Any) -> bool:
+    return (
+        isinstance(a, Accusation)
+        and isinstance(a.kind, str)
+        and type(a.accuser) is int
+        and type(a.accused) is int
+        and (a.part is None or type(a.part) is int)
+        and isinstance(a.evidence, tuple)
+        and 1 <= len(a.evidence) <= 2
+        and all(isinstance(e, Signed) for e in a.evidence)
+    )
+
+
+def _valid_accuse(msg: Any, r: int, n: int) -> bool:
     return (
         _ok(msg, Accuse, r)
-        and all(isinstance(m, tuple) and len(m) == 2 for m in msg.missing)
-        and len(msg.accusations) <= 4 * 1024
+        and isinstance(msg.accusations, tuple)
+        and len(msg.accusations) <= 4 * n
+        and all(_valid_accusation(a) for a in msg.accusations)
+        and isinstance(msg.missing, tuple)
+        and len(msg.missing) <= 4 * n
+        and all(isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str)
+                and type(m[1]) is int for m in msg.missing)
     )
 
 
 def _silent(view: RoundView, received: dict[int, Any], ok: Any) -> list[int]:
-    return [p for p in view.present if not ok(received.get(p))]
+    """Present peers whose message is missing or malformed (either is silence)."""
+    out = []
+    for p in view.present:
+        try:
+            good = ok(received.get(p))
+        except Exception:  # noqa: BLE001 - a message crafted to raise is malformed
+            good = False
+        if not good:
+            out.append(p)
+    return out
 
 
 def run_step(
@@ -244,7 +288,7 @@ def run_step(
     accuses = transport.broadcast(
         "accuse", {k: p.accuse(openings.get(k, {}), view) for k, p in here.items()}
     )
-    if silent := _silent(view, accuses, lambda m: _valid_accuse(m, r)):
+    if silent := _silent(view, accuses, lambda m: _valid_accuse(m, r, n)):
         return abort("accuse", silent)
     view.accuses = {k: accuses[k] for k in view.present}
     # the parameters x_t the verdict recomputes gradients at: an honest local peer's if any
