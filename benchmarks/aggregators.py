@@ -22,11 +22,13 @@ tolerates), ``torch.set_num_threads(2)``. Reported per rule:
 * ``byzfl``: ByzFL's implementation of the same rule on the same input, where ``byzfl`` is
   installed (optional; it is loaded without its package ``__init__``, which needs torchvision),
   and ``ours/byzfl``. Their defaults differ (see the notes printed at the end).
-* ``peak MB``: peak extra resident memory of one call, measured in a fresh subprocess per case as
-  the growth of ``ru_maxrss`` (the process's resident high-water mark) across the call, after the
-  input has been allocated and the rule warmed up on a small input; ``xin`` is that as a
-  multiple of the input's size. It counts every temporary the call touches (and allocator
-  slack), not what it returns to the OS.
+* ``peak MB``: peak extra resident memory of one call, measured in a fresh subprocess per case:
+  after the input is allocated and the rule warmed up on a small input, the kernel's peak-RSS
+  mark is reset (``/proc/self/clear_refs``) and the peak during the call (``VmHWM``) minus the
+  resident size before it is reported (elsewhere: the growth of ``ru_maxrss``); ``xin`` is
+  that as a multiple of the input's size. It counts every temporary the call touches (and allocator
+  slack), not what it returns to the OS. Only for inputs of at least ``--memory-min-mb``
+  (64 MB): below that the growth is lost in the interpreter's own heap.
 
 The machine may be shared: absolute times are noisy, the ratios (taken in the same run) less so.
 """
@@ -276,10 +278,33 @@ def _memcase(label: str, n: int, d: int) -> None:
     f = (n - 3) // 4
     case.call(make_input(n, 64, seed=1), f)  # warm the code paths on a small input
     x = make_input(n, d)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    case.call(x, f)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((after - before) / 1024.0)  # ru_maxrss is in KiB on Linux
+    if _reset_peak_rss():
+        before = _proc_status_kib("VmRSS")
+        case.call(x, f)
+        after = _proc_status_kib("VmHWM")
+    else:  # high-water mark since start: valid when nothing before peaked higher than now
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        case.call(x, f)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(max(0, after - before) / 1024.0)  # KiB -> MiB
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return _proc_status_kib("VmHWM") is not None
+    except OSError:
+        return False
+
+
+def _proc_status_kib(field: str) -> int | None:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
 
 
 def fmt_ms(seconds: float | None) -> str:
@@ -369,7 +394,8 @@ def run(args) -> None:
             naive = None
             if case.naive is not None and n * (n - 1) // 2 * d <= args.naive_cap:
                 naive = timeit(lambda c=case, x=x, f=f: c.naive(x, f), 1, args.budget)
-            mem = None if args.no_memory else peak_memory_mb(case.label, n, d)
+            measure = not args.no_memory and input_mb >= args.memory_min_mb
+            mem = peak_memory_mb(case.label, n, d) if measure else None
             print(
                 f"{case.label:<28}{fmt_ms(t):>9}{fmt_ms(floor if floor > 0 else None):>9}"
                 f"{fmt_ratio(t / floor if floor > 0 else None):>7}"
@@ -431,6 +457,13 @@ def main(argv: list[str] | None = None) -> None:
         help="largest pairs * d for the Python-loop reference",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS subprocesses")
+    parser.add_argument(
+        "--memory-min-mb",
+        type=float,
+        default=64.0,
+        help="measure peak memory only for inputs of at least this size (smaller ones are "
+        "below what ru_maxrss resolves next to the interpreter's own heap)",
+    )
     parser.add_argument("--no-byzfl", action="store_true", help="do not time ByzFL")
     args = parser.parse_args(argv)
     if args.sizes is None:
