@@ -112,3 +112,27 @@ def test_unloadable_config_is_one_line(capsys, tmp_path):
     code = main(["check", write(tmp_path, {"train_args": {"comm_rounds": 3}})])
     err = capsys.readouterr().err
     assert code == 2 and "did you mean train_args.comm_round?" in err and "Traceback" not in err
+
+
+def test_btard_config_plan_and_problem(capsys, tmp_path):
+    raw = {"train_args": {"federated_optimizer": "BTARD", "client_num_in_total": 8},
+           "attack_args": {"enable_attack": True, "attack_type": "sign_flip",
+                           "byzantine_client_num": 3}}
+    code, out, errors = run_check(capsys, write(tmp_path, raw))
+    assert code == 0 and not errors
+    assert "butterfly CenteredClip" in out and "3 Byzantine peer(s)" in out
+    raw["attack_args"]["byzantine_client_num"] = 4  # half of the peers: BTARD cannot
+    code, _, errors = run_check(capsys, write(tmp_path, raw))
+    assert code == 2 and len(errors) == 1 and "fewer than half" in errors[0]
+
+
+def test_redundancy_config_plan(capsys, tmp_path):
+    raw = {"train_args": {"federated_optimizer": "PS-SGD", "client_num_in_total": 15},
+           "redundancy_args": {"enable": True, "approach": "mols", "group_size": 3,
+                               "worker_fail": 3, "mode": "coord-median"}}
+    code, out, errors = run_check(capsys, write(tmp_path, raw))
+    assert code == 0 and not errors
+    assert "15 workers x 25 files, r = 3" in out and "controls 3 files" in out
+    raw["redundancy_args"]["group_size"] = 4  # no MOLS placement for K = 15, r = 4
+    code, _, errors = run_check(capsys, write(tmp_path, raw))
+    assert code == 2 and len(errors) == 1

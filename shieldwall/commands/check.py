@@ -134,7 +134,10 @@ def _check_topology(cfg: ExperimentConfig, report: CheckReport) -> None:
 
     t = cfg.train_args
     try:
-        algorithm = ALGORITHMS.canonical(t.federated_optimizer)
+        algorithm = (
+            "BTARD" if str(t.federated_optimizer).upper() == "BTARD"
+            else ALGORITHMS.canonical(t.federated_optimizer)
+        )
         report.add("topology", f"{algorithm} [{_src(cfg, 'train_args', 'federated_optimizer')}], "
                                f"scenario {cfg.common_args.scenario}")
     except UnknownNameError as exc:
@@ -244,6 +247,48 @@ def check_config(cfg: ExperimentConfig) -> CheckReport:
             check(cfg, report)
         except ValueError as exc:
             report.problems.append(str(exc))
-    attack = _check_attack(cfg, report)
-    _check_defense(cfg, report, attack)
+    if str(cfg.train_args.federated_optimizer).upper() == "BTARD":
+        _check_btard(cfg, report)
+    elif cfg.redundancy_args.enable:
+        _check_redundancy(cfg, report)
+    else:
+        attack = _check_attack(cfg, report)
+        _check_defense(cfg, report, attack)
     return report
+
+
+def _check_btard(cfg: ExperimentConfig, report: CheckReport) -> None:
+    """BTARD has no server: its aggregation and checks come from ``btard_args``."""
+    from shieldwall.btard.run import byzantine_peers, protocol_config
+
+    try:
+        proto = protocol_config(cfg)
+        peers = byzantine_peers(cfg, num_classes=10)
+    except ValueError as exc:
+        report.problems.append(str(exc))
+        return
+    n = cfg.train_args.client_num_in_total
+    report.add("defense", f"butterfly CenteredClip (tau {proto.tau}) over {n} peers, "
+                          f"{proto.validators} validator(s) per step, checks {proto.check_mode}")
+    if peers:
+        behaviour = next(iter(peers.values())).name
+        report.add("attack", f"{behaviour} by {len(peers)} Byzantine peer(s) {sorted(peers)}")
+    else:
+        report.add("attack", "none")
+
+
+def _check_redundancy(cfg: ExperimentConfig, report: CheckReport) -> None:
+    """DETOX/ByzShield runs vote per file, then aggregate (``redundancy_args``)."""
+    from shieldwall.redundancy.setup import resolve_setup
+
+    try:
+        setup = resolve_setup(cfg.redundancy_args, cfg.train_args.client_num_in_total)
+    except ValueError as exc:
+        report.problems.append(str(exc))
+        return
+    p = setup.placement
+    report.add("defense", f"{setup.approach}: {p.num_workers} workers x {p.num_files} files, "
+                          f"r = {p.replication}, majority vote then {setup.aggregator} "
+                          f"(f={setup.f})")
+    report.add("attack", f"{setup.attack} by q={setup.q} {setup.adversary_choice} adversaries "
+                         f"(worst case controls {setup.c_max} files)")
