@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_aggregators_db import RULE_IDS, RULES, honest_rows, rows_of
 
-from shieldwall.aggregators import AGGREGATORS, aggregate, base
+from shieldwall.aggregators import AGGREGATORS, _kernels, aggregate
 from shieldwall.aggregators.base import drop_nonfinite, pairwise_sq_distances, row_norms
 from shieldwall.aggregators.bulyan import bulyan_with_info
 from shieldwall.aggregators.krum import krum_with_info, multikrum_with_info
@@ -230,6 +230,8 @@ def test_too_many_nonfinite_rows_raise():
         ("geometric_median", {"weights": torch.ones(3)}, "weights"),
         ("centered_clip", {"tau": -1.0}, "tau > 0"),
         ("centered_clip", {"init": torch.zeros(2)}, "init must have shape"),
+        ("centered_clip", {"init": torch.full((3,), float("nan"))}, "init must be finite"),
+        ("geometric_median", {"init": torch.full((3,), float("inf"))}, "init must be finite"),
         ("mda", {"max_subsets": 10}, "max_subsets=10"),
     ],
 )
@@ -291,7 +293,7 @@ def test_column_blocks_give_the_same_result(case, monkeypatch):
     n, f = case.configs[0]
     x = honest_rows(n + 1, 37, seed=11)  # n + 1 rows: the even-n median path too
     whole = case.fn(x, f, **case.params)
-    monkeypatch.setattr(base, "COLUMN_BLOCK_BYTES", 3 * (n + 1) * 8)
+    monkeypatch.setattr(_kernels, "COLUMN_BLOCK_BYTES", 3 * (n + 1) * 8)
     blocked = case.fn(x, f, **case.params)
     torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(blocked, t(case.reference(rows_of(x), f, **case.params)))

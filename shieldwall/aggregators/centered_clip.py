@@ -88,6 +88,8 @@ def centered_clip(
             raise ValueError(
                 f"init must have shape {tuple(updates.shape[1:])}, got {tuple(v.shape)}"
             )
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError("CenteredClip init must be finite")
     sq_dist = DistancesToPoint(updates, v)
     for _ in range(iterations):
         # scale_i = min(1, tau / ||x_i - v||); a distance of 0 gives tau / 0 = inf -> 1.

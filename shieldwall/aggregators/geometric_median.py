@@ -64,6 +64,8 @@ def _start(updates: Tensor, init: Tensor | None) -> Tensor:
         raise ValueError(
             f"init must have shape {tuple(updates.shape[1:])}, got {tuple(start.shape)}"
         )
+    if not bool(torch.isfinite(start).all()):
+        raise ValueError("GeometricMedian init must be finite")
     return start.clone()
 
 
