@@ -41,7 +41,7 @@ from shieldwall.aggregators.base import (
     pairwise_sq_distances,
     sort_columns,
 )
-from shieldwall.aggregators.krum import krum_scores, rank_rows
+from shieldwall.aggregators.krum import krum_scores
 from shieldwall.aggregators.median import median_of_sorted
 
 __all__ = ["bulyan", "bulyan_with_info", "iterated_krum"]
@@ -50,30 +50,42 @@ __all__ = ["bulyan", "bulyan_with_info", "iterated_krum"]
 def iterated_krum(sq_dists: Tensor, f: int, count: int) -> Tensor:
     """Indices of ``count`` rows chosen by Krum repeatedly on the rows not chosen yet.
 
-    One ``(n, n)`` distance matrix; each round masks the chosen rows (their columns become
-    ``inf`` and they are never candidates again). Returns the indices in the order chosen.
+    One ``(n, n)`` distance matrix, each row sorted once (nearest first). ``alive[i, p]`` says
+    whether the ``p``-th nearest row of row ``i`` is still in play; choosing a row clears one
+    entry per row. A row's score is the sum of its first ``k`` alive entries (a cumulative count
+    picks them), so a round costs a few ``O(n^2)`` elementwise passes and no re-sort. Returns
+    the indices in the order chosen.
     """
     n = sq_dists.shape[0]
-    inf = float("inf")
+    device = sq_dists.device
+    rows = torch.arange(n, device=device)
     others = sq_dists.clone()
-    others.fill_diagonal_(inf)
-    active = torch.ones(n, dtype=torch.bool, device=sq_dists.device)
-    chosen = []
+    others.fill_diagonal_(float("inf"))
+    nearest, order = others.sort(dim=1)  # row i: distances to the other rows, nearest first
+    position = order.argsort(dim=1)  # position[i, j]: where row j sits in row i's order
+    alive = torch.ones(n, n, dtype=torch.bool, device=device)
+    alive[rows, position[rows, rows]] = False  # a row is not its own neighbour
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    chosen: list[int] = []
     for step in range(count):
         left = n - step
-        candidates = active.nonzero().squeeze(1)
         if left == 1:
-            best = candidates[0]
+            best = int(active.nonzero()[0])
         else:
             # Krum's n - f - 2 neighbours among the rows left; at least 1 (see module notes).
             k = max(1, left - f - 2)
-            rows = others[candidates].masked_fill_(~active[None, :], inf)
-            scores = rows.topk(k, dim=1, largest=False).values.sum(dim=1)
-            totals = sq_dists[candidates][:, candidates].sum(dim=1)
-            best = candidates[int(rank_rows(scores, totals)[0])]
+            scored = alive & (alive.cumsum(dim=1, dtype=torch.int32) <= k)
+            scores = torch.where(scored, nearest, 0.0).sum(dim=1)
+            # Lexicographic minimum over the active rows: score, then total, then index.
+            candidates = (active & (scores == scores[active].min())).nonzero().squeeze(1)
+            if candidates.numel() > 1:
+                totals = torch.where(active[None, :], sq_dists[candidates], 0.0).sum(dim=1)
+                candidates = candidates[totals == totals.min()]
+            best = int(candidates[0])
         chosen.append(best)
         active[best] = False
-    return torch.stack(chosen)
+        alive[rows, position[:, best]] = False
+    return torch.tensor(chosen, dtype=torch.long, device=device)
 
 
 def _check(n: int, f: int, **_) -> None:
