@@ -9,11 +9,13 @@ for every client of a round at once:
    ``min(B, n)`` of one ``randperm``); poisoned clients' batches go through the data attack on
    that same generator, in the loop's order. Every shard lives in one cached tensor, so a step's
    batches for all clients are one gather ``pool[idx]`` with ``idx`` of shape ``(k, w)``.
-2. **compute** (:mod:`.batched_kernel`): ``vmap(grad(loss))`` over stacked parameter rows,
-   padded batches masked per sample (weight :math:`1/b_c` on real samples, 0 on padding), and
-   ``torch.optim.SGD``'s update written row-wise. Clients are sorted by their number of steps,
-   longest first, so the clients still training at a step are a prefix of the rows and the
-   others are untouched.
+2. **compute** (:mod:`.batched_kernel`): per-client gradients over stacked parameter rows —
+   through the model's ``torch.fx`` graph rewritten for a client dimension
+   (:mod:`.batched_graph`, one autograd pass) when it has only supported layers, else
+   ``vmap(grad(loss))`` — with padded batches masked per sample (weight :math:`1/b_c` on real
+   samples, 0 on padding), and ``torch.optim.SGD``'s update written row-wise. Clients are
+   sorted by their number of steps, longest first, so the clients still training at a step are
+   a prefix of the rows and the others are untouched.
 3. **chunks**: at most ``max_clients_per_chunk`` clients are computed together; by default the
    chunk size comes from a memory budget (2 GiB on CPU, a quarter of free GPU memory) and an
    estimate of per-client memory (parameters, gradients, momentum, activations of one batch),
