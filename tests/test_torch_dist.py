@@ -148,7 +148,8 @@ def test_lost_worker_stops_the_run_and_torchrun_resumes_it(tmp_path):
                    env={"SHIELDWALL_TEST_FAULTS": "2:die@2"})
     assert codes == [1, 0, 17]
     server_log = (tmp_path / "logs" / "rank-0.log").read_text()
-    assert "WorkerLostError: worker rank 2 lost in round 2: connection closed" in server_log
+    assert "shieldwall: stopped: worker rank 2 lost in round 2: connection closed" in server_log
+    assert "Traceback" not in server_log  # one clear line, exit code 1
     assert "on_worker_loss is 'stop'" in server_log
     run_dir = tmp_path / "runs" / "dist"
     assert [r["round"] for r in records(run_dir)] == [0, 1]
