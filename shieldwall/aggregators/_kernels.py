@@ -1,6 +1,6 @@
 """Numerical kernels shared by the robust aggregators (re-exported by :mod:`.base`).
 
-All of them work on whole ``(n, d)`` matrices with torch kernels: no Python loop over
+All of them use torch kernels over whole rows or blocks of columns: no Python loop over
 coordinates or over pairs of rows, and no ``(n, n, d)`` temporary.
 """
 
@@ -29,8 +29,8 @@ def pairwise_sq_distances(x: Tensor) -> Tensor:
         D_{ij} = \max\bigl(0,\ \|x_i\|^2 + \|x_j\|^2 - 2\, x_i^\top x_j\bigr), \qquad D_{ii} = 0
 
     One ``x @ x.T`` (the squared norms are its diagonal); no ``(n, n, d)`` temporary. The result
-    is exactly symmetric. Computed in
-    float32 for half/bfloat16 inputs, else in the input's dtype. Entries whose terms overflow
+    is exactly symmetric. Computed in float32 for half/bfloat16 inputs, else in the input's
+    dtype. Entries whose terms overflow
     (rows of huge norm, e.g. ``1e30`` in float32) come out ``+inf``, never NaN, so such rows are
     simply "far from everything". Like every Gram-based distance (``torch.cdist``'s matmul path)
     it loses relative precision when the rows share an offset much larger than their spread.
