@@ -16,8 +16,9 @@ tolerates), ``torch.set_num_threads(2)``. Reported per rule:
   ``x @ x.T`` plus one ``x.mean(0)`` pass (Bulyan: plus ``median(0)`` of ``n - 2f`` rows, its
   coordinate-wise phase). Coordinate rules (median, trimmed mean, MeaMed, Phocas):
   ``x.median(0)``. Geometric median / CenteredClip: iterations x one mean pass (plus
-  ``x.median(0)`` where the rule starts from the coordinate median). Sign majority, clipping,
-  ARC, bucketing: one mean pass.
+  ``x.median(0)`` where the rule starts from the coordinate median). Sign majority: one mean
+  pass. Clipping, ARC, bucketing, which must write new rows: one ``x.clone()``. NNM's floor is
+  the distance rules' although it does two GEMM-sized products (the Gram matrix and the mixing).
 * ``naive``: the distance rules' score computed with a Python loop over pairs of rows (one
   ``(x_i - x_j).pow(2).sum()`` each), only where ``pairs * d <= --naive-cap``.
 * ``byzfl``: ByzFL's implementation of the same rule on the same input, where ``byzfl`` is
@@ -150,14 +151,16 @@ CASES = [
     ),
     Case("sign_majority", _agg("sign_majority"), "mean"),
     Case("pre:nnm", _pre("nnm"), "gemm", byzfl=lambda B, f: B.NNM(f=f)),
-    Case("pre:bucketing(s=2)", _pre("bucketing", s=2), "mean", byzfl=lambda B, f: B.Bucketing(s=2)),
+    Case(
+        "pre:bucketing(s=2)", _pre("bucketing", s=2), "clone", byzfl=lambda B, f: B.Bucketing(s=2)
+    ),
     Case(
         "pre:clipping",
         _pre("clipping", c=1.0),
-        "mean",
+        "clone",
         byzfl=lambda B, f: _Copying(B.Clipping(c=1.0)),
     ),
-    Case("pre:arc", _pre("arc"), "mean", byzfl=lambda B, f: _Copying(B.ARC(f=f))),
+    Case("pre:arc", _pre("arc"), "clone", byzfl=lambda B, f: _Copying(B.ARC(f=f))),
 ]
 
 CASE_ALIASES = {
@@ -321,7 +324,7 @@ def fmt_ratio(r: float | None) -> str:
 
 # --------------------------------------------------------------------------- main
 def run(args) -> None:
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     byzfl = None if args.no_byzfl else load_byzfl()
     cases = CASES
     if args.rules:
@@ -330,7 +333,7 @@ def run(args) -> None:
         cases = [c for c in CASES if any(c.label == p or c.label.startswith(p) for p in prefixes)]
     print(
         f"# shieldwall aggregator benchmark — torch {torch.__version__}, "
-        f"{THREADS} threads, {platform.processor() or platform.machine()}, float32"
+        f"{args.threads} threads, {platform.processor() or platform.machine()}, float32"
     )
     print(f"# byzfl: {'version ' + byzfl.version if byzfl else 'not installed: skipped'}")
     print(
@@ -372,6 +375,7 @@ def run(args) -> None:
                     lambda x=x, f=f: x[: x.shape[0] - 2 * f].median(dim=0),
                 ],
                 "mean": [lambda x=x: x.mean(dim=0)],
+                "clone": [lambda x=x: x.clone()],
                 "iters": [lambda x=x: x.mean(dim=0)] * case.iters,
                 "iters+median": [lambda x=x: x.mean(dim=0)] * case.iters
                 + [lambda x=x: x.median(dim=0)],
@@ -418,7 +422,7 @@ def run(args) -> None:
         "\n# floor column counts only the median start, the steps it took are not known here."
         "\n# ByzFL's defaults differ from ours; timed with matched work where possible:"
         "\n#  Krum/MultiKrum score n-f-1 neighbours (Blanchard et al.: n-f-2); Median and MeaMed"
-        "\n#  use torch.quantile (mean of the two middle values; fails beyond 2^24 elements);"
+        "\n#  use torch.quantile (the mean of the two middle values, as ours);"
         "\n#  GeometricMedian starts from zeros, no stopping rule (T steps, nu=1e-6 here);"
         "\n#  CenteredClipping with m=0, L=5, tau=10 (ours: same, init=0; ByzFL 0.0.11 rejects any"
         "\n#  explicit m, so a fresh instance starts from zeros each call); Clipping and ARC modify"
@@ -450,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rules", default="", help="comma-separated rule labels (prefixes)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch.set_num_threads")
     parser.add_argument(
         "--budget",
         type=float,
