@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import yaml
@@ -32,7 +33,15 @@ from shieldwall.registry import UnknownNameError
 from shieldwall.runtime import RUNTIMES, ClientExecutor, Runtime
 from shieldwall.seeding import derive_seed
 
-__all__ = ["Components", "build_components", "train", "select_runtime", "make_run_dir"]
+__all__ = [
+    "Components",
+    "build_components",
+    "train",
+    "select_runtime",
+    "make_run_dir",
+    "open_run",
+    "run_rounds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -177,18 +186,9 @@ def _serve_rounds(
         seed=cfg.common_args.random_seed,
         max_update_norm=cfg.comm_args.max_update_norm,
     )
-    params, start = parts.initial_params, 0
-    if resume is not None:
-        run_dir = Path(resume)
-        state = load_checkpoint(run_dir)
-        params = state["params"].to(parts.device)
-        parts.algorithm.load_state_dict(state["algorithm"])
-        parts.defense.load_state_dict(state.get("defense", {}))
-        start = int(state["round"]) + 1
-        log.info("resuming %s at round %d", run_dir, start)
-    else:
-        run_dir = make_run_dir(cfg)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    run_dir, params, start = open_run(
+        cfg, resume, parts.initial_params, parts.algorithm, parts.defense
+    )
     log.info(
         "run %s: %s on %s, %s, %d clients (%s), defense %s, attack %s",
         run_dir, t.federated_optimizer, cfg.data_args.dataset, cfg.model_args.model,
@@ -196,8 +196,67 @@ def _serve_rounds(
         f"{parts.adversary.num_byzantine} Byzantine" if parts.adversary else "none Byzantine",
         parts.defense.label, parts.adversary.name if parts.adversary else "none",
     )
-    test_x = parts.dataset.test_x.to(parts.device)
-    test_y = parts.dataset.test_y.to(parts.device)
+
+    def step(params: torch.Tensor, r: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        params, record = server.round(params, r)
+        return params, record.as_dict()
+
+    return run_rounds(
+        cfg, run_dir, params, start, step, parts.algorithm, parts.dataset, parts.defense
+    )
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def open_run(
+    cfg: ExperimentConfig,
+    resume: str | Path | None,
+    initial_params: torch.Tensor,
+    algorithm: Algorithm,
+    defense: Stateful | None = None,
+) -> tuple[Path, torch.Tensor, int]:
+    """The run directory, global vector and first round: fresh, or restored from a checkpoint.
+
+    Records the resolved config in the run directory either way.
+    """
+    params, start = initial_params, 0
+    if resume is not None:
+        run_dir = Path(resume)
+        state = load_checkpoint(run_dir)
+        params = state["params"].to(initial_params.device)
+        algorithm.load_state_dict(state["algorithm"])
+        if defense is not None:
+            defense.load_state_dict(state.get("defense", {}))
+        start = int(state["round"]) + 1
+        log.info("resuming %s at round %d", run_dir, start)
+    else:
+        run_dir = make_run_dir(cfg)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return run_dir, params, start
+
+
+def run_rounds(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    params: torch.Tensor,
+    start: int,
+    step: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict[str, Any]]],
+    algorithm: Algorithm,
+    dataset: Dataset,
+    defense: Stateful | None = None,
+) -> dict[str, Any]:
+    """Rounds ``start..comm_round-1`` of ``step``, with evaluation, metrics and checkpoints.
+
+    ``step(params, round)`` returns the next global vector and the round's metrics record.
+    Returns the run's summary (also written to ``summary.json``).
+    """
+    t = cfg.train_args
+    device = params.device
+    test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
     every = cfg.validation_args.frequency_of_the_test
     ckpt_every = t.checkpoint_frequency
     last: dict[str, Any] = {}
@@ -211,12 +270,11 @@ def _serve_rounds(
     ) as metrics:
         for r in range(start, t.comm_round):
             round_start = time.perf_counter()
-            params, record = server.round(params, r)
-            entry = record.as_dict()
+            params, entry = step(params, r)
             entry["round_time"] = time.perf_counter() - round_start
             if (r + 1) % every == 0 or r == t.comm_round - 1:
-                parts.algorithm.flat.load(params)
-                loss, acc = evaluate(parts.algorithm.model, test_x, test_y)
+                algorithm.flat.load(params)
+                loss, acc = evaluate(algorithm.model, test_x, test_y)
                 entry.update(test_loss=loss, test_accuracy=acc)
             entry["wall_time"] = time.perf_counter() - started
             metrics.log_round(entry)
@@ -224,8 +282,8 @@ def _serve_rounds(
             if (ckpt_every and (r + 1) % ckpt_every == 0) or r == t.comm_round - 1:
                 save_checkpoint(
                     run_dir, round=r, params=params,
-                    algorithm_state=parts.algorithm.state_dict(),
-                    defense_state=parts.defense.state_dict(),
+                    algorithm_state=algorithm.state_dict(),
+                    defense_state=defense.state_dict() if defense is not None else None,
                 )
     summary = {
         "run_dir": str(run_dir),

@@ -30,14 +30,12 @@ the adversaries and distorted-file count of every step, TensorBoard, checkpoint,
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
 from shieldwall.redundancy.setup import RedundantSetup, resolve_setup
@@ -200,15 +198,12 @@ def redundant_step(
 
 def run_redundant(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
     """Run ``cfg`` (with ``redundancy_args.enable``) to its last step; returns the summary."""
-    from shieldwall.algorithms.base import evaluate
     from shieldwall.algorithms.ps_sgd import PSSGD
-    from shieldwall.checkpoint import load_checkpoint, save_checkpoint
-    from shieldwall.config import ConfigError, config_to_dict
+    from shieldwall.config import ConfigError
     from shieldwall.data import load_dataset
-    from shieldwall.metrics import MetricsLogger
     from shieldwall.models import MODELS
     from shieldwall.registry import UnknownNameError
-    from shieldwall.train import _device, make_run_dir
+    from shieldwall.train import _device, open_run, run_rounds
 
     t, ra = cfg.train_args, cfg.redundancy_args
     seed = cfg.common_args.random_seed
@@ -223,72 +218,30 @@ def run_redundant(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
     torch.manual_seed(derive_seed(seed, "init"))
     model = factory.obj(dataset.input_shape, dataset.num_classes)
     algorithm = PSSGD(t, model, device)
-    params, start = algorithm.flat.vector(), 0
-    if resume is not None:
-        run_dir = Path(resume)
-        state = load_checkpoint(run_dir)
-        params = state["params"].to(device)
-        algorithm.load_state_dict(state["algorithm"])
-        start = int(state["round"]) + 1
-        log.info("resuming %s at step %d", run_dir, start)
-    else:
-        run_dir = make_run_dir(cfg)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    run_dir, params, start = open_run(cfg, resume, algorithm.flat.vector(), algorithm)
     log.info(
         "redundant run %s: %s, q=%d (%s, c_max=%d), attack %s, aggregator %s (f=%d), b=%d",
         run_dir, setup.placement.summary(), setup.q, setup.adversary_choice, setup.c_max,
         setup.attack, setup.aggregator, setup.f, per_file,
     )
     train_x, train_y = dataset.train_x.to(device), dataset.train_y.to(device)
-    test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
-    every = cfg.validation_args.frequency_of_the_test
-    last: dict[str, Any] = {}
-    started = time.perf_counter()
-    with MetricsLogger(
-        run_dir,
-        total_rounds=t.comm_round,
-        start_round=start,
-        tensorboard=cfg.tracking_args.enable_tensorboard,
-        progress=cfg.tracking_args.progress_bar,
-    ) as metrics:
-        for step in range(start, t.comm_round):
-            step_start = time.perf_counter()
-            x, y = draw_files(train_x, train_y, setup.placement.num_files, per_file, seed, step)
-            res = redundant_step(
-                setup, algorithm.model, algorithm.flat, params, x, y, step=step, seed=seed,
-                rtol=ra.vote_rtol, atol=ra.vote_atol, num_classes=dataset.num_classes,
-            )
-            params = algorithm.server_step(params, res.aggregate, step)
-            entry: dict[str, Any] = {
-                "round": step,
-                "train_loss": res.train_loss,
-                "adversaries": res.adversaries,
-                "distorted_files": res.distorted_files,
-                "fallback_files": res.fallback_files,
-                "num_files": setup.placement.num_files,
-                "c_max": setup.c_max,
-                "aggregate_norm": float(res.aggregate.norm()),
-                "round_time": time.perf_counter() - step_start,
-            }
-            if (step + 1) % every == 0 or step == t.comm_round - 1:
-                algorithm.flat.load(params)
-                loss, acc = evaluate(algorithm.model, test_x, test_y)
-                entry.update(test_loss=loss, test_accuracy=acc)
-            entry["wall_time"] = time.perf_counter() - started
-            metrics.log_round(entry)
-            last = entry
-            ckpt = t.checkpoint_frequency
-            if (ckpt and (step + 1) % ckpt == 0) or step == t.comm_round - 1:
-                save_checkpoint(
-                    run_dir, round=step, params=params, algorithm_state=algorithm.state_dict()
-                )
-    summary = {
-        "run_dir": str(run_dir),
-        "rounds": t.comm_round,
-        "final_test_accuracy": last.get("test_accuracy"),
-        "final_test_loss": last.get("test_loss"),
-        "wall_time": time.perf_counter() - started,
-    }
-    (run_dir / "summary.json").write_text(yaml.safe_dump(summary))
-    torch.save(params.cpu(), run_dir / "final_params.pt")
-    return summary
+
+    def step(params: Tensor, r: int) -> tuple[Tensor, dict[str, Any]]:
+        x, y = draw_files(train_x, train_y, setup.placement.num_files, per_file, seed, r)
+        res = redundant_step(
+            setup, algorithm.model, algorithm.flat, params, x, y, step=r, seed=seed,
+            rtol=ra.vote_rtol, atol=ra.vote_atol, num_classes=dataset.num_classes,
+        )
+        params = algorithm.server_step(params, res.aggregate, r)
+        return params, {
+            "round": r,
+            "train_loss": res.train_loss,
+            "adversaries": res.adversaries,
+            "distorted_files": res.distorted_files,
+            "fallback_files": res.fallback_files,
+            "num_files": setup.placement.num_files,
+            "c_max": setup.c_max,
+            "aggregate_norm": float(res.aggregate.norm()),
+        }
+
+    return run_rounds(cfg, run_dir, params, start, step, algorithm, dataset)
