@@ -169,7 +169,9 @@ def raw_upload(conn: Connection, task: RoundTask, head: dict, chunks: list[bytes
 
 def test_garbage_rows_are_rejected_with_reasons(server):
     ids = list(range(1, 10))
-    rt = server(ids=ids, max_update_norm=100.0)
+    # A short round timeout: gRPC may kill the oversize stream before our handler starts, and
+    # then client 6 is simply absent until the round times out.
+    rt = server(ids=ids, max_update_norm=100.0, round_timeout=5.0, quorum_timeout=5.0)
     conns = [connect(rt, k) for k in ids]
     future = start_round(rt, 0, ids=tuple(range(9)))
     tasks = [fetch_round(c) for c in conns]
@@ -195,7 +197,9 @@ def test_garbage_rows_are_rejected_with_reasons(server):
     assert "non-finite" in reasons[1]
     assert "oversize upload" in reasons[2] and "shape (2,)" in reasons[3]
     assert "truncated upload: 10 of 24 bytes" in reasons[4]
-    assert "truncated" in reasons[5] or "stream broken" in reasons[5]
+    # Whether the handler sees the broken stream or gRPC fails the call before the handler runs
+    # is a race inside gRPC; either way the row is not used.
+    assert any(word in reasons[5] for word in ("truncated", "stream broken", "absent"))
     assert "norm" in reasons[6] and "nbytes" in reasons[7] and "oversize stream" in reasons[8]
     assert torch.isnan(res.updates[1:]).all()
 
