@@ -227,3 +227,32 @@ def test_stacked_path_is_used_for_the_zoo():
 
     for name in ("lr", "mlp", "lenet", "cnn"):
         assert FunctionalModel(build_model(name, (1, 28, 28), 10)).stacked is not None, name
+
+
+@pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.0, 0.05), (0.9, 0.0)])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_sgd_inside_backward_equals_the_loop(momentum, weight_decay, frozen):
+    """Linear-only models step inside the backward pass (fused into the weight-gradient
+    product); every optimiser branch, and a frozen layer, must still give the loop's rows."""
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    if frozen:
+        model[0].weight.requires_grad_(False)
+    ex = make_executor(FedAvg, model, [13, 5, 9, 2], momentum=momentum,
+                       weight_decay=weight_decay, epochs=2)
+    rt = SimulatorRuntime(ex, batched="on")
+    assert rt.batched is not None and rt.batched._fm is not None
+    assert rt.batched._fm.steps_in_backward
+    plan = RoundPlan(1, (0, 1, 2, 3), poisoned_ids=frozenset({1}))
+    params = ex.algorithm.flat.vector()
+    loop = SimulatorRuntime(ex, batched="off").run_clients(params, plan)
+    assert_rounds_equal(rt.run_clients(params, plan), loop)
+
+
+def test_models_with_convolutions_take_separate_fused_steps():
+    from shieldwall.runtime.batched_kernel import FunctionalModel
+
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+    assert not FunctionalModel(conv).steps_in_backward
+    shared = nn.Linear(4, 4)
+    assert not FunctionalModel(nn.Sequential(shared, nn.ReLU(), shared)).steps_in_backward
+    assert FunctionalModel(nn.Sequential(nn.Linear(4, 4), nn.ReLU())).steps_in_backward

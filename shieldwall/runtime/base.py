@@ -29,6 +29,8 @@ __all__ = [
     "RoundResults",
     "Runtime",
     "ClientExecutor",
+    "row_form_problem",
+    "sanitize_matrix",
     "sanitize_row",
 ]
 
@@ -93,22 +95,48 @@ class ClientExecutor:
         )
 
 
+def row_form_problem(row: object, dim: int, dtype: torch.dtype) -> str | None:
+    """Why ``row`` is not a ``(dim,)`` tensor of ``dtype``, or ``None`` (no values read)."""
+    if not isinstance(row, Tensor):
+        return f"not a tensor ({type(row).__name__})"
+    if row.dtype != dtype:
+        return f"dtype {row.dtype}, expected {dtype}"
+    if row.shape != (dim,):
+        return f"shape {tuple(row.shape)}, expected ({dim},)"
+    return None
+
+
 def sanitize_row(
     row: object, dim: int, dtype: torch.dtype, max_norm: float
 ) -> tuple[Tensor | None, str | None]:
     """Check one received row: ``(row, None)`` if acceptable, else ``(None, reason)``."""
-    if not isinstance(row, Tensor):
-        return None, f"not a tensor ({type(row).__name__})"
-    if row.dtype != dtype:
-        return None, f"dtype {row.dtype}, expected {dtype}"
-    if row.shape != (dim,):
-        return None, f"shape {tuple(row.shape)}, expected ({dim},)"
+    problem = row_form_problem(row, dim, dtype)
+    if problem is not None:
+        return None, problem
+    assert isinstance(row, Tensor)
     if not bool(torch.isfinite(row).all()):
         return None, "non-finite values"
     norm = float(torch.linalg.vector_norm(row))
     if norm > max_norm:
         return None, f"norm {norm:.3g} above the bound {max_norm:.3g}"
     return row, None
+
+
+def sanitize_matrix(updates: Tensor, rows: Tensor, max_norm: float) -> dict[int, str]:
+    """:func:`sanitize_row`'s value checks for the ``rows`` (indices) of an ``(n, d)`` matrix,
+    with one norm pass over them: ``{row index: reason}`` for the rejected ones."""
+    if rows.numel() == 0:
+        return {}
+    norms = torch.linalg.vector_norm(updates[rows] if rows.numel() < len(updates) else updates,
+                                     dim=1)
+    reasons: dict[int, str] = {}
+    for j in torch.nonzero(~(norms <= max_norm)).flatten().tolist():  # NaN norms included
+        i = int(rows[j])
+        if not bool(torch.isfinite(updates[i]).all()):
+            reasons[i] = "non-finite values"
+        else:
+            reasons[i] = f"norm {float(norms[j]):.3g} above the bound {max_norm:.3g}"
+    return reasons
 
 
 class Runtime(ABC):

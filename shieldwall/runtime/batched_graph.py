@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,19 @@ class _Unsupported(Exception):
     pass
 
 
+class RowOptimizer(Protocol):
+    """What :class:`_StackedLinearStep` needs of :class:`~.batched_kernel.RowSGD`."""
+
+    def step_one(self, i: int, k: int, grad: Tensor) -> None: ...
+
+    def step_product(self, i: int, k: int, a: Tensor, b: Tensor) -> None: ...
+
+
+InBackwardStep = tuple[RowOptimizer, dict[str, int], Tensor]
+"""``(optimizer, parameter name → index, token)``: the token requires grad so that autograd
+reaches every layer although no parameter does."""
+
+
 class StackedForward:
     """Runs ``module``'s traced graph on ``(k, B, …)`` inputs with stacked parameters.
 
@@ -60,6 +73,19 @@ class StackedForward:
         self.module = module
         self.nodes = list(graph.nodes)
         self.modules = dict(module.named_modules())
+        calls = [str(n.target) for n in self.nodes if n.op == "call_module"]
+        linear = [c for c in calls if isinstance(self.modules[c], nn.Linear)]
+        others = [c for c in calls if list(self.modules[c].parameters())]
+        self.linear_params: set[str] = set()
+        """Trainable parameters of the ``nn.Linear`` layers, when those are the only modules
+        with parameters and each is called once (else empty): they can step in backward."""
+        if len(set(linear)) == len(linear) == len(others):
+            self.linear_params = {
+                f"{c}.{n}" if c else n
+                for c in linear
+                for n, p in self.modules[c].named_parameters()
+                if p.requires_grad
+            }
 
     @classmethod
     def build(cls, module: nn.Module) -> StackedForward | None:
@@ -93,7 +119,12 @@ class StackedForward:
             return
         raise _Unsupported(f"{node.op} {node.target}")
 
-    def __call__(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    def __call__(
+        self, params: dict[str, Tensor], x: Tensor, step: InBackwardStep | None = None
+    ) -> Tensor:
+        """The logits ``(k, B, classes)``; with ``step``, each ``nn.Linear`` takes its SGD step
+        in the backward pass instead of returning weight gradients (see :mod:`.batched_kernel`).
+        """
         k, b = x.shape[0], x.shape[1]
         env: dict[fx.Node, Any] = {}
 
@@ -115,7 +146,7 @@ class StackedForward:
                 m = self.modules[name]
                 h = arg(node.args[0])
                 if isinstance(m, nn.Linear):
-                    env[node] = _linear(h, params, name, m)
+                    env[node] = _linear(h, params, name, m, step)
                 elif isinstance(m, nn.Conv2d):
                     env[node] = _conv2d(h, params, name, m)
                 else:
@@ -181,15 +212,53 @@ class _StackedLinear(torch.autograd.Function):
         return dh, dw, db
 
 
-def _linear(h: Tensor, params: dict[str, Tensor], name: str, m: nn.Linear) -> Tensor:
+class _StackedLinearStep(torch.autograd.Function):
+    """``h @ W^T + b`` per client whose backward *steps* ``W`` and ``b`` (in place) instead of
+    returning their gradients: the input gradient is taken first, from the old weights."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, h: Tensor, token: Tensor, weight: Tensor, bias: Tensor | None,
+        opt: RowOptimizer, wi: int | None, bi: int | None,
+    ) -> Tensor:
+        ctx.save_for_backward(h)
+        ctx.weight, ctx.opt, ctx.wi, ctx.bi = weight, opt, wi, bi  # not saved: stepped in place
+        wt = weight.transpose(1, 2)
+        out = torch.bmm(h, wt) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, wt)
+        return out + token  # the token (0) ties the output to the graph
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        (h,) = ctx.saved_tensors
+        k = h.shape[0]
+        dh = torch.bmm(g, ctx.weight) if ctx.needs_input_grad[0] else None
+        if ctx.wi is not None:  # None: a frozen weight
+            ctx.opt.step_product(ctx.wi, k, g.transpose(1, 2), h)
+        if ctx.bi is not None:
+            ctx.opt.step_one(ctx.bi, k, g.sum(1))
+        return dh, None, None, None, None, None, None
+
+
+def _linear(
+    h: Tensor, params: dict[str, Tensor], name: str, m: nn.Linear,
+    step: InBackwardStep | None = None,
+) -> Tensor:
     k = h.shape[0]
     weight = _param(params, name, m, "weight")
     bias = _param(params, name, m, "bias")
     assert weight is not None
     flat = h.reshape(k, -1, h.shape[-1])
-    out = _StackedLinear.apply(
-        flat, weight.expand(k, -1, -1), None if bias is None else bias.expand(k, -1)
-    )
+    weight = weight.expand(k, -1, -1)
+    bias = None if bias is None else bias.expand(k, -1)
+    if step is not None:
+        opt, index, token = step
+        prefix = f"{name}." if name else ""
+        out = _StackedLinearStep.apply(
+            flat, token, weight, bias, opt, index.get(prefix + "weight"),
+            index.get(prefix + "bias"),
+        )
+    else:
+        out = _StackedLinear.apply(flat, weight, bias)
     return out.view(*h.shape[:-1], out.shape[-1])
 
 

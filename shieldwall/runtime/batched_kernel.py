@@ -25,6 +25,15 @@ FedAvg's local optimiser is ``torch.optim.SGD`` (dampening 0, no Nesterov), appl
 
 Clients that have finished (fewer batches) are the rows past the active prefix; they are simply
 not touched, so their parameters and momentum stay as the loop leaves them.
+
+Memory traffic, not arithmetic, bounds a step at small batches: every client's parameters,
+gradients and momentum are read and written once or more per step. :class:`RowSGD` therefore
+uses the fused SGD kernel (one pass over parameters, gradient and momentum, the kernel behind
+``torch.optim.SGD(fused=True)``), and for models made only of ``nn.Linear`` layers (LR, MLP) the
+step happens *inside* the backward pass: the weight gradient :math:`G^\top H` of a layer is
+never materialised but accumulated straight into the momentum rows (or, without momentum, into
+the parameters) by one ``baddbmm_``, right after the layer's input gradient has used the old
+weights. The results equal the separate gradient and update up to rounding.
 """
 
 from __future__ import annotations
@@ -35,14 +44,76 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.optim.sgd import sgd
 
 from shieldwall.runtime.batched_graph import StackedForward
 from shieldwall.runtime.batched_plan import Schedule
 
-__all__ = ["FunctionalModel", "StepData", "fedavg_chunk", "pssgd_chunk"]
+__all__ = ["FunctionalModel", "RowSGD", "StepData", "fedavg_chunk", "pssgd_chunk"]
 
 StepData = Callable[[Schedule, int], tuple[Tensor, Tensor, Tensor]]
 """``(schedule, step) -> (x, y, weight)`` for the active clients, ``(k, w, …)``, ``(k, w)``."""
+
+
+class RowSGD:
+    """``torch.optim.SGD`` (dampening 0, no Nesterov) over stacked parameter rows.
+
+    ``theta`` holds one ``(C, *shape)`` tensor per parameter, updated in place; each step
+    updates the first ``k`` rows (the clients still training). The momentum buffers are created
+    at the first step, which every client takes (``k == C``), as ``torch.optim.SGD`` creates its
+    buffer from the first gradient.
+    """
+
+    def __init__(
+        self, theta: list[Tensor], *, lr: float, momentum: float, weight_decay: float
+    ) -> None:
+        self.theta = theta
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.bufs: list[Tensor | None] = [None] * len(theta)
+
+    def rows(self, k: int) -> list[Tensor]:
+        return [t[:k] for t in self.theta]
+
+    def step(self, k: int, grads: list[Tensor]) -> None:
+        """One step of the first ``k`` rows with ``grads`` (one ``(k, *shape)`` per parameter)."""
+        bufs: list[Tensor | None] = [None if b is None else b[:k] for b in self.bufs]
+        sgd(self.rows(k), grads, bufs, fused=True, weight_decay=self.weight_decay,
+            momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False)
+        if self.momentum != 0 and self.bufs[0] is None:
+            self.bufs = bufs  # created by the first step, on all rows
+
+    def step_one(self, i: int, k: int, grad: Tensor) -> None:
+        """Parameter ``i``'s step with its gradient ``(k, *shape)`` (small tensors: biases)."""
+        theta = self.theta[i][:k]
+        d = grad if self.weight_decay == 0 else grad.add(theta, alpha=self.weight_decay)
+        if self.momentum != 0:
+            buf = self.bufs[i]
+            if buf is None:
+                self.bufs[i] = buf = d.clone()
+            else:
+                buf = buf[:k]
+                buf.mul_(self.momentum).add_(d)
+            d = buf
+        theta.add_(d, alpha=-self.lr)
+
+    def step_product(self, i: int, k: int, a: Tensor, b: Tensor) -> None:
+        """Parameter ``i``'s step with the gradient ``a @ b`` (batched ``(k, m, n)``), fused
+        into the product: ``baddbmm_`` accumulates it into the momentum (or the parameter)."""
+        theta = self.theta[i][:k]
+        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        if mu == 0:  # θ ← θ − η(AB + λθ) = (1 − ηλ)θ − η AB
+            theta.baddbmm_(a, b, beta=1.0 - lr * wd, alpha=-lr)
+            return
+        buf = self.bufs[i]
+        if buf is None:  # first step: m ← AB + λθ
+            buf = torch.baddbmm(theta, a, b, beta=wd) if wd else torch.bmm(a, b)
+            self.bufs[i] = buf
+        else:
+            buf = buf[:k]
+            buf.baddbmm_(a, b, beta=mu)
+            if wd:
+                buf.add_(theta, alpha=wd)
+        theta.add_(buf, alpha=-lr)
 
 
 class FunctionalModel:
@@ -66,6 +137,11 @@ class FunctionalModel:
         self._shared = vmap(grad(self.loss, has_aux=True), in_dims=(None, 0, 0, 0))
         self.stacked = StackedForward.build(module) if use_graph else None
         """The rewritten forward (:mod:`.batched_graph`), or ``None``: ``vmap`` is used."""
+        self.steps_in_backward = (
+            self.stacked is not None and self.stacked.linear_params == set(self.names)
+        )
+        """Every trainable parameter belongs to one ``nn.Linear`` called once: SGD steps can
+        run inside the backward pass (:meth:`sgd_step`)."""
 
     def split(self, flat: Tensor) -> list[Tensor]:
         """``(…, P)`` → one tensor ``(…, *shape)`` per parameter (views where possible)."""
@@ -133,6 +209,26 @@ class FunctionalModel:
         return list(grads), losses.detach()
 
 
+    def sgd_step(self, opt: RowSGD, k: int, x: Tensor, y: Tensor, weight: Tensor) -> Tensor:
+        """One SGD step of the first ``k`` rows of ``opt.theta`` on ``(x, y, weight)``,
+        applied inside the backward pass (needs :attr:`steps_in_backward`); the losses ``(k,)``.
+        """
+        assert self.stacked is not None and self.steps_in_backward
+        weight = weight.to(opt.theta[0].dtype)
+        index = {n: i for i, n in enumerate(self.names)}
+        with torch.enable_grad():
+            # no parameter requires grad: a token does, so autograd reaches every layer
+            token = torch.zeros((), dtype=weight.dtype, device=weight.device, requires_grad=True)
+            params = dict(zip(self.names, opt.rows(k), strict=True))
+            logits = self.stacked(params, x, step=(opt, index, token))
+            ce = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+            )
+            losses = (ce.view(k, -1) * weight).sum(1)
+            losses.sum().backward()
+        return losses.detach()
+
+
 def fedavg_chunk(
     fm: FunctionalModel,
     theta0: Tensor,
@@ -147,26 +243,17 @@ def fedavg_chunk(
     ``(C, *shape)`` per parameter) and mean per-step losses ``(C,)``."""
     c = sched.num_clients
     theta = [t.expand(c, *t.shape).clone() for t in fm.split(theta0)]
-    bufs: list[Tensor] = []
+    opt = RowSGD(theta, lr=lr, momentum=momentum, weight_decay=weight_decay)
     loss_sum = torch.zeros(c, dtype=torch.float64, device=theta0.device)
     for s in range(len(sched.active)):
         k = sched.active[s]
         x, y, w = step_data(sched, s)
-        rows = [t[:k] for t in theta]
-        g, loss = fm.grads(rows, x, y, w, shared=False)
-        g = [t.contiguous() for t in g]
+        if fm.steps_in_backward:
+            loss = fm.sgd_step(opt, k, x, y, w)
+        else:
+            g, loss = fm.grads(opt.rows(k), x, y, w, shared=False)
+            opt.step(k, [t.contiguous() for t in g])
         loss_sum[:k] += loss.to(torch.float64)
-        if weight_decay != 0:
-            torch._foreach_add_(g, rows, alpha=weight_decay)
-        if momentum != 0:
-            if not bufs:  # torch.optim.SGD: the buffer starts as the first step's gradient
-                bufs = g  # step 0 has every client active (k == c)
-            else:
-                buf_rows = [b[:k] for b in bufs]
-                torch._foreach_mul_(buf_rows, momentum)
-                torch._foreach_add_(buf_rows, g)
-                g = buf_rows
-        torch._foreach_add_(rows, g, alpha=-lr)
     steps = sched.num_steps.to(device=loss_sum.device, dtype=torch.float64).clamp(min=1)
     return theta, loss_sum / steps
 

@@ -2,9 +2,9 @@
 
 When the model and algorithm allow it (``device_args.batched``), a round's clients are computed
 together by :class:`~shieldwall.runtime.batched.BatchedExecutor` (same rows as the loop, to
-floating-point rounding); otherwise one after another. Either way, rows go through
-:func:`sanitize_row` exactly as received rows do in the multi-process runtimes, so a run behaves
-the same wherever it runs.
+floating-point rounding); otherwise one after another. Either way, rows go through the checks of
+:func:`sanitize_row` (values in one pass over the matrix, :func:`sanitize_matrix`) as received
+rows do in the multi-process runtimes, so a run behaves the same wherever it runs.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from shieldwall.runtime.base import (
     RoundPlan,
     RoundResults,
     Runtime,
-    sanitize_row,
+    row_form_problem,
+    sanitize_matrix,
 )
 from shieldwall.runtime.batched import BatchedExecutor
 
@@ -90,14 +91,25 @@ class SimulatorRuntime(Runtime):
         losses = torch.full((n,), float("nan"), dtype=torch.float64)
         rejected: dict[int, str] = {}
         results = self._results(params, plan, updates)
+        checked: list[int] = []  # rows in ``updates`` whose values still need checking
         for i, (client_id, result) in enumerate(zip(plan.client_ids, results, strict=True)):
-            row, reason = sanitize_row(result.update, d, params.dtype, self.max_update_norm)
-            if row is None:
-                updates[i] = float("nan")
-                rejected[client_id] = str(reason)
-                continue
-            if row.data_ptr() != updates[i].data_ptr():  # batched rows are written in place
+            row = result.update
+            if isinstance(row, Tensor) and row.data_ptr() == updates[i].data_ptr():
+                pass  # a batched row, written in place
+            else:
+                reason = row_form_problem(row, d, params.dtype)
+                if reason is not None:
+                    updates[i] = float("nan")
+                    rejected[client_id] = reason
+                    continue
                 updates[i] = row
+            checked.append(i)
             num_samples[i] = result.num_samples
             losses[i] = result.loss
+        bad = sanitize_matrix(updates, torch.tensor(checked, dtype=torch.long),
+                              self.max_update_norm)
+        for i, reason in bad.items():  # as sanitize_row would reject them, in one pass
+            updates[i] = float("nan")
+            num_samples[i], losses[i] = 0.0, float("nan")
+            rejected[plan.client_ids[i]] = reason
         return RoundResults(updates, num_samples, losses, rejected)
