@@ -13,7 +13,16 @@ local epoch of batch 10, momentum 0.9; PS-SGD draws one batch of 32 per client. 
 ``CNN_OriginalFedAvg``, 1.66 M parameters) uses 20 samples per client and batch 10, and stops at
 100 clients: 1,000 clients' update rows alone would take 6.6 GB. The loop at 1,000 clients is
 timed on 100 of them and scaled by 10 (marked ``~``); clients are independent, so loop time is
-linear in their number. ``--scale`` also runs two memory checks in fresh processes (peak RSS):
+linear in their number.
+
+Where ByzFL is installed (``pip install byzfl --no-deps``; its package ``__init__`` needs
+torchvision, so its federated framework is loaded without it), the same job is also run by its
+own simulation: one ``byzfl.Client`` per client (its own model copy, ``DataLoader`` and
+``torch.optim.SGD``) with our model injected into its model zoo by name; a round sets each
+client's parameters, then ``compute_gradients`` (PS-SGD) or ``compute_model_update`` over the
+same number of local steps (FedAvg), and reads the flat row. ``ours/byzfl`` is that time over
+our batched time. Flower's simulation needs Ray and its app runner, and is not timed here.
+``--scale`` also runs two memory checks in fresh processes (peak RSS):
 FedAvg MLP with 1,000 clients in one round, and a full ``train()`` of FedAvg LR on MNIST with
 10,000 clients, 1,000 sampled per round.
 
@@ -24,6 +33,7 @@ percent between runs.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -31,6 +41,7 @@ import resource
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,8 +97,61 @@ def floor_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
     return best(once, 3)
 
 
+def load_byzfl_framework() -> types.ModuleType | None:
+    """ByzFL's ``fed_framework`` package, loaded without ``byzfl/__init__`` (torchvision)."""
+    spec = importlib.util.find_spec("byzfl")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    if "byzfl" not in sys.modules:
+        package = types.ModuleType("byzfl")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["byzfl"] = package
+    try:
+        import byzfl.fed_framework as framework
+    except Exception as exc:  # noqa: BLE001 - depends on the install
+        print(f"# byzfl found but its framework is not loadable ({exc!r}); skipped")
+        return None
+    return framework
+
+
+def byzfl_time(
+    framework: types.ModuleType, alg_name: str, model_name: str, shards: dict,
+    batch: int, params: torch.Tensor,
+) -> float:
+    """One round of ByzFL's own clients doing the same job (see module docstring)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    name = f"shieldwall_{model_name}"
+    setattr(framework.models, name, lambda: build_model(model_name, SHAPE, 10))
+    clients = []
+    for data in shards.values():
+        loader = DataLoader(TensorDataset(data.x, data.y), batch_size=batch, shuffle=True)
+        clients.append(framework.Client({
+            "model_name": name, "device": "cpu", "learning_rate": 0.01, "weight_decay": 0.0,
+            "milestones": [10**9], "learning_rate_decay": 1.0, "optimizer_name": "SGD",
+            "optimizer_params": {"momentum": 0.9}, "loss_name": "CrossEntropyLoss",
+            "LabelFlipping": False, "nb_labels": 10, "momentum": 0.0,
+            "training_dataloader": loader, "store_per_client_metrics": False,
+        }))
+    steps = -(-len(next(iter(shards.values()))) // batch)  # one local epoch
+
+    def one_round() -> None:
+        for client in clients:
+            client.set_parameters(params)
+            if alg_name == "FedAvg":
+                client.compute_model_update(steps)
+                client.get_flat_parameters()
+            else:
+                client.compute_gradients()
+                client.get_flat_gradients_with_momentum()
+
+    one_round()
+    return best(one_round, 1)
+
+
 def case(
-    alg_name: str, model_name: str, clients: int, data: tuple[torch.Tensor, torch.Tensor]
+    alg_name: str, model_name: str, clients: int, data: tuple[torch.Tensor, torch.Tensor],
+    framework: types.ModuleType | None = None,
 ) -> dict:
     cnn = model_name == "cnn"
     per = 20 if cnn else (60_000 // clients if alg_name == "FedAvg" else 60)
@@ -113,13 +177,18 @@ def case(
     sub_plan = RoundPlan(0, tuple(range(sub)))
     loop.run_clients(params, RoundPlan(0, (0,)))
     t_loop = best(lambda: loop.run_clients(params, sub_plan), 1) * clients / sub
+    t_byzfl = None
+    if framework is not None:
+        sub_shards = {c: shards[c] for c in range(sub)}
+        t_byzfl = byzfl_time(framework, alg_name, model_name, sub_shards, batch, params)
+        t_byzfl *= clients / sub
     n_samples = clients * (per if alg_name == "FedAvg" else min(batch, per))
     fx, fy = x_all[:n_samples], y_all[:n_samples]
     t_floor = floor_time(model, fx, fy)
     return {
         "alg": alg_name, "model": model_name, "clients": clients, "per_client": per,
         "batch": batch, "samples": n_samples, "batched_s": t_batched, "loop_s": t_loop,
-        "loop_extrapolated": sub < clients, "floor_s": t_floor,
+        "loop_extrapolated": sub < clients, "floor_s": t_floor, "byzfl_s": t_byzfl,
     }
 
 
@@ -130,6 +199,8 @@ def row(r: dict) -> str:
         f"{1 / r['batched_s']:9.3f} {loop} {r['loop_s'] / r['batched_s']:7.1f}x "
         f"{r['batched_s'] * 1e3:10.1f} {r['floor_s'] * 1e3:9.1f} "
         f"{r['batched_s'] / r['floor_s']:7.2f}x"
+        + ("" if r["byzfl_s"] is None else
+           f" {1 / r['byzfl_s']:9.3f} {r['byzfl_s'] / r['batched_s']:7.1f}x")
     )
 
 
@@ -137,6 +208,7 @@ HEADER = (
     "alg     model clients /client  B   batched r/s  loop r/s  speedup  batched ms  floor ms"
     "  vs floor"
 )
+BYZFL_HEADER = "  byzfl r/s  ours/byzfl"
 
 
 def peak_rss_gib() -> float:
@@ -221,6 +293,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--quick", action="store_true", help="10 and 100 clients, LR only")
     parser.add_argument("--no-scale", action="store_true", help="skip the memory checks")
+    parser.add_argument("--no-byzfl", action="store_true", help="do not time ByzFL's clients")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     parser.add_argument(
         "--cpu-time", action="store_true",
@@ -238,6 +311,7 @@ def main() -> None:
     if args.cpu_time:
         CLOCK = time.process_time
     x, y, source = load_data(root, 60_000)
+    framework = None if args.no_byzfl else load_byzfl_framework()
     lines = [
         f"shieldwall simulator benchmark: torch {torch.__version__}, {args.threads} threads, "
         f"{platform.processor() or platform.machine()}, data: {source}, clock: "
@@ -246,8 +320,13 @@ def main() -> None:
         "r/s: rounds per second of run_clients; speedup: loop time / batched time; "
         "floor: one fwd/bwd over the round's samples as one batch; ~: loop timed on 100 "
         "clients and scaled.",
-        HEADER,
+        HEADER + (BYZFL_HEADER if framework is not None else ""),
     ]
+    if framework is not None:
+        from importlib.metadata import version
+
+        lines.insert(2, f"byzfl {version('byzfl')}: its own clients, same model and data; "
+                        "its times at 1,000 clients are scaled from 100 like the loop's.")
     print("\n".join(lines), flush=True)
     models = ["lr"] if args.quick else ["lr", "mlp", "cnn"]
     for alg in ("PS-SGD", "FedAvg"):
@@ -255,7 +334,7 @@ def main() -> None:
             for clients in (10, 100, 1000):
                 if (model == "cnn" and clients > 100) or (args.quick and clients > 100):
                     continue
-                r = case(alg, model, clients, (x, y))
+                r = case(alg, model, clients, (x, y), framework)
                 lines.append(row(r))
                 print(lines[-1], flush=True)
     if not args.no_scale and not args.quick:

@@ -186,6 +186,7 @@ class Schedule:
     widths: list[int]
     num_samples: Tensor
     num_steps: Tensor
+    _steps: tuple[Tensor, Tensor, Tensor] | None = None
 
     @property
     def num_clients(self) -> int:
@@ -194,13 +195,21 @@ class Schedule:
     def step_indices(self, s: int) -> tuple[Tensor, Tensor, Tensor]:
         """Pool indices ``(k, w)``, real-sample mask and per-sample weight ``1 / lens`` at step
         ``s`` for the ``k`` active clients; padding repeats the batch's last sample."""
+        if self._steps is None:
+            self._steps = self._all_steps()
+        idx, mask, weight = self._steps
         k, w = self.active[s], self.widths[s]
-        lens = self.lens[:k, s]
-        cols = torch.arange(w, device=lens.device)
-        mask = cols[None, :] < lens[:, None]
-        pos = torch.minimum(cols[None, :], (lens - 1)[:, None]) + self.starts[:k, s, None]
-        idx = self.seq[self.seq_off[:k, None] + pos]
-        weight = mask / lens[:, None]
+        return idx[s, :k, :w], mask[s, :k, :w], weight[s, :k, :w]
+
+    def _all_steps(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Every step's indices, mask and weights ``(S, C, w_max)`` in one computation."""
+        lens = self.lens.t()  # (S, C)
+        cols = torch.arange(max(self.widths, default=1), device=lens.device)
+        mask = cols < lens[..., None]
+        pos = torch.minimum(cols, (lens - 1).clamp(min=0)[..., None]) + self.starts.t()[..., None]
+        flat = (self.seq_off[:, None] + pos).clamp(max=max(len(self.seq) - 1, 0))
+        idx = self.seq[flat] if len(self.seq) else torch.zeros_like(flat)
+        weight = mask / lens.clamp(min=1)[..., None]
         return idx, mask, weight
 
 
