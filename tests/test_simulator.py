@@ -50,3 +50,13 @@ def test_bad_rows_are_rejected_with_sanitize_rows_reasons():
         assert torch.isnan(res.updates[c]).all() and res.num_samples[c] == 0
     assert 0 not in res.rejected and torch.isfinite(res.updates[0]).all()
     assert res.num_samples[0] == 4
+
+
+def test_simulator_keeps_freed_memory_for_reuse_on_glibc():
+    import platform
+
+    from shieldwall.runtime import _memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert _memory.retain_freed_memory() is expected
+    assert _memory.retain_freed_memory() is expected  # once per process, then cached

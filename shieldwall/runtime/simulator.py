@@ -17,6 +17,7 @@ from torch import Tensor
 from shieldwall.algorithms.base import LocalResult
 from shieldwall.config.loader import ConfigError
 from shieldwall.config.schema import ExperimentConfig
+from shieldwall.runtime._memory import retain_freed_memory
 from shieldwall.runtime.base import (
     RUNTIMES,
     ClientExecutor,
@@ -55,6 +56,8 @@ class SimulatorRuntime(Runtime):
     ) -> None:
         self.executor = executor
         self.max_update_norm = max_update_norm
+        if executor.algorithm.device.type == "cpu":
+            retain_freed_memory()  # each round's (n, d) matrix reuses memory (see _memory)
         self.batched: BatchedExecutor | None = None
         mode = batched.lower()
         if mode not in ("auto", "on", "off"):
