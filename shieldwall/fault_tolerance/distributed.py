@@ -25,6 +25,7 @@ import datetime
 import logging
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ def _worker(rank: int, world: int, cfg: DDPConfig, out: str | None, level: int) 
         summary["params"] = params
         if rank == 0 and out is not None:
             torch.save(summary, out)
+        dist.barrier()  # no rank tears down while another is still in a collective
         return summary if rank == 0 else None
     finally:
         dist.destroy_process_group()
@@ -116,6 +118,12 @@ def _worker(rank: int, world: int, cfg: DDPConfig, out: str | None, level: int) 
 
 def _spawned(rank: int, world: int, cfg: DDPConfig, out: str, level: int) -> None:
     _worker(rank, world, cfg, out, level)
+    # A finished rank leaves without the interpreter's teardown: gloo's threads, destroyed
+    # during it, occasionally aborted the process ("terminate called without an active
+    # exception") after all work was done. Errors above still reach mp.spawn as exceptions.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_distributed(cfg: DDPConfig) -> dict[str, Any] | None:
