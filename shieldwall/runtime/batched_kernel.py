@@ -128,6 +128,7 @@ class FunctionalModel:
         self.module = module
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
+        self.index = {n: i for i, n in enumerate(self.names)}
         self.shapes = [p.shape for _, p in named]
         self.sizes = [p.numel() for _, p in named]
         self.num_params = sum(self.sizes)
@@ -215,12 +216,11 @@ class FunctionalModel:
         """
         assert self.stacked is not None and self.steps_in_backward
         weight = weight.to(opt.theta[0].dtype)
-        index = {n: i for i, n in enumerate(self.names)}
         with torch.enable_grad():
             # no parameter requires grad: a token does, so autograd reaches every layer
             token = torch.zeros((), dtype=weight.dtype, device=weight.device, requires_grad=True)
             params = dict(zip(self.names, opt.rows(k), strict=True))
-            logits = self.stacked(params, x, step=(opt, index, token))
+            logits = self.stacked(params, x, step=(opt, self.index, token))
             ce = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
             )

@@ -97,9 +97,8 @@ class SimulatorRuntime(Runtime):
         checked: list[int] = []  # rows in ``updates`` whose values still need checking
         for i, (client_id, result) in enumerate(zip(plan.client_ids, results, strict=True)):
             row = result.update
-            if isinstance(row, Tensor) and row.data_ptr() == updates[i].data_ptr():
-                pass  # a batched row, written in place
-            else:
+            in_place = isinstance(row, Tensor) and row.data_ptr() == updates[i].data_ptr()
+            if not in_place:  # batched rows are written into ``updates`` already
                 reason = row_form_problem(row, d, params.dtype)
                 if reason is not None:
                     updates[i] = float("nan")
