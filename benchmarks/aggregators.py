@@ -38,7 +38,6 @@ The machine may be shared: absolute times are noisy, the ratios (taken in the sa
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import platform
@@ -54,6 +53,8 @@ from dataclasses import dataclass
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from byzfl_import import import_byzfl  # noqa: E402  (beside this script)
 
 from shieldwall.aggregators import AGGREGATORS  # noqa: E402
 from shieldwall.preaggregators import PREAGGREGATORS  # noqa: E402
@@ -196,22 +197,11 @@ class _Copying:
 
 # --------------------------------------------------------------------------- helpers
 def load_byzfl():
-    """ByzFL's aggregators module, or ``None``. Its package ``__init__`` imports torchvision
-    (for its training framework); the aggregators do not need it, so they are loaded alone."""
-    spec = importlib.util.find_spec("byzfl")
-    if spec is None or not spec.submodule_search_locations:
+    """ByzFL's aggregators and pre-aggregators as one namespace, or ``None``."""
+    modules = import_byzfl("aggregators.aggregators", "aggregators.preaggregators")
+    if modules is None:
         return None
-    root = list(spec.submodule_search_locations)[0]
-    try:
-        if "byzfl" not in sys.modules:
-            package = types.ModuleType("byzfl")
-            package.__path__ = [root]
-            sys.modules["byzfl"] = package
-        import byzfl.aggregators.aggregators as aggs
-        import byzfl.aggregators.preaggregators as pres
-    except Exception as exc:  # pragma: no cover - depends on the install
-        print(f"# byzfl found but not loadable ({exc!r}); skipped")
-        return None
+    aggs, pres = modules
     public = {k: v for m in (aggs, pres) for k, v in vars(m).items() if not k.startswith("_")}
     module = types.SimpleNamespace(**public)
     try:

@@ -33,7 +33,6 @@ percent between runs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from byzfl_import import import_byzfl  # beside this script
 
 import shieldwall.algorithms  # noqa: F401  (imports algorithms before the runtime package)
 from shieldwall.algorithms.base import ClientData
@@ -98,20 +98,9 @@ def floor_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> floa
 
 
 def load_byzfl_framework() -> types.ModuleType | None:
-    """ByzFL's ``fed_framework`` package, loaded without ``byzfl/__init__`` (torchvision)."""
-    spec = importlib.util.find_spec("byzfl")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    if "byzfl" not in sys.modules:
-        package = types.ModuleType("byzfl")
-        package.__path__ = list(spec.submodule_search_locations)
-        sys.modules["byzfl"] = package
-    try:
-        import byzfl.fed_framework as framework
-    except Exception as exc:  # noqa: BLE001 - depends on the install
-        print(f"# byzfl found but its framework is not loadable ({exc!r}); skipped")
-        return None
-    return framework
+    """ByzFL's ``fed_framework`` package (see :mod:`byzfl_import`), or ``None``."""
+    modules = import_byzfl("fed_framework")
+    return None if modules is None else modules[0]
 
 
 def byzfl_time(
