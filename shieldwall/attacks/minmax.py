@@ -25,7 +25,7 @@ where :math:`\\bar h` is the honest mean and the deviation p is (param ``perturb
 
 γ is found by the paper's (and its code's) halving search: start at γ = ``gamma_init``
 (default 10) with step γ₀; at each step, if the constraint holds set γ_succ = γ and
-γ += step/2, else γ −= step/2; halve the step; stop when |γ_succ − γ| ≤ ``tol`` (default 1e-5)
+γ += step/2, else γ −= step/2; halve the step; stop when ``|γ_succ − γ| ≤ tol`` (default 1e-5)
 and return γ_succ (0 when no tried γ > 0 satisfied the constraint). The search therefore never
 returns more than 2·γ₀. Squared distances are compared (the same order as distances).
 """

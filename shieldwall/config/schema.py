@@ -278,7 +278,7 @@ class BTARDArgs:
     """Fixed-point tolerance: a part's residual must be at most n (tol·tau + 1.2e-7 ‖result‖)."""
     check_sigmas: float = 8.0
     """A part's checksum sum may reach this many times the residual bound (an honest aggregator
-    fails with probability P(|N(0,1)| > check_sigmas))."""
+    fails with probability ``P(|N(0,1)| > check_sigmas)``)."""
     validators: int = 1
     """Validators drawn per step by the shared random generator; each recomputes one random
     peer's gradient and checksums."""

@@ -1,0 +1,534 @@
+"""Sphinx extension: the API and config reference pages, generated from the code at build time.
+
+Every registry family listed in :data:`FAMILIES` gets an index page (a table of every entry with
+its aliases and parameters) and one page per module that registers something: the module's
+docstring (the rule's math and paper), then per entry the config keys and aliases that select it,
+its parameters with defaults, a YAML example and its own docstring (autodoc). The config reference
+is generated from the dataclasses in :mod:`shieldwall.config.schema` (the string under each field
+is its documentation) and :mod:`shieldwall.config.fedml` (FedML's defense vocabulary).
+
+Pages are written into ``docs/reference/`` (ignored by git) when the builder starts, and only
+rewritten when their text changes. A new registered rule therefore appears without editing any
+page; a new *registry* needs one line in :data:`FAMILIES` (``tests/test_docs.py`` fails until it
+has one). The functions here return text and do not need Sphinx, so the tests can call them.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REFERENCE_DIR = "reference"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One registry and how a config selects its entries."""
+
+    slug: str  # folder and page name under reference/
+    title: str
+    registry: str  # "module:ATTRIBUTE"
+    imports: tuple[str, ...]  # modules whose import registers every entry
+    selectors: tuple[str, ...]  # config keys whose value names an entry
+    yaml: str | None  # example selecting ``{name}`` with ``{params}`` lines, or None
+    intro: str
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "aggregators", "Aggregators", "shieldwall.aggregators:AGGREGATORS",
+        ("shieldwall.aggregators",),
+        ("defense_args.defense_type", "redundancy_args.mode"),
+        "defense_args:\n  enable_defense: true\n  defense_type: {name}\n{params}",
+        "Robust aggregation rules ``fn(updates: Tensor[n, d], f: int, **params) -> Tensor[d]``. "
+        "A rule's parameters are keys of ``defense_args`` beside its name, checked against its "
+        "signature. See also :doc:`../aggregators`.",
+    ),
+    Family(
+        "preaggregators", "Pre-aggregators", "shieldwall.preaggregators:PREAGGREGATORS",
+        ("shieldwall.preaggregators",),
+        ("defense_args.preaggregators",),
+        "defense_args:\n  enable_defense: true\n  defense_type: median\n"
+        "  preaggregators: [{{{name}: {{{inline}}}}}]\n",
+        "Steps that transform the ``(n, d)`` rows before the aggregator (bucketing, NNM, "
+        "clipping, ARC, FedML's filters), listed in ``defense_args.preaggregators`` as names or "
+        "``{name: {params}}``, applied in order.",
+    ),
+    Family(
+        "postaggregators", "Post-aggregators", "shieldwall.postaggregators:POSTAGGREGATORS",
+        ("shieldwall.postaggregators",),
+        ("defense_args.postaggregators",),
+        "defense_args:\n  enable_defense: true\n  defense_type: mean\n"
+        "  postaggregators: [{{{name}: {{{inline}}}}}]\n",
+        "Steps applied to the aggregate (CRFL's clip and noise, weak DP), listed in "
+        "``defense_args.postaggregators`` or implied by a FedML ``defense_type``.",
+    ),
+    Family(
+        "attacks", "Attacks", "shieldwall.attacks:ATTACKS", ("shieldwall.attacks",),
+        ("attack_args.attack_type", "attack_args.attack_mode (with attack_type: byzantine)",
+         "redundancy_args.err_mode"),
+        "attack_args:\n  enable_attack: true\n  attack_type: {name}\n"
+        "  byzantine_client_num: 2\n{params}",
+        "Update attacks replace the Byzantine clients' rows; data attacks corrupt their local "
+        "data. Parameters are keys of ``attack_args`` beside the name. See also "
+        ":doc:`../attacks`.",
+    ),
+    Family(
+        "models", "Models", "shieldwall.models:MODELS", ("shieldwall.models",),
+        ("model_args.model",), "model_args:\n  model: {name}\n",
+        "Model constructors; input shape and number of classes come from the data set.",
+    ),
+    Family(
+        "datasets", "Data sets", "shieldwall.data:DATASETS", ("shieldwall.data",),
+        ("data_args.dataset",),
+        "data_args:\n  dataset: {name}\n  data_cache_dir: ../shared/datasets\n",
+        "Data set loaders. Nothing is downloaded: files are read from ``data_cache_dir``.",
+    ),
+    Family(
+        "algorithms", "Algorithms", "shieldwall.algorithms:ALGORITHMS",
+        ("shieldwall.algorithms",),
+        ("train_args.federated_optimizer",), "train_args:\n  federated_optimizer: {name}\n",
+        "Training algorithms written once against the runtime contract.",
+    ),
+    Family(
+        "runtimes", "Runtimes", "shieldwall.runtime.base:RUNTIMES",
+        ("shieldwall.runtime", "shieldwall.runtime.net.server"),
+        ("comm_args.runtime", "comm_args.backend (with runtime: auto)"),
+        "comm_args:\n  runtime: {name}\n",
+        "Where the clients run: the in-process simulator, torch.distributed processes, or "
+        "networked gRPC silos. See also :doc:`../runtimes`.",
+    ),
+    Family(
+        "placements", "Redundancy placements", "shieldwall.redundancy.placement:PLACEMENTS",
+        ("shieldwall.redundancy",),
+        ("redundancy_args.approach",),
+        "redundancy_args:\n  enable: true\n  approach: {name}\n",
+        "File-to-worker assignments of the redundancy defenses (DETOX, ByzShield). See also "
+        ":doc:`../redundancy`.",
+    ),
+)
+
+
+def registry(family: Family):
+    """Import what registers the family's entries and return its :class:`Registry`."""
+    for name in family.imports:
+        importlib.import_module(name)
+    module, attribute = family.registry.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+# --------------------------------------------------------------------------------------- helpers
+def _summary(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().split("\n\n")[0].replace("\n", " ")
+
+
+def _callable_for(obj: Any) -> Any:
+    return obj.__init__ if inspect.isclass(obj) else obj
+
+
+def parameters(obj: Any) -> list[tuple[str, str, str]]:
+    """``(name, annotation, default)`` of the keyword parameters a config may set.
+
+    Positional parameters without a default (``updates``, ``f``, a model's shape…) are the
+    family's contract and filled by shieldwall, so they are left out.
+    """
+    try:
+        sig = inspect.signature(_callable_for(obj))
+    except (TypeError, ValueError):
+        return []
+    out = []
+    for p in sig.parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.kind == p.KEYWORD_ONLY or p.default is not p.empty:
+            if p.annotation is p.empty:
+                ann = ""
+            elif isinstance(p.annotation, str):
+                ann = p.annotation
+            else:
+                ann = inspect.formatannotation(p.annotation)
+            default = "required" if p.default is p.empty else repr(p.default)
+            out.append((p.name, ann, default))
+    return out
+
+
+def _literal(text: str) -> str:
+    """``text`` as an RST inline literal (backquotes cannot be escaped inside one)."""
+    return f"``{text}``" if text and "`" not in text else (text or "")
+
+
+def _heading(text: str, char: str) -> str:
+    return f"{text}\n{char * max(len(text), 3)}\n"
+
+
+def _cells(rows: list[list[str]], header: list[str], widths: str | None = None) -> str:
+    lines = [".. list-table::", "   :header-rows: 1"]
+    if widths:
+        lines.append(f"   :widths: {widths}")
+    lines.append("")
+    for row in [header, *rows]:
+        for i, cell in enumerate(row):
+            body = str(cell).strip().split("\n") if str(cell).strip() else [""]
+            lead = "   * - " if i == 0 else "     - "
+            lines.append(lead + body[0])
+            lines.extend("       " + b if b else "" for b in body[1:])
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ FedML's defense vocabulary
+def fedml_defense_plans() -> dict[str, dict[str, Any]]:
+    """FedML ``defense_type`` → the shieldwall pipeline it becomes and the keys it reads.
+
+    Each plan builder of :data:`shieldwall.config.fedml.FEDML_DEFENSES` runs on a default config
+    through a reader that records every key asked for and supplies a sample value for required
+    ones, so the table follows the code.
+    """
+    from shieldwall.config.fedml import FEDML_DEFENSES, Reader, Resolved
+    from shieldwall.config.schema import ExperimentConfig
+
+    class Recorder(Reader):
+        def get(self, key, default=Reader.get.__defaults__[0], **kwargs):  # noqa: B008
+            self.asked.append(key)
+            if default is Reader.get.__defaults__[0]:
+                self.required.append(key)
+                return Resolved(1.0, "sample")
+            return super().get(key, default, **kwargs)
+
+    out = {}
+    for name, builder in FEDML_DEFENSES.items():
+        cfg = ExperimentConfig()
+        cfg.data_args.dataset = "mnist"
+        reader = Recorder(cfg, name)
+        reader.asked, reader.required = [], []
+        plan = builder(reader, name)
+        out[name] = {
+            "pre": [s.name for s in plan.pre], "aggregator": plan.aggregator.name,
+            "post": [s.name for s in plan.post], "keys": list(dict.fromkeys(reader.asked)),
+            "required": reader.required, "weighted": plan.weighted,
+        }
+    return out
+
+
+def _fedml_users(family: Family, name: str, plans: dict[str, dict[str, Any]]) -> list[str]:
+    stage = {"aggregators": "aggregator", "preaggregators": "pre",
+             "postaggregators": "post"}.get(family.slug)
+    if stage is None:
+        return []
+    return [fedml for fedml, plan in plans.items()
+            if (plan[stage] == name if stage == "aggregator" else name in plan[stage])]
+
+
+# ----------------------------------------------------------------------------- registry pages
+def _yaml_example(family: Family, name: str, params: list[tuple[str, str, str]]) -> str | None:
+    if family.yaml is None:
+        return None
+    shown = [(p, d) for p, _, d in params if d not in ("required", "None")][:3]
+    required = [(p, "...") for p, _, d in params if d == "required"]
+    chosen = required + shown
+    lines = "".join(f"  {p}: {d}\n" for p, d in chosen)
+    inline = ", ".join(f"{p}: {d}" for p, d in chosen)
+    return family.yaml.format(name=name, params=lines, inline=inline)
+
+
+def entry_section(family: Family, entry: Any, plans: dict[str, dict[str, Any]],
+                  no_index: bool = False) -> str:
+    """The reference section of one registry entry."""
+    obj = entry.obj
+    target = f"{obj.__module__}.{obj.__qualname__}"
+    parts = [f".. _{family.slug}-{entry.name}:\n", _heading(entry.name, "-")]
+    names = ", ".join(_literal(n) for n in (entry.name, *entry.aliases))
+    parts.append(f"**Names** (case-insensitive, ``-`` and ``_`` alike): {names}\n")
+    keys = ", ".join(_literal(k) for k in family.selectors)
+    parts.append(f"**Selected by**: {keys}\n")
+    users = _fedml_users(family, entry.name, plans)
+    if users:
+        parts.append("**FedML** ``defense_type`` **names that use it**: "
+                     + ", ".join(_literal(u) for u in users) + "\n")
+    facts = {k: v for k, v in entry.meta.items() if isinstance(v, (bool, str, int, float))}
+    if facts:
+        parts.append("**Registry facts**: " + ", ".join(
+            _literal(f"{k}={v!r}") for k, v in sorted(facts.items())) + "\n")
+    params = parameters(obj)
+    if params:
+        parts.append(_cells([[_literal(p), _literal(a), _literal(d)] for p, a, d in params],
+                            ["parameter", "type", "default"], "20 40 40"))
+    else:
+        parts.append("No parameters beyond the family's contract.\n")
+    example = _yaml_example(family, entry.name, params)
+    if example:
+        parts.append(".. code-block:: yaml\n\n" + textwrap.indent(example, "   "))
+    parts.append(_object_doc(obj, target, no_index))
+    return "\n".join(parts)
+
+
+def _importable(obj: Any) -> bool:
+    found: Any = importlib.import_module(obj.__module__)
+    for part in obj.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is obj
+
+
+def _object_doc(obj: Any, target: str, no_index: bool) -> str:
+    """autodoc for ``obj``; a hand-made ``py:function`` for objects built by a factory (the
+    module has no attribute of that name, so autodoc cannot import them)."""
+    option = "\n   :no-index:" if no_index else ""
+    if _importable(obj):
+        directive = "autoclass" if inspect.isclass(obj) else "autofunction"
+        return f".. {directive}:: {target}{option}\n"
+    from sphinx.ext.napoleon.docstring import GoogleDocstring
+
+    try:
+        signature = str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        signature = "()"
+    body = str(GoogleDocstring(inspect.getdoc(obj) or ""))
+    head = f".. py:function:: {obj.__qualname__}{signature}\n   :module: {obj.__module__}"
+    return head + option + "\n\n" + textwrap.indent(body, "   ") + "\n"
+
+
+def family_pages(family: Family, seen: set[str], plans: dict[str, dict[str, Any]]
+                 ) -> dict[str, str]:
+    """``{relative path: RST text}`` of one family: its index and one page per module."""
+    reg = registry(family)
+    by_module: dict[str, list[Any]] = {}
+    for entry in sorted(reg, key=lambda e: e.name.lower()):
+        by_module.setdefault(entry.obj.__module__, []).append(entry)
+    pages: dict[str, str] = {}
+    rows = []
+    for module, entries in sorted(by_module.items()):
+        page = module.rsplit(".", 1)[-1]
+        for e in entries:
+            link = f":ref:`{e.name} <{family.slug}-{e.name}>`"
+            aliases = ", ".join(_literal(a) for a in e.aliases) or "–"
+            params = ", ".join(_literal(f"{p}={d}") for p, _, d in parameters(e.obj)) or "–"
+            rows.append([link, aliases, params, _summary(e.obj)])
+        title = " · ".join(e.name for e in entries)
+        text = [".. This page is generated by docs/_ext/shieldwall_reference.py.\n",
+                _heading(title, "="),
+                f"Module :mod:`{module}`. {family.title} registered here: "
+                + ", ".join(f":ref:`{e.name} <{family.slug}-{e.name}>`" for e in entries) + ".\n"]
+        if module not in seen:
+            text.append(f".. automodule:: {module}\n   :no-members:\n")
+        seen.add(module)
+        for e in entries:
+            key = f"{e.obj.__module__}.{e.obj.__qualname__}"
+            text.append(entry_section(family, e, plans, no_index=key in seen))
+            seen.add(key)
+        pages[f"{family.slug}/{page}.rst"] = "\n".join(text)
+    index = [
+        ".. This page is generated by docs/_ext/shieldwall_reference.py.\n",
+        _heading(family.title, "="),
+        family.intro + "\n",
+        f"Registry ``{family.registry.replace(':', '.')}``, {len(reg)} entries; selected by "
+        + ", ".join(_literal(k) for k in family.selectors) + ".\n",
+        _cells(rows, ["name", "aliases", "parameters (default)", "summary"], "15 20 25 40"),
+        ".. toctree::\n   :hidden:\n\n"
+        + "".join(f"   {family.slug}/{m.rsplit('.', 1)[-1]}\n" for m in sorted(by_module)),
+    ]
+    pages[f"{family.slug}.rst"] = "\n".join(index)
+    return pages
+
+
+# ------------------------------------------------------------------------------ config reference
+def field_docs(source: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """``{class: (class docstring, {field: docstring})}`` from the string under each field."""
+    out = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        fields: dict[str, str] = {}
+        body = node.body
+        for stmt, nxt in zip(body, [*body[1:], None]):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                fields[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+        out[node.name] = (ast.get_docstring(node) or "", fields)
+    return out
+
+
+#: Keys FedML's own YAML files and argument parser use under the same section and name.
+FEDML_NATIVE = {
+    "common_args": {"training_type", "random_seed", "scenario"},
+    "data_args": {"dataset", "data_cache_dir", "partition_method", "partition_alpha"},
+    "model_args": {"model"},
+    "train_args": {"federated_optimizer", "client_id_list", "client_num_in_total",
+                   "client_num_per_round", "comm_round", "epochs", "batch_size",
+                   "client_optimizer", "learning_rate", "weight_decay", "momentum", "server_lr"},
+    "validation_args": {"frequency_of_the_test"},
+    "device_args": {"worker_num", "using_gpu", "device"},
+    "comm_args": {"backend"},
+    "tracking_args": {"log_file_dir", "run_name", "enable_wandb"},
+    "attack_args": {"enable_attack", "attack_type", "attack_mode", "byzantine_client_num"},
+    "defense_args": {"enable_defense", "defense_type", "byzantine_client_num"},
+    "client_silo_args": {"n_node_in_silo", "n_proc_per_node", "node_rank_in_silo",
+                         "pg_master_address", "pg_master_port"},
+}
+
+#: ByzShield's command-line flags that map to ``redundancy_args`` keys.
+BYZSHIELD_FLAGS = {
+    "approach": "--approach", "group_size": "--group-size", "worker_fail": "--worker-fail",
+    "rama_m": "--rama-m", "err_mode": "--err-mode", "lis_simulation": "--lis-simulation",
+    "mode": "--mode", "files_batch_size": "--batch-size",
+}
+
+#: Config keys whose value names a registry entry: (section, key) → family slug.
+REGISTRY_KEYS = {
+    ("data_args", "dataset"): "datasets", ("model_args", "model"): "models",
+    ("train_args", "federated_optimizer"): "algorithms",
+    ("defense_args", "defense_type"): "aggregators",
+    ("defense_args", "preaggregators"): "preaggregators",
+    ("attack_args", "attack_type"): "attacks", ("attack_args", "attack_mode"): "attacks",
+    ("redundancy_args", "err_mode"): "attacks", ("redundancy_args", "mode"): "aggregators",
+    ("redundancy_args", "approach"): "placements", ("comm_args", "runtime"): "runtimes",
+}
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        return repr(f.default)
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return repr(f.default_factory())  # type: ignore[misc]
+    return "required"
+
+
+def _fedml_name(section: str, key: str) -> str:
+    if key in FEDML_NATIVE.get(section, ()):
+        return _literal(f"{section}.{key}")
+    if section == "redundancy_args" and key in BYZSHIELD_FLAGS:
+        return "ByzShield " + _literal(BYZSHIELD_FLAGS[key])
+    return "– (shieldwall)"
+
+
+def config_page(plans: dict[str, dict[str, Any]]) -> str:
+    """The config reference: every section and key of :mod:`shieldwall.config.schema`."""
+    from shieldwall.config import schema
+
+    docs = field_docs(Path(schema.__file__).read_text())
+    out = [
+        ".. This page is generated by docs/_ext/shieldwall_reference.py.\n",
+        _heading("Config reference", "="),
+        "A config is a YAML file of FedML's sections; each section is a dataclass in "
+        ":mod:`shieldwall.config.schema`. Values are checked when the file is loaded: an unknown "
+        "key is an error naming the closest known key, a value outside the allowed ones is an "
+        "error listing them. ``shieldwall check CONFIG.yaml`` prints the resolved plan, and "
+        "``--set section.key=value`` overrides any key on the command line. Names of registry "
+        "entries are compared case-insensitively with ``-`` and ``_`` alike.\n",
+        "The *FedML* column gives the key a FedML config uses for the same setting; FedML's "
+        "keys are read from the same section and name. Keys marked *shieldwall* are additions "
+        "that FedML does not have.\n",
+    ]
+    for section, cls in schema.SECTIONS.items():
+        class_doc, fields = docs.get(cls.__name__, ("", {}))
+        out.append(f".. _config-{section}:\n")
+        out.append(_heading(section, "-"))
+        if class_doc:
+            out.append(class_doc + "\n")
+        rows = []
+        for f in dataclasses.fields(cls):
+            allowed = ""
+            if "choices" in f.metadata:
+                allowed = ", ".join(_literal(c) for c in f.metadata["choices"])
+            slug = REGISTRY_KEYS.get((section, f.name))
+            if slug is not None:
+                names = registry(next(fam for fam in FAMILIES if fam.slug == slug)).names()
+                if (section, f.name) == ("defense_args", "defense_type"):
+                    extra = sorted(set(plans) - {n.lower() for n in names})
+                    allowed = (", ".join(_literal(n) for n in names)
+                               + "; FedML's " + ", ".join(_literal(n) for n in extra)
+                               + " (see below)")
+                else:
+                    allowed = ", ".join(_literal(n) for n in names)
+                allowed += f" (:doc:`{slug}`)"
+            rows.append([_literal(f.name), _literal(str(f.type)), _literal(_default(f)),
+                         allowed or "–", _fedml_name(section, f.name),
+                         fields.get(f.name, "")])
+        if rows:
+            out.append(_cells(rows, ["key", "type", "default", "allowed", "FedML", "meaning"],
+                              "12 12 10 20 10 36"))
+        else:
+            out.append("No keys of its own.\n")
+        if section in schema.OPEN_SECTIONS:
+            out.append("Any other key of this section is a parameter of the chosen entry, "
+                       "checked against its signature.\n")
+        ignored = sorted(schema.IGNORED_KEYS.get(section, ()))
+        if ignored:
+            out.append("Accepted and ignored (FedML's deployment machinery): "
+                       + ", ".join(_literal(k) for k in ignored) + ".\n")
+    out.append(".. _config-fedml-defenses:\n")
+    out.append(_heading("FedML defense names", "-"))
+    out.append(
+        "``defense_args.defense_type`` accepts FedML's defense names; each becomes a pipeline "
+        "of shieldwall's registered steps, reading FedML's keys from any section (FedML has one "
+        "flat namespace). Generated by running each plan of "
+        ":data:`shieldwall.config.fedml.FEDML_DEFENSES`; see :doc:`../fedml_compat`.\n")
+    rows = []
+    for name, plan in plans.items():
+        pipeline = " → ".join([*plan["pre"], plan["aggregator"], *plan["post"]])
+        keys = ", ".join(_literal(k) + (" (required)" if k in plan["required"] else "")
+                         for k in plan["keys"]) or "–"
+        rows.append([_literal(name), _literal(pipeline),
+                     "weighted" if plan["weighted"] else "unweighted", keys])
+    out.append(_cells(rows, ["FedML defense_type", "shieldwall pipeline", "mean", "keys read"],
+                      "20 35 10 35"))
+    return "\n".join(out)
+
+
+def reference_index() -> str:
+    """The overview page (the navigation lists the family pages themselves)."""
+    rows = [[":doc:`config`", "–", "every section and key of a config"]]
+    for f in FAMILIES:
+        names = registry(f).names()
+        rows.append([f":doc:`{f.slug}`", str(len(names)),
+                     ", ".join(_literal(n) for n in names)])
+    return "\n".join([
+        ":orphan:\n",
+        ".. This page is generated by docs/_ext/shieldwall_reference.py.\n",
+        _heading("API reference", "="),
+        "Generated from shieldwall's registries and config dataclasses at every build: every "
+        "registered name, its aliases, the config keys that select it, its parameters with "
+        "defaults and its docstring.\n",
+        _cells(rows, ["page", "entries", "names"], "20 10 70"),
+    ])
+
+
+def all_pages() -> dict[str, str]:
+    """Every generated page, ``{path relative to docs/reference/: RST text}``."""
+    plans = fedml_defense_plans()
+    pages = {"index.rst": reference_index(), "config.rst": config_page(plans)}
+    seen: set[str] = set()
+    for family in FAMILIES:
+        pages.update(family_pages(family, seen, plans))
+    return pages
+
+
+def write_pages(outdir: Path) -> list[Path]:
+    """Write :func:`all_pages` under ``outdir``; stale generated pages are removed."""
+    pages = all_pages()
+    written = []
+    for rel, text in pages.items():
+        path = outdir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    for old in outdir.rglob("*.rst"):
+        if old not in written:
+            old.unlink()
+    return written
+
+
+def _generate(app) -> None:
+    write_pages(Path(app.srcdir) / REFERENCE_DIR)
+
+
+def setup(app):
+    app.connect("builder-inited", _generate)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
