@@ -52,7 +52,8 @@ add_module_names = False
 
 html_theme = "furo"
 html_title = "shieldwall"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["shieldwall.css"]
 html_show_sourcelink = False
 html_theme_options = {"navigation_with_keys": True}
 

@@ -77,7 +77,7 @@ def test_reference_pages_cover_every_entry_and_config_key():
         assert f".. _{family.slug}-{entry.name}:" in text, (family.slug, entry.name)
         for alias in entry.aliases:
             assert f"``{alias}``" in text, (family.slug, entry.name, alias)
-        for name, _, default in ref.parameters(entry.obj):
+        for name, _, default in ref.entry_params(family, entry):
             assert f"``{name}``" in text and (default == "required" or f"``{default}``" in text)
         assert f"<{family.slug}-{entry.name}>" in pages[f"{family.slug}.rst"]
     from shieldwall.config import schema
@@ -87,7 +87,7 @@ def test_reference_pages_cover_every_entry_and_config_key():
         assert f".. _config-{section}:" in config
         block = config.split(f".. _config-{section}:")[1].split(".. _config-")[0]
         for field in dataclasses.fields(cls):
-            assert f"``{field.name}``" in block, f"{section}.{field.name} missing"
+            assert f"``{section}.{field.name}``" in block, f"{section}.{field.name} missing"
 
 
 def test_config_reference_reads_field_docs_and_fedml_plans():

@@ -38,6 +38,7 @@ class Family:
     selectors: tuple[str, ...]  # config keys whose value names an entry
     yaml: str | None  # example selecting ``{name}`` with ``{params}`` lines, or None
     intro: str
+    configurable: bool = False  # keyword parameters are config keys beside the name
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -49,6 +50,7 @@ FAMILIES: tuple[Family, ...] = (
         "Robust aggregation rules ``fn(updates: Tensor[n, d], f: int, **params) -> Tensor[d]``. "
         "A rule's parameters are keys of ``defense_args`` beside its name, checked against its "
         "signature. See also :doc:`../aggregators`.",
+        configurable=True,
     ),
     Family(
         "preaggregators", "Pre-aggregators", "shieldwall.preaggregators:PREAGGREGATORS",
@@ -59,6 +61,7 @@ FAMILIES: tuple[Family, ...] = (
         "Steps that transform the ``(n, d)`` rows before the aggregator (bucketing, NNM, "
         "clipping, ARC, FedML's filters), listed in ``defense_args.preaggregators`` as names or "
         "``{name: {params}}``, applied in order.",
+        configurable=True,
     ),
     Family(
         "postaggregators", "Post-aggregators", "shieldwall.postaggregators:POSTAGGREGATORS",
@@ -68,6 +71,7 @@ FAMILIES: tuple[Family, ...] = (
         "  postaggregators: [{{{name}: {{{inline}}}}}]\n",
         "Steps applied to the aggregate (CRFL's clip and noise, weak DP), listed in "
         "``defense_args.postaggregators`` or implied by a FedML ``defense_type``.",
+        configurable=True,
     ),
     Family(
         "attacks", "Attacks", "shieldwall.attacks:ATTACKS", ("shieldwall.attacks",),
@@ -78,6 +82,7 @@ FAMILIES: tuple[Family, ...] = (
         "Update attacks replace the Byzantine clients' rows; data attacks corrupt their local "
         "data. Parameters are keys of ``attack_args`` beside the name. See also "
         ":doc:`../attacks`.",
+        configurable=True,
     ),
     Family(
         "models", "Models", "shieldwall.models:MODELS", ("shieldwall.models",),
@@ -133,8 +138,17 @@ def _callable_for(obj: Any) -> Any:
     return obj.__init__ if inspect.isclass(obj) else obj
 
 
+def config_params(entry: Any) -> list[tuple[str, str, str]]:
+    """:func:`parameters` of a defense step or attack, less those the server supplies itself
+    (``f``, sample weights, state, the round's generator…): the keys a config may set."""
+    from shieldwall.algorithms.defense import user_params
+
+    settable = set(user_params(entry))
+    return [p for p in parameters(entry.obj) if p[0] in settable]
+
+
 def parameters(obj: Any) -> list[tuple[str, str, str]]:
-    """``(name, annotation, default)`` of the keyword parameters a config may set.
+    """``(name, annotation, default)`` of the keyword parameters of ``obj``.
 
     Positional parameters without a default (``updates``, ``f``, a model's shape…) are the
     family's contract and filled by shieldwall, so they are left out.
@@ -169,7 +183,7 @@ def _heading(text: str, char: str) -> str:
 
 
 def _cells(rows: list[list[str]], header: list[str], widths: str | None = None) -> str:
-    lines = [".. list-table::", "   :header-rows: 1"]
+    lines = [".. list-table::", "   :header-rows: 1", "   :class: sw-ref"]
     if widths:
         lines.append(f"   :widths: {widths}")
     lines.append("")
@@ -255,10 +269,18 @@ def entry_section(family: Family, entry: Any, plans: dict[str, dict[str, Any]],
     if facts:
         parts.append("**Registry facts**: " + ", ".join(
             _literal(f"{k}={v!r}") for k, v in sorted(facts.items())) + "\n")
-    params = parameters(obj)
+    params = entry_params(family, entry)
+    if params and family.configurable:
+        where = (f"as ``{{{entry.name}: {{key: value}}}}`` in ``{family.selectors[0]}``"
+                 if family.selectors[0].endswith("aggregators")
+                 else f"beside the name in ``{family.selectors[0].split('.')[0]}``")
+        parts.append(f"**Config keys** ({where}; the server supplies the rows, ``f`` and any "
+                     "state):\n")
+    elif params:
+        parts.append("**Parameters** (filled in by shieldwall from the config):\n")
     if params:
         parts.append(_cells([[_literal(p), _literal(a), _literal(d)] for p, a, d in params],
-                            ["parameter", "type", "default"], "20 40 40"))
+                            ["name", "type", "default"], "25 40 35"))
     else:
         parts.append("No parameters beyond the family's contract.\n")
     example = _yaml_example(family, entry.name, params)
@@ -266,6 +288,11 @@ def entry_section(family: Family, entry: Any, plans: dict[str, dict[str, Any]],
         parts.append(".. code-block:: yaml\n\n" + textwrap.indent(example, "   "))
     parts.append(_object_doc(obj, target, no_index))
     return "\n".join(parts)
+
+
+def entry_params(family: Family, entry: Any) -> list[tuple[str, str, str]]:
+    """What the reference lists for ``entry``: config keys, or constructor parameters."""
+    return config_params(entry) if family.configurable else parameters(entry.obj)
 
 
 def _importable(obj: Any) -> bool:
@@ -307,8 +334,9 @@ def family_pages(family: Family, seen: set[str], plans: dict[str, dict[str, Any]
         for e in entries:
             link = f":ref:`{e.name} <{family.slug}-{e.name}>`"
             aliases = ", ".join(_literal(a) for a in e.aliases) or "–"
-            params = ", ".join(_literal(f"{p}={d}") for p, _, d in parameters(e.obj)) or "–"
-            rows.append([link, aliases, params, _summary(e.obj)])
+            params = ", ".join(_literal(f"{p}={d}") for p, _, d in entry_params(family, e))
+            params = params or "–"
+            rows.append([link, aliases, params, _summary(e.obj), e.name.lower()])
         title = " · ".join(e.name for e in entries)
         text = [".. This page is generated by docs/_ext/shieldwall_reference.py.\n",
                 _heading(title, "="),
@@ -328,7 +356,8 @@ def family_pages(family: Family, seen: set[str], plans: dict[str, dict[str, Any]
         family.intro + "\n",
         f"Registry ``{family.registry.replace(':', '.')}``, {len(reg)} entries; selected by "
         + ", ".join(_literal(k) for k in family.selectors) + ".\n",
-        _cells(rows, ["name", "aliases", "parameters (default)", "summary"], "15 20 25 40"),
+        _cells([r[:4] for r in sorted(rows, key=lambda r: r[4])],
+               ["name", "aliases", "parameters (default)", "summary"], "16 22 24 38"),
         ".. toctree::\n   :hidden:\n\n"
         + "".join(f"   {family.slug}/{m.rsplit('.', 1)[-1]}\n" for m in sorted(by_module)),
     ]
@@ -421,7 +450,7 @@ def config_page(plans: dict[str, dict[str, Any]]) -> str:
         "error listing them. ``shieldwall check CONFIG.yaml`` prints the resolved plan, and "
         "``--set section.key=value`` overrides any key on the command line. Names of registry "
         "entries are compared case-insensitively with ``-`` and ``_`` alike.\n",
-        "The *FedML* column gives the key a FedML config uses for the same setting; FedML's "
+        "*FedML* names the key a FedML config uses for the same setting; FedML's "
         "keys are read from the same section and name. Keys marked *shieldwall* are additions "
         "that FedML does not have.\n",
     ]
@@ -431,7 +460,7 @@ def config_page(plans: dict[str, dict[str, Any]]) -> str:
         out.append(_heading(section, "-"))
         if class_doc:
             out.append(class_doc + "\n")
-        rows = []
+        items = []
         for f in dataclasses.fields(cls):
             allowed = ""
             if "choices" in f.metadata:
@@ -439,22 +468,20 @@ def config_page(plans: dict[str, dict[str, Any]]) -> str:
             slug = REGISTRY_KEYS.get((section, f.name))
             if slug is not None:
                 names = registry(next(fam for fam in FAMILIES if fam.slug == slug)).names()
+                allowed = ", ".join(_literal(n) for n in names)
                 if (section, f.name) == ("defense_args", "defense_type"):
                     extra = sorted(set(plans) - {n.lower() for n in names})
-                    allowed = (", ".join(_literal(n) for n in names)
-                               + "; FedML's " + ", ".join(_literal(n) for n in extra)
-                               + " (see below)")
-                else:
-                    allowed = ", ".join(_literal(n) for n in names)
+                    allowed += ("; FedML's " + ", ".join(_literal(n) for n in extra)
+                                + " (:ref:`below <config-fedml-defenses>`)")
                 allowed += f" (:doc:`{slug}`)"
-            rows.append([_literal(f.name), _literal(str(f.type)), _literal(_default(f)),
-                         allowed or "–", _fedml_name(section, f.name),
-                         fields.get(f.name, "")])
-        if rows:
-            out.append(_cells(rows, ["key", "type", "default", "allowed", "FedML", "meaning"],
-                              "12 12 10 20 10 36"))
-        else:
-            out.append("No keys of its own.\n")
+            facts = (f"*type* {_literal(str(f.type))} · *default* {_literal(_default(f))} · "
+                     f"*FedML* {_fedml_name(section, f.name)}")
+            body = [facts, fields.get(f.name, "")]
+            if allowed:
+                body.append(f"*Allowed*: {allowed}")
+            items.append(f"``{section}.{f.name}``\n"
+                         + textwrap.indent("\n\n".join(b for b in body if b), "   "))
+        out.append("\n\n".join(items) + "\n" if items else "No keys of its own.\n")
         if section in schema.OPEN_SECTIONS:
             out.append("Any other key of this section is a parameter of the chosen entry, "
                        "checked against its signature.\n")
