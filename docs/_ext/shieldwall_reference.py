@@ -556,6 +556,44 @@ def _generate(app) -> None:
     write_pages(Path(app.srcdir) / REFERENCE_DIR)
 
 
+def _repo_file_links():
+    """A post-transform that shows Markdown links to files of the repository outside ``docs/``
+    (``[krum.py](../shieldwall/aggregators/krum.py)``, ``../README.md``) as their path in code
+    style: they work on GitHub and have no page on the site. A link to a file that does not
+    exist is left alone, so MyST still reports it and the strict build fails."""
+    from docutils import nodes
+    from sphinx import addnodes
+    from sphinx.transforms.post_transforms import SphinxPostTransform
+
+    class RepoFileLinks(SphinxPostTransform):
+        default_priority = 5  # before MyST's reference resolver (9)
+
+        def run(self, **kwargs: Any) -> None:
+            srcdir = Path(self.env.srcdir).resolve()
+            root = srcdir.parent
+            for node in list(self.document.findall(addnodes.pending_xref)):
+                if node.get("reftype") != "myst":
+                    continue
+                target = str(node.get("reftarget", "")).split("#")[0]
+                if not target:
+                    continue
+                if node.get("refdomain") == "doc":  # a .md/.rst link, already a docname
+                    base = Path(target) if Path(target).is_absolute() else srcdir / target
+                    found = [base.with_name(base.name + suffix) for suffix in (".md", ".rst")]
+                    path = next((p.resolve() for p in found if p.exists()), base.resolve())
+                else:
+                    doc_dir = (srcdir / node.get("refdoc", self.env.docname)).parent
+                    path = (doc_dir / target).resolve()
+                if path.is_relative_to(srcdir) or not path.is_relative_to(root):
+                    continue
+                if path.exists():
+                    rel = path.relative_to(root).as_posix()
+                    node.replace_self(nodes.literal(rel, rel))
+
+    return RepoFileLinks
+
+
 def setup(app):
     app.connect("builder-inited", _generate)
+    app.add_post_transform(_repo_file_links())
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
