@@ -142,6 +142,49 @@ def test_runnable_example(code, tmp_path, monkeypatch):
     exec(compile(code, "<docs example>", "exec"), {"__name__": "__docs_example__"})
 
 
+YAML_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```yaml runnable[ \t]*\n(?P<body>.*?)^(?P=indent)```", re.S | re.M)
+
+
+def _yaml_blocks():
+    for path in sorted(DOCS.rglob("*.md")):
+        text = path.read_text()
+        for match in YAML_FENCE.finditer(text):
+            line = text[: match.start()].count("\n") + 1
+            yield pytest.param(match["body"], id=f"{path.relative_to(DOCS)}:{line}")
+
+
+def _build_plans(raw: dict) -> None:
+    from shieldwall.algorithms.adversary import plan_attack
+    from shieldwall.algorithms.defense import build_defense
+    from shieldwall.config.loader import config_from_dict
+
+    cfg = config_from_dict(raw)
+    build_defense(cfg)
+    plan_attack(cfg)
+
+
+@pytest.mark.parametrize("text", list(_yaml_blocks()))
+def test_runnable_yaml_config(text):
+    """Each ```` ```yaml runnable ```` block is a valid config whose defense and attack build."""
+    import yaml
+
+    _build_plans(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize(
+    "family,entry", [(f, e) for f, e in ENTRIES if f.slug in ("aggregators", "attacks")],
+    ids=[f"{f.slug}:{e.name}" for f, e in ENTRIES if f.slug in ("aggregators", "attacks")])
+def test_reference_yaml_example_is_a_valid_config(family, entry):
+    """The YAML example on each aggregator's and attack's reference entry loads and builds."""
+    import yaml
+
+    example = ref._yaml_example(family, entry.name, ref.entry_params(family, entry))
+    if "..." in example:
+        pytest.skip(f"{entry.name} has required parameters without a default")
+    _build_plans(yaml.safe_load(example))
+
+
 # ---------------------------------------------------------------------- docstring examples
 MODULES = sorted({e.obj.__module__ for _, e in ENTRIES})
 

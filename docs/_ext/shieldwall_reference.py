@@ -240,10 +240,23 @@ def _fedml_users(family: Family, name: str, plans: dict[str, dict[str, Any]]) ->
 
 
 # ----------------------------------------------------------------------------- registry pages
+def _yaml_value(text: str) -> str:
+    """A Python literal's ``repr`` written as YAML (``(0.0, 5.0)`` → ``[0.0, 5.0]``)."""
+    import yaml
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
 def _yaml_example(family: Family, name: str, params: list[tuple[str, str, str]]) -> str | None:
     if family.yaml is None:
         return None
-    shown = [(p, d) for p, _, d in params if d not in ("required", "None")][:3]
+    shown = [(p, _yaml_value(d)) for p, _, d in params if d not in ("required", "None")][:3]
     required = [(p, "...") for p, _, d in params if d == "required"]
     chosen = required + shown
     lines = "".join(f"  {p}: {d}\n" for p, d in chosen)
