@@ -628,7 +628,24 @@ def _repo_file_links():
     return RepoFileLinks
 
 
+def _orphan_subfolder_pages(app, docname: str, source: list[str]) -> None:
+    """Markdown pages in sub-folders of ``docs/`` (other than the generated reference) are not
+    in the navigation, which lists the top-level pages only: mark them orphan so that linking
+    to them is enough and the strict build does not fail on "not included in any toctree"."""
+    if "/" not in docname or docname.startswith(f"{REFERENCE_DIR}/"):
+        return
+    if not str(app.env.doc2path(docname)).endswith(".md"):
+        return
+    text = source[0]
+    if text.startswith("---\n"):
+        if "\norphan:" not in text.split("\n---", 1)[0]:
+            source[0] = "---\norphan: true\n" + text[4:]
+    else:
+        source[0] = "---\norphan: true\n---\n" + text
+
+
 def setup(app):
     app.connect("builder-inited", _generate)
+    app.connect("source-read", _orphan_subfolder_pages)
     app.add_post_transform(_repo_file_links())
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
