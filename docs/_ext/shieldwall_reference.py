@@ -363,7 +363,9 @@ def family_pages(family: Family, seen: set[str], plans: dict[str, dict[str, Any]
         by_module.setdefault(entry.obj.__module__, []).append(entry)
     pages: dict[str, str] = {}
     rows = []
-    for module, entries in sorted(by_module.items()):
+    modules = sorted(by_module, key=lambda m: _natural(by_module[m][0].name))  # as titled
+    for module in modules:
+        entries = by_module[module]
         page = module.rsplit(".", 1)[-1]
         for e in entries:
             link = f":ref:`{e.name} <{family.slug}-{e.name}>`"
@@ -394,7 +396,7 @@ def family_pages(family: Family, seen: set[str], plans: dict[str, dict[str, Any]
         _cells([r[:4] for r in sorted(rows, key=lambda r: r[4])],
                ["name", "aliases", "parameters (default)", "summary"], "16 22 24 38"),
         ".. toctree::\n   :hidden:\n\n"
-        + "".join(f"   {family.slug}/{m.rsplit('.', 1)[-1]}\n" for m in sorted(by_module)),
+        + "".join(f"   {family.slug}/{m.rsplit('.', 1)[-1]}\n" for m in modules),
     ]
     pages[f"{family.slug}.rst"] = "\n".join(index)
     return pages
