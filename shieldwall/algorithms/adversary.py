@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from shieldwall.algorithms.base import DataAttack
-from shieldwall.algorithms.defense import check_params, user_params
+from shieldwall.algorithms.params import check_params, user_params
 from shieldwall.attacks import ATTACKS, AttackContext
 from shieldwall.attacks.schedule import attack_active, byzantine_ids
 from shieldwall.config.fedml import FEDML_KEYS, Reader, Resolved, setting

@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS, AggregateResult, aggregate
+from shieldwall.algorithms.adversary import plan_attack
+from shieldwall.algorithms.params import check_params, user_params
 from shieldwall.config.fedml import (
     FEDML_DEFENSES,
     FEDML_KEYS,
@@ -37,36 +39,15 @@ from shieldwall.config.fedml import (
 )
 from shieldwall.config.loader import ConfigError
 from shieldwall.config.schema import ExperimentConfig
-from shieldwall.postaggregators import POSTAGGREGATORS, SUPPLIED, postaggregate_chain
+from shieldwall.postaggregators import POSTAGGREGATORS, postaggregate_chain
 from shieldwall.preaggregators import PREAGGREGATORS
 from shieldwall.registry import Entry, Registry, UnknownNameError, closest
 from shieldwall.seeding import torch_generator
 
 __all__ = ["Defense", "build_defense", "check_params", "defense_f", "resolve_f", "user_params"]
 
-# Keyword arguments the pipeline supplies itself: never config keys.
-_SUPPLIED = frozenset({"f", "weights", "generator", *SUPPLIED})
 # Pre-aggregators that scale rows one by one (row i stays client i's row).
 _ROW_WISE = frozenset({"clipping", "arc"})
-
-
-def user_params(entry: Entry) -> list[str]:
-    """The keyword parameters of ``entry`` a config may set."""
-    internal = set(entry.meta.get("internal", ()))
-    return [p for p in entry.param_names() if p not in _SUPPLIED and p not in internal]
-
-
-def check_params(entry: Entry, params: dict[str, Any], section: str) -> None:
-    """Raise :class:`ConfigError` for a key that ``entry`` does not take (naming the closest)."""
-    accepted = user_params(entry)
-    for key in params:
-        if key not in accepted:
-            hint = closest(key, accepted) if accepted else None
-            raise ConfigError(
-                f"unknown key {section}.{key} for {entry.name!r}"
-                + (f" (did you mean {section}.{hint}?)" if hint else "")
-                + f"; {entry.name!r} takes: {', '.join(accepted) or 'no parameters'}"
-            )
 
 
 @dataclass
@@ -338,8 +319,6 @@ def resolve_f(cfg: ExperimentConfig) -> Resolved:
         return setting(cfg, "defense_args", "byzantine_client_num")
     if "attack_args.byzantine_client_num" in cfg.sources:
         return setting(cfg, "attack_args", "byzantine_client_num")
-    from shieldwall.algorithms.adversary import plan_attack
-
     try:
         plan = plan_attack(cfg)
     except ConfigError:

@@ -46,6 +46,7 @@ from shieldwall.data.partition import partition_indices
 from shieldwall.metrics import MetricsLogger
 from shieldwall.models import MODELS
 from shieldwall.registry import Entry
+from shieldwall.rundir import make_run_dir
 from shieldwall.seeding import derive_seed
 
 __all__ = ["run_btard", "build", "BTARDRun", "protocol_config", "byzantine_peers",
@@ -206,8 +207,6 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
 def run_btard(cfg: ExperimentConfig, resume: str | Path | None = None) -> dict[str, Any]:
     """Run BTARD-SGD for ``train_args.comm_round`` steps; returns the summary (``{}`` on
     processes that do not write the run directory)."""
-    from shieldwall.train import make_run_dir
-
     run = build(cfg)
     try:
         honest = [p for p in range(cfg.train_args.client_num_in_total) if p not in run.byzantine]
