@@ -20,7 +20,15 @@ from shieldwall.drivers.rounds import (
     build_runtime,
     select_runtime,
 )
-from shieldwall.rundir import Stateful, make_run_dir, open_run, run_rounds
+from shieldwall.rundir import (
+    Resume,
+    Stateful,
+    held_run_dirs,
+    make_run_dir,
+    open_run,
+    release_run_dir,
+    run_rounds,
+)
 from shieldwall.rundir import device_for as _device
 
 __all__ = [
@@ -38,7 +46,20 @@ __all__ = [
 ]
 
 
-def train(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
-    """Run ``cfg`` to its last round; returns the summary (also written to ``summary.json``)."""
+def train(
+    cfg: ExperimentConfig, *, resume: str | Path | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Run ``cfg`` to its last round; returns the summary (also written to ``summary.json``).
+
+    ``resume`` continues that run directory; ``force`` lets ``cfg`` change what fixes the
+    experiment (seed, data, model…; see :mod:`shieldwall.rundir.changes`) mid-run.
+    """
     driver = select_driver(cfg)
-    return driver.obj(cfg, resume=resume)
+    if resume is not None and not isinstance(resume, Resume):
+        resume = Resume(Path(resume), force=force)
+    held = held_run_dirs()
+    try:
+        return driver.obj(cfg, resume=resume)
+    finally:
+        for run_dir in held_run_dirs() - held:  # the run directory this run locked
+            release_run_dir(run_dir)

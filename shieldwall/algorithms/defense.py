@@ -26,7 +26,7 @@ from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS, AggregateResult, aggregate
 from shieldwall.algorithms.adversary import plan_attack
-from shieldwall.algorithms.params import check_params, user_params
+from shieldwall.algorithms.params import check_params, convert_params, user_params
 from shieldwall.config.fedml import (
     FEDML_DEFENSES,
     FEDML_KEYS,
@@ -244,6 +244,7 @@ def _checked_steps(registry: Registry, steps: list[tuple[str, dict]], key: str) 
         except UnknownNameError as exc:
             raise ConfigError(f"defense_args.{key}: {exc}") from None
         check_params(entry, params, f"defense_args.{key}.{entry.name}")
+        params = convert_params(entry, params, f"defense_args.{key}.{entry.name}")
         out.append(Step(entry.name, params, {k: f"defense_args.{key} (file)" for k in params}))
     return out
 
@@ -292,6 +293,7 @@ def build_defense(cfg: ExperimentConfig) -> Defense:
         else:
             unknown[key] = value
     check_params(agg_entry, unknown, "defense_args")
+    agg.params = convert_params(agg_entry, agg.params, "defense_args")
     post = plan.post + _checked_steps(POSTAGGREGATORS, user_post, "postaggregators")
     stages = [*(f"pre{i}:{s.name}" for i, s in enumerate(pre + plan.pre))]
     sources = {f"{key}.{p}": src for key, step in zip(stages, pre + plan.pre)

@@ -21,12 +21,22 @@ import yaml
 
 from shieldwall.algorithms.base import Algorithm, evaluate
 from shieldwall.checkpoint import load_checkpoint, save_checkpoint
-from shieldwall.config import ExperimentConfig
+from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import Dataset
-from shieldwall.metrics import MetricsLogger
-from shieldwall.rundir.directory import make_run_dir, record_config
+from shieldwall.metrics import MetricsLogger, read_metrics
+from shieldwall.rundir.changes import changes_at, config_changes, record_changes
+from shieldwall.rundir.directory import (
+    Resume,
+    claim_run_dir,
+    make_run_dir,
+    record_config,
+    release_run_dir,
+)
 
-__all__ = ["Stateful", "device_for", "open_run", "run_rounds"]
+__all__ = ["Stateful", "device_for", "finished_summary", "open_run", "open_run_dir",
+           "run_rounds", "SUMMARY_NAME"]
+
+SUMMARY_NAME = "summary.json"
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,32 @@ def device_for(cfg: ExperimentConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def open_run_dir(
+    cfg: ExperimentConfig, resume: str | Path | None, start: int = 0
+) -> Path:
+    """The locked run directory of a run that continues at round ``start``.
+
+    Fresh (``resume`` is ``None``): a new directory (:func:`make_run_dir`) with ``config.yaml``.
+    Resumed: the lock of ``resume``; when rounds remain, what ``cfg`` changes is checked and
+    recorded (:func:`~shieldwall.rundir.changes.config_changes`; ``resume`` may be a
+    :class:`Resume` carrying ``force``).
+    """
+    if resume is None:
+        run_dir = make_run_dir(cfg)
+        record_config(run_dir, cfg)
+        return run_dir
+    run_dir = Path(resume)
+    claim_run_dir(run_dir)
+    if start < cfg.train_args.comm_round:
+        force = isinstance(resume, Resume) and resume.force
+        changes = config_changes(run_dir, cfg, start, force=force)
+        record_changes(run_dir, changes)
+        for c in changes:
+            log.info("config change from round %d: %s %r -> %r (%s%s)", start, c["key"],
+                     c["old"], c["new"], c["kind"], ", forced" if c.get("forced") else "")
+    return run_dir
+
+
 def open_run(
     cfg: ExperimentConfig,
     resume: str | Path | None,
@@ -60,22 +96,54 @@ def open_run(
 ) -> tuple[Path, torch.Tensor, int]:
     """The run directory, global vector and first round: fresh, or restored from a checkpoint.
 
-    Records the resolved config in the run directory either way.
+    The directory is locked for this process (:func:`claim_run_dir`) until
+    :func:`run_rounds` ends. A resumed defense whose configuration changed starts with fresh
+    state (its old state belongs to the old rule).
     """
     params, start = initial_params, 0
     if resume is not None:
-        run_dir = Path(resume)
+        run_dir = claim_run_dir(resume)  # before reading: no other writer from here on
         state = load_checkpoint(run_dir)
         params = state["params"].to(initial_params.device)
+        if params.shape != initial_params.shape:
+            raise ConfigError(
+                f"the checkpoint of {str(run_dir)!r} holds {params.numel()} parameters but the "
+                f"model of this config has {initial_params.numel()}: the model cannot change "
+                "on --resume, even with --force"
+            )
         algorithm.load_state_dict(state["algorithm"])
-        if defense is not None:
-            defense.load_state_dict(state.get("defense", {}))
         start = int(state["round"]) + 1
+        changed = start < cfg.train_args.comm_round and any(
+            c["key"].startswith("defense_args.")
+            for c in config_changes(run_dir, cfg, start, force=True)
+        )
+        if defense is not None and not changed:
+            defense.load_state_dict(state.get("defense", {}))
+        elif defense is not None:
+            log.info("the defense changed: it starts with fresh state at round %d", start)
         log.info("resuming %s at round %d", run_dir, start)
-    else:
-        run_dir = make_run_dir(cfg)
-    record_config(run_dir, cfg)
+    run_dir = open_run_dir(cfg, resume, start)
     return run_dir, params, start
+
+
+def finished_summary(run_dir: Path, cfg: ExperimentConfig, start: int) -> dict[str, Any]:
+    """The summary of a run that has no round left to run (nothing is rewritten)."""
+    log.info("%s has run %d rounds and train_args.comm_round is %d: nothing to do (raise "
+             "train_args.comm_round to continue it)", run_dir, start, cfg.train_args.comm_round)
+    path = run_dir / SUMMARY_NAME
+    summary: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            summary = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            summary = {}
+    if summary.get("final_test_accuracy") is None:  # rebuilt from the metrics
+        evaluated = [r for r in read_metrics(run_dir) if r.get("test_accuracy") is not None]
+        if evaluated:
+            summary.update(final_test_accuracy=evaluated[-1]["test_accuracy"],
+                           final_test_loss=evaluated[-1].get("test_loss"))
+    summary.update(run_dir=str(run_dir), rounds=start)
+    return summary
 
 
 def run_rounds(
@@ -94,6 +162,27 @@ def run_rounds(
     Returns the run's summary (also written to ``summary.json``).
     """
     t = cfg.train_args
+    if start >= t.comm_round:
+        release_run_dir(run_dir)
+        return finished_summary(run_dir, cfg, start)
+    try:
+        return _rounds(cfg, run_dir, params, start, step, algorithm, dataset, defense)
+    finally:
+        release_run_dir(run_dir)
+
+
+def _rounds(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    params: torch.Tensor,
+    start: int,
+    step: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict[str, Any]]],
+    algorithm: Algorithm,
+    dataset: Dataset,
+    defense: Stateful | None,
+) -> dict[str, Any]:
+    t = cfg.train_args
+    changes = changes_at(run_dir, start) if start else []
     device = params.device
     test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
     every = cfg.validation_args.frequency_of_the_test
@@ -111,6 +200,8 @@ def run_rounds(
             round_start = time.perf_counter()
             params, entry = step(params, r)
             entry["round_time"] = time.perf_counter() - round_start
+            if r == start and changes:
+                entry["config_changes"] = changes
             if (r + 1) % every == 0 or r == t.comm_round - 1:
                 algorithm.flat.load(params)
                 loss, acc = evaluate(algorithm.model, test_x, test_y)
@@ -131,6 +222,6 @@ def run_rounds(
         "final_test_loss": last.get("test_loss"),
         "wall_time": time.perf_counter() - started,
     }
-    (run_dir / "summary.json").write_text(yaml.safe_dump(summary))
+    (run_dir / SUMMARY_NAME).write_text(yaml.safe_dump(summary))
     torch.save(params.cpu(), run_dir / "final_params.pt")
     return summary
