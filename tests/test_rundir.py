@@ -417,3 +417,21 @@ def test_console_names_rejected_rows_and_prints_one_line_per_round(tmp_path):
     assert "test acc" in progress[-1]
     rejected = [line for line in proc.stderr.splitlines() if "rejected 1 row(s)" in line]
     assert len(rejected) == 2 and all("non-finite" in line for line in rejected)
+
+
+def test_interrupted_matrix_cell_continues_or_restarts(tmp_path):
+    from shieldwall.matrix import _run_cell
+
+    raw = yaml.safe_load(write_config(tmp_path).read_text())
+    raw["tracking_args"].update(run_name="cell")
+    cell = tmp_path / "runs" / "cell"
+    first = _run_cell(raw)  # 2 rounds, then "interrupted": the matrix wants 3
+    raw["train_args"]["comm_round"] = 3
+    (cell / "summary.json").unlink()
+    resumed = _run_cell(raw)
+    assert resumed["run_dir"] == first["run_dir"]
+    assert [yaml.safe_load(x)["round"] for x in (cell / "metrics.jsonl").read_text().split("\n")
+            if x] == [0, 1, 2]
+    (cell / "checkpoint.pt").unlink()  # cut off before any checkpoint: run again from scratch
+    again = _run_cell(raw)
+    assert again["rounds"] == 3 and (cell / "checkpoint.pt").is_file()
