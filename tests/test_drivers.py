@@ -79,3 +79,12 @@ def test_run_plumbing_sits_below_every_driver():
             ("shieldwall.drivers", "shieldwall.btard", "shieldwall.redundancy",
              "shieldwall.runtime", "shieldwall.algorithms.server"))}
         assert not above, f"{path.relative_to(PACKAGE)} imports {above}"
+
+
+def test_check_reports_a_config_claimed_twice(capsys, tmp_path):
+    from shieldwall.cli import main
+
+    path = tmp_path / "both.yaml"
+    path.write_text("train_args: {federated_optimizer: BTARD}\nredundancy_args: {enable: true}\n")
+    assert main(["check", str(path)]) == 2
+    assert "more than one driver" in capsys.readouterr().err
