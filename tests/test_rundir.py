@@ -141,6 +141,18 @@ def test_server_resume_of_a_finished_run_rewrites_nothing(finished_run, caplog):
     assert snapshot(finished_run) == before
 
 
+def test_btard_resume_of_a_finished_run_rewrites_nothing(tmp_path):
+    raw = yaml.safe_load(write_config(tmp_path, train_args={
+        "federated_optimizer": "BTARD", "client_num_in_total": 4, "learning_rate": 0.1},
+        tracking_args={"run_name": "btard"}, btard_args={"signature": "hmac"}).read_text())
+    first = train(config_from_dict(raw))
+    run = Path(first["run_dir"])
+    before = snapshot(run)
+    again = train(config_from_dict(raw), resume=run)
+    assert snapshot(run) == before
+    assert again["final_test_accuracy"] == first["final_test_accuracy"] is not None
+
+
 # ------------------------------------------------------- item 5: changes recorded per round
 def test_resume_set_records_changes_and_keeps_the_config(finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
