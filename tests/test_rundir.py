@@ -447,3 +447,13 @@ def test_interrupted_matrix_cell_continues_or_restarts(tmp_path):
     (cell / "checkpoint.pt").unlink()  # cut off before any checkpoint: run again from scratch
     again = _run_cell(raw)
     assert again["rounds"] == 3 and (cell / "checkpoint.pt").is_file()
+
+
+def test_btard_attack_parameters_are_typed_too(tmp_path):
+    line = one_error(cli("check", str(write_config(tmp_path)),
+                         "--set", "train_args.federated_optimizer=BTARD",
+                         "--set", "attack_args.enable_attack=true",
+                         "--set", "attack_args.attack_type=sign_flip",
+                         "--set", "attack_args.byzantine_client_num=1",
+                         "--set", "attack_args.scale=abc"))
+    assert "attack_args.scale" in line and "'sign_flip'" in line and "'abc'" in line
