@@ -8,6 +8,10 @@ Layers, bottom up:
 * algorithms — :mod:`shieldwall.algorithms` (what one round does), written against the
   communication contract of :mod:`shieldwall.runtime.base`;
 * runtimes — the in-process simulator, torch.distributed, networked;
+* run plumbing — :mod:`shieldwall.rundir` (run directory, round loop, checkpoints), below
+  every driver;
+* drivers — :mod:`shieldwall.drivers` (the server round loop, BTARD, redundancy training), one
+  registry entry each;
 * entry points — :mod:`shieldwall.train` and :mod:`shieldwall.cli`.
 """
 

@@ -20,6 +20,7 @@ from torch import Tensor
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+_CHECKPOINT_KEYS = frozenset({"round", "params", "algorithm", "rng"})
 
 
 def save_checkpoint(
@@ -54,12 +55,24 @@ def save_checkpoint(
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
-    """Load ``run_dir``'s checkpoint and restore the global RNG states."""
+    """Load ``run_dir``'s checkpoint and restore the global RNG states.
+
+    A truncated, corrupt or foreign file is one :class:`ValueError` naming it.
+    """
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {str(path)!r} does not exist")
-    state = torch.load(path, weights_only=False)
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
+    try:
+        state = torch.load(path, weights_only=False)
+        if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= set(state):
+            raise ValueError("not a shieldwall checkpoint")
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+    except Exception as exc:  # truncated, corrupt or foreign file: one line naming it
+        raise ValueError(
+            f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); the run cannot be "
+            "resumed from it"
+        ) from None
     return state

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import shieldwall
 import shieldwall.commands
+from shieldwall.algorithms.server import RoundFailedError
 from shieldwall.runtime.torch_dist import WorkerLostError
 
 __all__ = ["main", "build_parser", "USER_ERRORS"]
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"shieldwall: error: {message}", file=sys.stderr)
         return 2
-    except WorkerLostError as exc:  # comm_args.on_worker_loss: stop
+    except (WorkerLostError, RoundFailedError) as exc:  # on_worker_loss: stop; no usable row
         if args.debug:
             raise
         print(f"shieldwall: stopped: {exc}", file=sys.stderr)

@@ -3,7 +3,8 @@
 A cell is (attack, defense, seed). Each runs :func:`shieldwall.train.train` on the base config
 with the attack and defense replaced, in its own run directory
 ``OUT/cells/<attack>__<defense>__s<seed>``; a cell whose ``summary.json`` exists is finished and
-is not run again, so an interrupted matrix resumes where it stopped. Cells run in parallel
+is not run again, so an interrupted matrix resumes where it stopped (a cell cut off mid-run
+continues from its checkpoint). Cells run in parallel
 processes (``spawn``, one torch thread each).
 
 Spellings: an attack is a registered attack name or ``none``; a defense is an aggregator name,
@@ -18,6 +19,7 @@ import csv
 import logging
 import math
 import re
+import shutil
 import statistics
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -117,7 +119,13 @@ def _run_cell(raw: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
-    return train(config_from_dict(raw))
+    cfg = config_from_dict(raw)
+    run_dir = Path(cfg.tracking_args.log_file_dir) / str(cfg.tracking_args.run_name)
+    if (run_dir / "checkpoint.pt").is_file():  # an interrupted cell: continue it
+        return train(cfg, resume=run_dir)
+    if run_dir.is_dir():  # interrupted before its first checkpoint: nothing worth keeping
+        shutil.rmtree(run_dir)
+    return train(cfg)
 
 
 def _finished(out_dir: Path, cell: Cell) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from shieldwall.algorithms.base import DataAttack
-from shieldwall.algorithms.defense import check_params, user_params
+from shieldwall.algorithms.params import check_params, convert_params, user_params
 from shieldwall.attacks import ATTACKS, AttackContext
 from shieldwall.attacks.schedule import attack_active, byzantine_ids
 from shieldwall.config.fedml import FEDML_KEYS, Reader, Resolved, setting
@@ -168,6 +168,7 @@ def plan_attack(cfg: ExperimentConfig) -> AttackPlan | None:
         else:
             unknown[key] = value
     check_params(entry, unknown, "attack_args")
+    plan.params = convert_params(entry, plan.params, "attack_args")
     return plan
 
 

@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS, AggregateResult, aggregate
+from shieldwall.algorithms.adversary import plan_attack
+from shieldwall.algorithms.params import check_params, convert_params, user_params
 from shieldwall.config.fedml import (
     FEDML_DEFENSES,
     FEDML_KEYS,
@@ -37,36 +39,15 @@ from shieldwall.config.fedml import (
 )
 from shieldwall.config.loader import ConfigError
 from shieldwall.config.schema import ExperimentConfig
-from shieldwall.postaggregators import POSTAGGREGATORS, SUPPLIED, postaggregate_chain
+from shieldwall.postaggregators import POSTAGGREGATORS, postaggregate_chain
 from shieldwall.preaggregators import PREAGGREGATORS
 from shieldwall.registry import Entry, Registry, UnknownNameError, closest
 from shieldwall.seeding import torch_generator
 
 __all__ = ["Defense", "build_defense", "check_params", "defense_f", "resolve_f", "user_params"]
 
-# Keyword arguments the pipeline supplies itself: never config keys.
-_SUPPLIED = frozenset({"f", "weights", "generator", *SUPPLIED})
 # Pre-aggregators that scale rows one by one (row i stays client i's row).
 _ROW_WISE = frozenset({"clipping", "arc"})
-
-
-def user_params(entry: Entry) -> list[str]:
-    """The keyword parameters of ``entry`` a config may set."""
-    internal = set(entry.meta.get("internal", ()))
-    return [p for p in entry.param_names() if p not in _SUPPLIED and p not in internal]
-
-
-def check_params(entry: Entry, params: dict[str, Any], section: str) -> None:
-    """Raise :class:`ConfigError` for a key that ``entry`` does not take (naming the closest)."""
-    accepted = user_params(entry)
-    for key in params:
-        if key not in accepted:
-            hint = closest(key, accepted) if accepted else None
-            raise ConfigError(
-                f"unknown key {section}.{key} for {entry.name!r}"
-                + (f" (did you mean {section}.{hint}?)" if hint else "")
-                + f"; {entry.name!r} takes: {', '.join(accepted) or 'no parameters'}"
-            )
 
 
 @dataclass
@@ -263,6 +244,7 @@ def _checked_steps(registry: Registry, steps: list[tuple[str, dict]], key: str) 
         except UnknownNameError as exc:
             raise ConfigError(f"defense_args.{key}: {exc}") from None
         check_params(entry, params, f"defense_args.{key}.{entry.name}")
+        params = convert_params(entry, params, f"defense_args.{key}.{entry.name}")
         out.append(Step(entry.name, params, {k: f"defense_args.{key} (file)" for k in params}))
     return out
 
@@ -311,6 +293,7 @@ def build_defense(cfg: ExperimentConfig) -> Defense:
         else:
             unknown[key] = value
     check_params(agg_entry, unknown, "defense_args")
+    agg.params = convert_params(agg_entry, agg.params, "defense_args")
     post = plan.post + _checked_steps(POSTAGGREGATORS, user_post, "postaggregators")
     stages = [*(f"pre{i}:{s.name}" for i, s in enumerate(pre + plan.pre))]
     sources = {f"{key}.{p}": src for key, step in zip(stages, pre + plan.pre)
@@ -338,8 +321,6 @@ def resolve_f(cfg: ExperimentConfig) -> Resolved:
         return setting(cfg, "defense_args", "byzantine_client_num")
     if "attack_args.byzantine_client_num" in cfg.sources:
         return setting(cfg, "attack_args", "byzantine_client_num")
-    from shieldwall.algorithms.adversary import plan_attack
-
     try:
         plan = plan_attack(cfg)
     except ConfigError:

@@ -93,5 +93,12 @@ class PSSGD(Algorithm):
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the optimizer's moments; its hyper-parameters stay those of the config (a
+        resumed run may change the learning rate, momentum or weight decay from its round)."""
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+        configured = {"lr": self.args.learning_rate, "weight_decay": self.args.weight_decay}
+        if isinstance(self.optimizer, torch.optim.SGD):
+            configured["momentum"] = self.args.momentum
+        for group in self.optimizer.param_groups:
+            group.update(configured)

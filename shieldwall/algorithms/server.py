@@ -22,7 +22,12 @@ from shieldwall.algorithms.defense import Defense
 from shieldwall.runtime.base import RoundPlan, Runtime, sanitize_row
 from shieldwall.seeding import numpy_generator
 
-__all__ = ["Server", "RoundRecord"]
+__all__ = ["Server", "RoundRecord", "RoundFailedError"]
+
+
+class RoundFailedError(RuntimeError):
+    """No row of a round could be used (every client absent, dead or rejected): the run stops
+    after its last checkpoint; ``--resume`` continues it once clients are back."""
 
 
 @dataclass
@@ -128,7 +133,11 @@ class Server:
 
         keep = [i for i, ok in enumerate(usable) if ok]
         if not keep:
-            raise RuntimeError(f"round {round}: every client's update was rejected: {rejected}")
+            reasons = ", ".join(f"client {c}: {why}" for c, why in sorted(rejected.items()))
+            raise RoundFailedError(
+                f"round {round}: no client's update could be used ({reasons}); the run stopped "
+                "after its last checkpoint: bring clients back and --resume the run directory"
+            )
         f_left = max(self.f - (len(ids) - len(keep)), 0)
         kept_updates = updates[keep] if len(keep) < len(ids) else updates
         weights = results.num_samples[keep].to(updates.dtype)

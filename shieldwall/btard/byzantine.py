@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from shieldwall.algorithms.params import convert_params
 from shieldwall.attacks import ATTACKS, AttackContext
 from shieldwall.attacks.schedule import attack_active
 from shieldwall.btard.messages import Accusation, Signed
@@ -92,6 +93,8 @@ def parse_behaviours(
             )
     accepted = gradient.param_names() if isinstance(gradient, Entry) else []
     attack_params = {k: v for k, v in params.items() if k in accepted}
+    if isinstance(gradient, Entry):  # typed like every attack's parameters (one line if not)
+        attack_params = convert_params(gradient, attack_params, "attack_args")
     own = dict(_OWN_PARAMS)
     for key, value in params.items():
         if key in _OWN_PARAMS:

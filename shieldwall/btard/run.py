@@ -40,12 +40,13 @@ from shieldwall.btard.judge import Verdict
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
 from shieldwall.btard.transport import InMemoryTransport, TorchDistTransport, Transport
-from shieldwall.config import ConfigError, ExperimentConfig, config_to_dict
+from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
 from shieldwall.data.partition import partition_indices
 from shieldwall.metrics import MetricsLogger
 from shieldwall.models import MODELS
 from shieldwall.registry import Entry
+from shieldwall.rundir import finished_summary, open_run_dir, release_run_dir
 from shieldwall.seeding import derive_seed
 
 __all__ = ["run_btard", "build", "BTARDRun", "protocol_config", "byzantine_peers",
@@ -206,19 +207,21 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
 def run_btard(cfg: ExperimentConfig, resume: str | Path | None = None) -> dict[str, Any]:
     """Run BTARD-SGD for ``train_args.comm_round`` steps; returns the summary (``{}`` on
     processes that do not write the run directory)."""
-    from shieldwall.train import make_run_dir
-
-    run = build(cfg)
+    run, run_dir = build(cfg), None
     try:
         honest = [p for p in range(cfg.train_args.client_num_in_total) if p not in run.byzantine]
         writer = honest[0] in run.transport.local
         start = 0
         if resume is not None:
             start = _resume(Path(resume), run.peers, run.ledger, run.transport)
-        run_dir = Path(resume) if resume is not None else (make_run_dir(cfg) if writer else None)
+        run_dir = open_run_dir(cfg, resume, start) if writer else None
+        if run_dir is not None and start >= cfg.train_args.comm_round:
+            return finished_summary(run_dir, cfg, start)
         return _loop(run, run_dir, start)
     finally:
         run.transport.close()
+        if run_dir is not None:
+            release_run_dir(run_dir)
 
 
 def _resume(run_dir: Path, peers: dict[int, Peer], ledger: Ledger, transport: Transport) -> int:
@@ -240,7 +243,6 @@ def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
     every = cfg.validation_args.frequency_of_the_test
     metrics = None
     if run_dir is not None:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         metrics = MetricsLogger(run_dir, total_rounds=t.comm_round, start_round=start,
                                 tensorboard=cfg.tracking_args.enable_tensorboard,
                                 progress=cfg.tracking_args.progress_bar)

@@ -241,7 +241,13 @@ def _check_defense(cfg: ExperimentConfig, report: CheckReport, attack: Any) -> N
 
 def check_config(cfg: ExperimentConfig) -> CheckReport:
     """Run every independent check on ``cfg``; never raises for a problem of the config."""
+    from shieldwall.drivers import select_driver
+
     report = CheckReport()
+    try:
+        select_driver(cfg)  # a config two drivers claim would not run
+    except ValueError as exc:
+        report.problems.append(str(exc))
     for check in (_check_topology, _check_data, _check_model):
         try:
             check(cfg, report)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 from importlib import resources
-from pathlib import Path
 
 from shieldwall.config import load_config
 
@@ -28,7 +27,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train with a config (simulator, torchrun or mpirun)")
     p.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    _resume_args(p)
     p.add_argument("--rank", type=int, help="FedML's process rank (accepted; launchers set it)")
     p.add_argument("--role", help="FedML's role (accepted and ignored)")
     _common(p)
@@ -37,6 +36,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("quickstart", help="train on the embedded digits data, no files needed")
     _common(q)
     q.set_defaults(func=quickstart_command)
+
+
+def _resume_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (its "
+                   "config as of its last change, unless CONFIG is given)")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: let --set/CONFIG change what fixes the experiment "
+                   "(seed, data, partition, model, algorithm, clients); recorded as forced")
+
+
+def _load(args: argparse.Namespace, overrides: list[str]):
+    """The config to run: CONFIG, or with only --resume the run's current config."""
+    from shieldwall.rundir import load_run_config
+
+    if args.config is None:
+        if not args.resume:
+            raise ValueError("give a CONFIG file, or --resume RUN_DIR to continue a run")
+        return load_run_config(args.resume, overrides)
+    if args.force and not args.resume:
+        raise ValueError("--force only applies with --resume RUN_DIR")
+    return load_config(args.config, overrides)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -58,13 +78,8 @@ def _report(summary: dict) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from shieldwall.train import train
 
-    config = args.config
-    if config is None:
-        if not args.resume:
-            raise ValueError("give a CONFIG file, or --resume RUN_DIR to continue a run")
-        config = str(Path(args.resume) / "config.yaml")
-    cfg = load_config(config, _overrides(args))
-    _report(train(cfg, resume=args.resume))
+    cfg = _load(args, _overrides(args))
+    _report(train(cfg, resume=args.resume, force=args.force))
     return 0
 
 

@@ -9,10 +9,8 @@ checkpoint; clients reconnect on their own. See ``docs/networked.md``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from shieldwall.commands.run import _common, _overrides, _report
-from shieldwall.config import load_config
+from shieldwall.commands.run import _common, _load, _overrides, _report, _resume_args
 
 __all__ = ["register", "server_command"]
 
@@ -20,7 +18,7 @@ __all__ = ["register", "server_command"]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("server", help="networked mode: the federated server (FedML's rank 0)")
     p.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    _resume_args(p)
     p.add_argument("--rank", type=int, default=0, help="FedML's rank; the server is 0")
     p.add_argument("--role", help="FedML's role (accepted and ignored)")
     p.add_argument("--bind", help="address to listen on (comm_args.server_address)")
@@ -38,16 +36,11 @@ def server_command(args: argparse.Namespace) -> int:
     if args.rank != 0:
         raise ValueError(f"the server is rank 0 (got --rank {args.rank}); "
                          "start clients with `shieldwall client CONFIG --rank K`")
-    config = args.config
-    if config is None:
-        if not args.resume:
-            raise ValueError("give a CONFIG file, or --resume RUN_DIR to continue a run")
-        config = str(Path(args.resume) / "config.yaml")
     overrides = _overrides(args)
     if args.bind:
         overrides.append(f"comm_args.server_address={args.bind}")
     if args.port is not None:
         overrides.append(f"comm_args.server_port={args.port}")
-    cfg = network_view(load_config(config, overrides))
-    _report(train(cfg, resume=args.resume))
+    cfg = network_view(_load(args, overrides))
+    _report(train(cfg, resume=args.resume, force=args.force))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -163,8 +164,8 @@ def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Fiel
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
-            return value.strip().lower() in ("true", "yes")
+        if isinstance(value, (str, int)) and str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     if hint is int:
         if isinstance(value, bool) or not _is_int(value):
@@ -174,12 +175,18 @@ def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Fiel
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        if math.isnan(number) or (math.isinf(number) and where not in _INFINITE_OK):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return number
     if hint is str:
-        text = str(value)
         choices = fld.metadata.get("choices")
+        if isinstance(value, bool) and choices:  # YAML 1.1 reads on/off/yes/no as booleans
+            spelled = [c for c in choices if c.lower() in (_TRUE if value else _FALSE)]
+            value = spelled[0] if spelled else value
+        text = str(value)
         if choices:
             canon = {normalize_name(c): c for c in choices}
             if normalize_name(text) not in canon:
@@ -208,6 +215,13 @@ def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Fiel
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return dict(value)
     return value
+
+
+# Spellings of booleans: YAML 1.1's (which PyYAML reads as bool already) and 0/1.
+_TRUE = frozenset({"true", "yes", "on", "y", "1"})
+_FALSE = frozenset({"false", "no", "off", "n", "0"})
+# Float keys where infinity means "no limit".
+_INFINITE_OK = frozenset({"comm_args.max_update_norm"})
 
 
 def _is_int(value: Any) -> bool:
@@ -242,6 +256,13 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
     _positive("train_args.batch_size", t.batch_size)
     _positive("train_args.learning_rate", t.learning_rate)
     _positive("train_args.weight_decay", t.weight_decay, allow_zero=True)
+    _positive("train_args.momentum", t.momentum, allow_zero=True)
+    _positive("train_args.server_lr", t.server_lr)
+    c = cfg.comm_args
+    for key in ("round_timeout", "max_message_mb", "max_update_norm"):
+        _positive(f"comm_args.{key}", getattr(c, key))
+    for key in ("quorum_timeout", "join_timeout", "reconnect_timeout"):
+        _positive(f"comm_args.{key}", getattr(c, key), allow_zero=True)
     _positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
     _positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
     _positive("data_args.partition_alpha", cfg.data_args.partition_alpha)

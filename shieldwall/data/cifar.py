@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +102,17 @@ def _read_batches(
         missing = next(f for f in files if not (folder / f).is_file())
         raise missing_file_error(name, folder, [missing, *archive_names])
     out: dict[str, dict[str, Any]] = {}
-    with tarfile.open(archive, "r:*") as tar:
-        for member in tar:
-            base = member.name.rsplit("/", 1)[-1]
-            if member.isfile() and base in files and base not in out:
-                handle = tar.extractfile(member)
-                if handle is not None:
-                    out[base] = read_cifar_batch(handle.read(), f"{archive}:{member.name}")
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and base in files and base not in out:
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        out[base] = read_cifar_batch(handle.read(), f"{archive}:{member.name}")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # truncated or corrupt
+        raise ValueError(f"{archive}: damaged archive ({exc}); replace it with a good "
+                         "copy") from None
     lacking = [f for f in files if f not in out]
     if lacking:
         raise missing_file_error(name, archive, lacking)

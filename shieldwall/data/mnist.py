@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,11 @@ def idx_file_names(prefix: str, suffix: str) -> tuple[str, ...]:
 def _read_bytes(path: Path) -> bytes:
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as exc:  # truncated or corrupt stream
+            raise ValueError(f"{path}: damaged gzip file ({exc}); replace it with a good "
+                             "copy") from None
     return data
 
 

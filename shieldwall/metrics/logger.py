@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "read_metrics"]
+__all__ = ["MetricsLogger", "progress_line", "read_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,23 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def progress_line(record: dict[str, Any], total_rounds: int) -> str:
+    """One round as a line: ``round 3/10: train loss 0.712, test acc 90.81%``."""
+    parts = [f"round {int(record['round']) + 1}/{total_rounds}"]
+    details = []
+    if record.get("train_loss") is not None:
+        details.append(f"train loss {_number(record['train_loss']):.4f}")
+    if record.get("test_accuracy") is not None:
+        details.append(f"test acc {100 * _number(record['test_accuracy']):.2f}%")
+    if record.get("round_time") is not None:
+        details.append(f"{_number(record['round_time']):.2f}s")
+    return parts[0] + (": " + ", ".join(details) if details else "")
+
+
 class MetricsLogger:
     """Writes per-round records; a context manager that closes its files.
 
@@ -48,7 +65,12 @@ class MetricsLogger:
         total_rounds: for the progress bar.
         start_round: first round this process will log (resume).
         tensorboard: write TensorBoard event files under ``run_dir/tensorboard``.
-        progress: show a progress bar (``None``: only on a terminal and outside CI).
+        progress: show a progress bar (``None``: only on a terminal and outside CI). Without
+            a bar each round is one log line instead (round, loss, accuracy), so piped and
+            redirected output keeps its progress.
+
+    Rows rejected in a round (malformed, non-finite, oversize, absent…) are named on the
+    console every round, with or without the bar.
     """
 
     def __init__(
@@ -76,6 +98,7 @@ class MetricsLogger:
                 log.warning("tensorboard is not installed: no event files will be written")
         if progress is None:
             progress = sys.stderr.isatty() and not os.environ.get("CI")
+        self.total_rounds = total_rounds
         self._bar = None
         if progress:
             from tqdm import tqdm
@@ -98,13 +121,26 @@ class MetricsLogger:
                 value = record.get(key)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self._writer.add_scalar(key, value, step)
+        rejected = record.get("rejected")
+        if rejected:
+            text = ", ".join(f"client {c}: {why}" for c, why in rejected.items())
+            self._say(f"round {step + 1}/{self.total_rounds}: rejected {len(rejected)} row(s): "
+                      f"{text}", logging.WARNING)
         if self._bar is not None:
             acc = record.get("test_accuracy")
             self._bar.set_postfix(
-                loss=f"{record.get('train_loss', float('nan')):.3f}",
+                loss=f"{_number(record.get('train_loss')):.3f}",
                 **({"acc": f"{acc:.3f}"} if acc is not None else {}),
             )
             self._bar.update(1)
+        else:
+            self._say(progress_line(record, self.total_rounds), logging.INFO)
+
+    def _say(self, text: str, level: int) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            log.log(level, text)
 
     def close(self) -> None:
         self._file.close()

@@ -154,6 +154,13 @@ def resolve_setup(args: RedundancyArgs, num_workers: int) -> RedundantSetup:
             f"{args.adversary_choice!r}"
         )
     f = c_max if args.aggregator_f is None else int(args.aggregator_f)
+    attack = _attack_name(args)
+    from shieldwall.algorithms.params import check_params, convert_params
+    from shieldwall.attacks import ATTACKS
+
+    check_params(ATTACKS.entry(attack), args.attack_params, "redundancy_args.attack_params")
+    attack_params = convert_params(ATTACKS.entry(attack), dict(args.attack_params),
+                                   "redundancy_args.attack_params")
     return RedundantSetup(
         placement=placement,
         approach=approach,
@@ -161,10 +168,10 @@ def resolve_setup(args: RedundancyArgs, num_workers: int) -> RedundantSetup:
         c_max=c_max,
         worst_case=sorted(worst),
         adversary_choice=choice,
-        attack=_attack_name(args),
+        attack=attack,
         aggregator=_aggregator_name(args, approach),
         f=f,
-        attack_params=dict(args.attack_params),
+        attack_params=attack_params,
     )
 
 

@@ -203,7 +203,8 @@ def run_redundant(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
     from shieldwall.data import load_dataset
     from shieldwall.models import MODELS
     from shieldwall.registry import UnknownNameError
-    from shieldwall.train import _device, open_run, run_rounds
+    from shieldwall.rundir import device_for as _device
+    from shieldwall.rundir import open_run, run_rounds
 
     t, ra = cfg.train_args, cfg.redundancy_args
     seed = cfg.common_args.random_seed

@@ -1,0 +1,22 @@
+"""DETOX/ByzShield training with per-file votes (:mod:`shieldwall.redundancy.training`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shieldwall.config import ExperimentConfig
+from shieldwall.drivers import DRIVERS
+
+__all__ = ["redundancy", "is_redundant"]
+
+
+def is_redundant(cfg: ExperimentConfig) -> bool:
+    return bool(cfg.redundancy_args.enable)
+
+
+@DRIVERS.register("redundancy", claims=is_redundant, claim="redundancy_args.enable: true")
+def redundancy(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
+    from shieldwall.redundancy.training import run_redundant
+
+    return run_redundant(cfg, resume=resume)

@@ -1,0 +1,227 @@
+"""The round loop every round-based driver shares: resume, rounds, evaluation, checkpoints.
+
+A driver supplies ``step(params, round) -> (params, record)``; :func:`run_rounds` runs it from
+the first missing round to ``train_args.comm_round``, evaluates on the test set every
+``validation_args.frequency_of_the_test`` rounds (and after the last), logs each round to
+``metrics.jsonl``/TensorBoard, checkpoints every ``train_args.checkpoint_frequency`` rounds
+and writes ``summary.json`` and ``final_params.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import yaml
+
+from shieldwall.algorithms.base import Algorithm, evaluate
+from shieldwall.checkpoint import load_checkpoint, save_checkpoint
+from shieldwall.config import ConfigError, ExperimentConfig
+from shieldwall.data import Dataset
+from shieldwall.metrics import MetricsLogger, read_metrics
+from shieldwall.rundir.changes import changes_at, config_changes, record_changes
+from shieldwall.rundir.directory import (
+    Resume,
+    claim_run_dir,
+    make_run_dir,
+    record_config,
+    release_run_dir,
+)
+
+__all__ = ["Stateful", "device_for", "finished_summary", "open_run", "open_run_dir",
+           "run_rounds", "SUMMARY_NAME"]
+
+SUMMARY_NAME = "summary.json"
+
+log = logging.getLogger(__name__)
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def device_for(cfg: ExperimentConfig) -> torch.device:
+    """The torch device of this process (``device_args``); sets torch's thread count."""
+    if cfg.device_args.num_threads:
+        torch.set_num_threads(cfg.device_args.num_threads)
+    if cfg.device_args.device:
+        return torch.device(cfg.device_args.device)
+    if cfg.device_args.using_gpu and torch.cuda.is_available():
+        # One GPU per process under a launcher (torchrun's LOCAL_RANK, Open MPI's local rank).
+        local = os.environ.get("LOCAL_RANK") or os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK")
+        index = int(local or 0) % torch.cuda.device_count()
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def open_run_dir(
+    cfg: ExperimentConfig, resume: str | Path | None, start: int = 0
+) -> Path:
+    """The locked run directory of a run that continues at round ``start``.
+
+    Fresh (``resume`` is ``None``): a new directory (:func:`make_run_dir`) with ``config.yaml``.
+    Resumed: the lock of ``resume``; when rounds remain, what ``cfg`` changes is checked and
+    recorded (:func:`~shieldwall.rundir.changes.config_changes`; ``resume`` may be a
+    :class:`Resume` carrying ``force``).
+    """
+    if resume is None:
+        run_dir = make_run_dir(cfg)
+        record_config(run_dir, cfg)
+        return run_dir
+    run_dir = Path(resume)
+    claim_run_dir(run_dir)
+    if start < cfg.train_args.comm_round:
+        force = isinstance(resume, Resume) and resume.force
+        changes = config_changes(run_dir, cfg, start, force=force)
+        record_changes(run_dir, changes)
+        for c in changes:
+            log.info("config change from round %d: %s %r -> %r (%s%s)", start, c["key"],
+                     c["old"], c["new"], c["kind"], ", forced" if c.get("forced") else "")
+    return run_dir
+
+
+def open_run(
+    cfg: ExperimentConfig,
+    resume: str | Path | None,
+    initial_params: torch.Tensor,
+    algorithm: Algorithm,
+    defense: Stateful | None = None,
+) -> tuple[Path, torch.Tensor, int]:
+    """The run directory, global vector and first round: fresh, or restored from a checkpoint.
+
+    The directory is locked for this process (:func:`claim_run_dir`) until
+    :func:`run_rounds` ends. A resumed defense whose configuration changed starts with fresh
+    state (its old state belongs to the old rule).
+    """
+    params, start = initial_params, 0
+    if resume is not None:
+        run_dir = claim_run_dir(resume)  # before reading: no other writer from here on
+        state = load_checkpoint(run_dir)
+        params = state["params"].to(initial_params.device)
+        if params.shape != initial_params.shape:
+            raise ConfigError(
+                f"the checkpoint of {str(run_dir)!r} holds {params.numel()} parameters but the "
+                f"model of this config has {initial_params.numel()}: the model cannot change "
+                "on --resume, even with --force"
+            )
+        algorithm.load_state_dict(state["algorithm"])
+        start = int(state["round"]) + 1
+        changed = start < cfg.train_args.comm_round and any(
+            c["key"].startswith("defense_args.")
+            for c in config_changes(run_dir, cfg, start, force=True)
+        )
+        if defense is not None and not changed:
+            defense.load_state_dict(state.get("defense", {}))
+        elif defense is not None:
+            log.info("the defense changed: it starts with fresh state at round %d", start)
+        log.info("resuming %s at round %d", run_dir, start)
+    run_dir = open_run_dir(cfg, resume, start)
+    return run_dir, params, start
+
+
+def finished_summary(run_dir: Path, cfg: ExperimentConfig, start: int) -> dict[str, Any]:
+    """The summary of a run that has no round left to run (nothing is rewritten)."""
+    log.info("%s has run %d rounds and train_args.comm_round is %d: nothing to do (raise "
+             "train_args.comm_round to continue it)", run_dir, start, cfg.train_args.comm_round)
+    path = run_dir / SUMMARY_NAME
+    summary: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            summary = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            summary = {}
+    if summary.get("final_test_accuracy") is None:  # rebuilt from the metrics
+        evaluated = [r for r in read_metrics(run_dir) if r.get("test_accuracy") is not None]
+        if evaluated:
+            summary.update(final_test_accuracy=evaluated[-1]["test_accuracy"],
+                           final_test_loss=evaluated[-1].get("test_loss"))
+    summary.update(run_dir=str(run_dir), rounds=start)
+    return summary
+
+
+def run_rounds(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    params: torch.Tensor,
+    start: int,
+    step: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict[str, Any]]],
+    algorithm: Algorithm,
+    dataset: Dataset,
+    defense: Stateful | None = None,
+) -> dict[str, Any]:
+    """Rounds ``start..comm_round-1`` of ``step``, with evaluation, metrics and checkpoints.
+
+    ``step(params, round)`` returns the next global vector and the round's metrics record.
+    Returns the run's summary (also written to ``summary.json``).
+    """
+    t = cfg.train_args
+    if start >= t.comm_round:
+        release_run_dir(run_dir)
+        return finished_summary(run_dir, cfg, start)
+    try:
+        return _rounds(cfg, run_dir, params, start, step, algorithm, dataset, defense)
+    finally:
+        release_run_dir(run_dir)
+
+
+def _rounds(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    params: torch.Tensor,
+    start: int,
+    step: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict[str, Any]]],
+    algorithm: Algorithm,
+    dataset: Dataset,
+    defense: Stateful | None,
+) -> dict[str, Any]:
+    t = cfg.train_args
+    changes = changes_at(run_dir, start) if start else []
+    device = params.device
+    test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
+    every = cfg.validation_args.frequency_of_the_test
+    ckpt_every = t.checkpoint_frequency
+    last: dict[str, Any] = {}
+    started = time.perf_counter()
+    with MetricsLogger(
+        run_dir,
+        total_rounds=t.comm_round,
+        start_round=start,
+        tensorboard=cfg.tracking_args.enable_tensorboard,
+        progress=cfg.tracking_args.progress_bar,
+    ) as metrics:
+        for r in range(start, t.comm_round):
+            round_start = time.perf_counter()
+            params, entry = step(params, r)
+            entry["round_time"] = time.perf_counter() - round_start
+            if r == start and changes:
+                entry["config_changes"] = changes
+            if (r + 1) % every == 0 or r == t.comm_round - 1:
+                algorithm.flat.load(params)
+                loss, acc = evaluate(algorithm.model, test_x, test_y)
+                entry.update(test_loss=loss, test_accuracy=acc)
+            entry["wall_time"] = time.perf_counter() - started
+            metrics.log_round(entry)
+            last = entry
+            if (ckpt_every and (r + 1) % ckpt_every == 0) or r == t.comm_round - 1:
+                save_checkpoint(
+                    run_dir, round=r, params=params,
+                    algorithm_state=algorithm.state_dict(),
+                    defense_state=defense.state_dict() if defense is not None else None,
+                )
+    summary = {
+        "run_dir": str(run_dir),
+        "rounds": t.comm_round,
+        "final_test_accuracy": last.get("test_accuracy"),
+        "final_test_loss": last.get("test_loss"),
+        "wall_time": time.perf_counter() - started,
+    }
+    (run_dir / SUMMARY_NAME).write_text(yaml.safe_dump(summary))
+    torch.save(params.cpu(), run_dir / "final_params.pt")
+    return summary
