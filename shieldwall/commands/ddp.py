@@ -1,9 +1,15 @@
 """``shieldwall ddp``: fault-tolerant data-parallel training (redundant sub-batches, correction).
 
+The fault-tolerant DDP simulator's command line works as typed (its flags ``-e``, ``-gb``,
+``-df``, ``-tb``, ``--worker``, ``--global_batch_size``, ``--data_coll_path`` and its defaults of
+3 epochs and a global batch of 512), and so do its console lines (``-q`` for the summary only).
+
 Examples::
 
+    shieldwall ddp -d mnist -w 16 -f 0 1 2 3 4 --correct -e 3 -gb 512 -df median -tb runs \\
+        --data-dir ../shared/datasets                 # the simulator's example (data: ./data)
     shieldwall ddp -d mnist --data-dir /work/shared/datasets -w 16 -f 0 1 2 3 4 --correct \\
-        --tb runs/ddp-mnist
+        --fault sign_flip --fault-scale 10 -df trimmed_mean --tb runs/ddp-mnist
     shieldwall ddp --config ddp.yaml --proc 4          # 4 gloo processes on 127.0.0.1
     torchrun --nproc_per_node 4 -m shieldwall ddp -w 16 -f 3 --correct
     shieldwall --debug ddp -w 8 -f 1 --epoch 1         # prints every step's worker → batch map
@@ -159,9 +165,16 @@ def ddp_command(args: argparse.Namespace) -> int:
         print(f"processes: {summary['world_size']}  "
               f"max parameter divergence between ranks: {summary['max_param_divergence']:.3g}")
     else:
+        from shieldwall.data import DataNotFoundError
+        from shieldwall.data.files import HINT
         from shieldwall.fault_tolerance.trainer import build_setup, train_ddp
 
-        setup = build_setup(cfg, device)
+        try:
+            setup = build_setup(cfg, device)
+        except DataNotFoundError as exc:  # name this command's flag, not the YAML key
+            raise DataNotFoundError(str(exc).replace(
+                HINT, "pass --data-dir with the folder holding the files or its parent (e.g. "
+                "--data-dir ../shared/datasets); the simulator's default is ./data")) from None
         console = None if cfg.quiet else SeedConsole()
         summary = train_ddp(cfg, setup=setup, console=console)
     report(summary, cfg.check_every)
