@@ -84,7 +84,7 @@ class SeedConsole:
             self._print(f"[AGG] {engine.rule.aggregator}: n={outcome.num_rows} rows, "
                         f"f={outcome.f} not yet convicted; using {used}")
         if outcome.pairs and bank is not None:
-            for worker in bank.created:
+            for worker in sorted(bank.created):
                 self._print(f"[AGG] Init correction model for worker {worker}")
             for worker, (mse, mape, n) in sorted(bank.fit_errors.items()):
                 self._print(f"[CORRECTION] Training ... (worker {worker}, {n} pair"
