@@ -12,7 +12,13 @@ import torch
 
 from shieldwall.aggregators import AGGREGATORS
 from shieldwall.cli import build_parser, main
-from shieldwall.fault_tolerance import DDPConfig, FaultInjector, FaultTolerantStep, datacoll
+from shieldwall.fault_tolerance import (
+    DDPConfig,
+    FaultInjector,
+    FaultTolerantStep,
+    datacoll,
+    load_ddp_config,
+)
 from shieldwall.fault_tolerance.engine import rule_f
 from shieldwall.fault_tolerance.schedule import RedundancySchedule
 from shieldwall.fault_tolerance.trainer import select_device, train_ddp
@@ -66,6 +72,8 @@ def test_help_and_config_carry_the_simulators_defaults() -> None:
     cfg = DDPConfig()
     assert cfg.epoch == 3 and cfg.global_batch_size == 512
     assert DDPConfig(data_coll_path="x").correct  # as in the simulator
+    seed_yaml = {"worker": 8, "global_batch_size": 64, "epoch": 2, "defense": "median"}
+    assert load_ddp_config(None, seed_yaml).workers == 8  # the simulator's names in YAML too
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")

@@ -125,12 +125,15 @@ class DDPConfig:
 
 
 FIELDS = {f.name for f in dataclasses.fields(DDPConfig)}
+ALIASES = {"worker": "workers"}
+"""The fault-tolerant DDP simulator's argument names that differ from ours."""
 
 
 def _canonical_keys(mapping: dict[str, Any], where: str) -> dict[str, Any]:
     out = {}
     for key, value in mapping.items():
         name = normalize_name(key)
+        name = ALIASES.get(name, name)
         if name not in FIELDS:
             hint = closest(name, sorted(FIELDS))
             extra = f" (did you mean {hint!r}?)" if hint else ""
