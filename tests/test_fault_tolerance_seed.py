@@ -237,3 +237,13 @@ def test_mnist_strong_fault_every_robust_rule_recovers(shared_datasets) -> None:
     assert plain < 0.2 and clean > 0.88
     assert fixed["convicted"] == dict.fromkeys(bad["faulty"], 16)
     assert fixed["final_test_accuracy"] >= clean - 0.01
+
+
+def test_defense_errors_are_one_line(capsys) -> None:
+    base = ["ddp", "-w", "16", "-gb", "64", "-q", "--max-steps", "1"]
+    assert main([*base, "-df", "robust_learning_rate"]) == 2
+    assert "robust_threshold" in capsys.readouterr().err
+    assert main([*base, "-df", "median", "--defense-param", "bogus=1"]) == 2
+    assert "unknown key defense_params.bogus" in capsys.readouterr().err
+    assert main([*base, "-df", "medain"]) == 2
+    assert "median" in capsys.readouterr().err

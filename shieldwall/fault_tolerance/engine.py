@@ -31,7 +31,8 @@ assignment, faults included). Output: the gradient the optimiser applies.
    the rule accepts for those rows (its own breakdown point), logged once and counted in
    :attr:`FaultTolerantStep.f_lowered`; with fewer rows than the rule needs even at
    :math:`f = 0` the coordinate-wise median is used for that step. Stateful rules (FoolsGold)
-   keep their state per worker id through :class:`~shieldwall.algorithms.defense.Defense`.
+   keep their state per sub-batch slot (its owner's id; one row per slot and step) through
+   :class:`~shieldwall.algorithms.defense.Defense`.
    Without checks (``check_every = 0``) this is plain data parallel with that rule over all
    :math:`w` rows.
 """
@@ -47,7 +48,7 @@ import torch
 from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS
-from shieldwall.algorithms.defense import Defense
+from shieldwall.algorithms.defense import Defense, check_params
 from shieldwall.fault_tolerance.correction import CorrectionBank
 from shieldwall.fault_tolerance.detection import FaultDetector
 from shieldwall.fault_tolerance.schedule import StepPlan
@@ -93,6 +94,20 @@ def rule_f(name: str, num_rows: int, f: int, params: dict[str, Any] | None = Non
 
 
 _RULE_F: dict[tuple[str, str, int, int], int] = {}
+
+
+def _build_rule(name: str, params: dict[str, Any], num_workers: int) -> Defense:
+    """The aggregator ``name`` with ``params``, checked now: an unknown or missing parameter is
+    a ``ValueError`` naming it, not an error at the first step."""
+    entry = AGGREGATORS.entry(name)
+    check_params(entry, params, "defense_params")
+    rule = Defense(entry.name, params)
+    try:
+        rule(torch.zeros(num_workers, 1), 0, commit=False)
+    except TypeError as exc:
+        raise ValueError(f"defense {entry.name!r}: {exc}; set it with --defense-param KEY=VALUE "
+                         "(ddp_args.defense_params)") from None
+    return rule
 
 
 @dataclass
@@ -158,7 +173,7 @@ class FaultTolerantStep:
         self.correct = correct
         self.defense = defense
         self.defense_params = dict(defense_params or {})
-        self.rule = Defense(AGGREGATORS.canonical(defense), dict(defense_params or {}))
+        self.rule = _build_rule(defense, dict(defense_params or {}), num_workers)
         self.f_lowered = 0
         """Steps at which :func:`rule_f` lowered the rule's ``f`` (or fell back to the median)."""
         self.detector = FaultDetector(num_workers, max_faulty, rtol=rtol)
@@ -208,7 +223,7 @@ class FaultTolerantStep:
             ctx_sum = rows[[reps[b] for b in ctx_batches]].sum(0)
         kept_ids = sorted(reps)
         kept = [rows[reps[b]] for b in kept_ids]
-        kept_workers = [assign[reps[b]].worker for b in kept_ids]
+        kept_slots = list(kept_ids)  # sub-batch ids: one row each, unique within a step
 
         corrected = 0
         for b, idx in replicas.items():
@@ -221,7 +236,7 @@ class FaultTolerantStep:
                 if self.bank.ready(worker):
                     m = ctx_sum / len(ctx_batches)
                     kept.append(self.bank.predict(worker, rows[owner], m))
-                    kept_workers.append(worker)
+                    kept_slots.append(b)
                     sources[b] = "model"
                     corrected += 1
 
@@ -232,7 +247,7 @@ class FaultTolerantStep:
         f_left = max(self.max_faulty - len(self.convicted), 0)
         f_used = f_left
         if kept:
-            agg, f_used = self._aggregate(plan.step, torch.stack(kept), kept_workers, f_left)
+            agg, f_used = self._aggregate(plan.step, torch.stack(kept), kept_slots, f_left)
         else:
             log.warning("step %d: no sub-batch gradient could be trusted; skipping", plan.step)
             agg = rows.new_zeros(rows.shape[1])
@@ -249,13 +264,14 @@ class FaultTolerantStep:
         )
 
     def _aggregate(
-        self, step: int, kept: Tensor, workers: list[int], f_left: int
+        self, step: int, kept: Tensor, slots: list[int], f_left: int
     ) -> tuple[Tensor, int]:
-        """The rule over ``kept`` (module docstring, step 5); returns ``(vector, f used)``."""
+        """The rule over ``kept`` (module docstring, step 5); returns ``(vector, f used)``.
+        ``slots`` (the rows' sub-batch ids, i.e. their owners' ids) key stateful rules."""
         n = kept.shape[0]
         f_used = rule_f(self.rule.aggregator, n, f_left, self.rule.params)
         if f_used == f_left:
-            return self.rule(kept, f_left, client_ids=workers, round=step).vector, f_left
+            return self.rule(kept, f_left, client_ids=slots, round=step).vector, f_left
         self.f_lowered += 1
         if self.f_lowered == 1:
             log.warning(
@@ -269,7 +285,7 @@ class FaultTolerantStep:
             fallback = Defense(FALLBACK_RULE)
             f_med = rule_f(FALLBACK_RULE, n, f_left)
             return fallback(kept, f_med, round=step).vector, -1
-        return self.rule(kept, f_used, client_ids=workers, round=step).vector, f_used
+        return self.rule(kept, f_used, client_ids=slots, round=step).vector, f_used
 
     def _learn(
         self,
