@@ -47,6 +47,8 @@ class DDPConfig:
     """Update attack a faulty worker applies to every gradient it computes."""
     fault_sigma: float = 1.0
     """``sigma`` of the fault when it takes one (noise standard deviation)."""
+    fault_scale: float | None = None
+    """``scale`` of the fault when it takes one (``sign_flip``: :math:`y = -\\text{scale}\\,x`)."""
     fault_params: dict[str, Any] = field(default_factory=dict)
     """Further keyword parameters of the fault (e.g. ``{scale: 2}`` for sign_flip)."""
     check_every: int = 4
@@ -60,13 +62,17 @@ class DDPConfig:
     decay: float = 0.98
     """Correction model: discount of older training pairs."""
     defense: str = "mean"
-    """Aggregator for the sub-batch rows kept (``f`` = faulty workers not yet convicted)."""
-    epoch: int = 1
-    """Passes over the training set."""
+    """Aggregator for the sub-batch rows kept (``f`` = faulty workers not yet convicted, lowered
+    to the rule's largest valid ``f`` when it has too few rows; docs/fault_tolerance.md)."""
+    defense_params: dict[str, Any] = field(default_factory=dict)
+    """Keyword parameters of the aggregator (e.g. ``{robust_threshold: 4}``)."""
+    epoch: int = 3
+    """Passes over the training set (3, as in the fault-tolerant DDP simulator's ``-e``)."""
     max_steps: int | None = None
     """Stop after this many steps (quick runs, benchmarks)."""
-    global_batch_size: int = 256
-    """Samples per step over all workers (a multiple of ``workers``)."""
+    global_batch_size: int = 512
+    """Samples per step over all workers (a multiple of ``workers``; 512 as the simulator's
+    ``-gb``)."""
     lr: float = 0.1
     """SGD learning rate."""
     momentum: float = 0.0
@@ -76,11 +82,19 @@ class DDPConfig:
     device: str = "cpu"
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto``."""
     proc: int = 0
-    """``0``: simulator; ``N ≥ 1``: spawn N gloo processes on 127.0.0.1."""
+    """``0`` or ``1``: this process (the batched simulator; the simulator's default ``--proc``
+    is 1); ``N ≥ 2``: spawn N gloo processes on 127.0.0.1."""
     eval_every: int = 0
     """Evaluate every this many steps (``0``: at the end of each epoch)."""
     tb: str | None = None
     """Run directory for TensorBoard event files and ``metrics.jsonl``."""
+    data_coll_path: str | None = None
+    """Folder receiving the correction model's training pairs, one shard per check step
+    (:mod:`~shieldwall.fault_tolerance.datacoll`); implies ``correct``. Must not exist yet or be
+    empty (runs are never overwritten)."""
+    quiet: bool = False
+    """``shieldwall ddp`` prints the simulator's start-up echo and per-step lines (worker → batch
+    map, ``[AGG]``/``[CORRECTION]``, ``EP: …`` progress) unless this is set (``-q``)."""
 
     def __post_init__(self) -> None:
         self.faulty = sorted({int(i) for i in self.faulty})
@@ -96,6 +110,10 @@ class DDPConfig:
             raise ValueError(f"faulty worker ids {bad} are outside 0..{self.workers - 1}")
         if self.epoch < 1:
             raise ValueError(f"epoch must be >= 1, got {self.epoch}")
+        if self.data_coll_path is not None:
+            self.correct = True  # as in the simulator: collecting needs the correction path
+        if not isinstance(self.defense_params, dict) or not isinstance(self.fault_params, dict):
+            raise ValueError("fault_params and defense_params must be mappings")
 
     @property
     def bound(self) -> int:
@@ -107,12 +125,15 @@ class DDPConfig:
 
 
 FIELDS = {f.name for f in dataclasses.fields(DDPConfig)}
+ALIASES = {"worker": "workers"}
+"""The fault-tolerant DDP simulator's argument names that differ from ours."""
 
 
 def _canonical_keys(mapping: dict[str, Any], where: str) -> dict[str, Any]:
     out = {}
     for key, value in mapping.items():
         name = normalize_name(key)
+        name = ALIASES.get(name, name)
         if name not in FIELDS:
             hint = closest(name, sorted(FIELDS))
             extra = f" (did you mean {hint!r}?)" if hint else ""

@@ -213,6 +213,12 @@ class CorrectionBank:
         self.history: list[dict[str, float]] = []
         """One record per scored pair: step, worker and :attr:`KEYS`."""
         self.fallbacks = 0
+        self.created: list[int] = []
+        """Workers whose model the latest :meth:`learn` created."""
+        self.fit_errors: dict[int, tuple[float, float, int]] = {}
+        """worker → ``(mse, mape, pairs)`` of the latest :meth:`learn`'s pairs under the model
+        refitted on them (a training error, as the simulator's ``[CORRECTION]`` line reports;
+        the held-out errors are in :attr:`history`)."""
 
     def ready(self, worker: int) -> bool:
         model = self.models.get(worker)
@@ -248,12 +254,23 @@ class CorrectionBank:
             old = self.score.get(worker, (mse, ex_mse))
             a = self.EMA
             self.score[worker] = ((1 - a) * old[0] + a * mse, (1 - a) * old[1] + a * ex_mse)
+        self.created, self.fit_errors = [], {}
         for worker, y, m, x in pairs:
             model = self.models.get(worker)
             if model is None:
                 model = RidgeCorrector(self.dim, device=y.device, **self.kwargs)
                 self.models[worker] = model
+                self.created.append(worker)
             model.update(y, m, x)
+        # training error under the refitted model; the fit is cached for the next predictions
+        sums: dict[int, list[float]] = {}
+        for worker, y, m, x in pairs:
+            mse, mape = prediction_errors(self.models[worker].predict(y, m), x)
+            acc = sums.setdefault(worker, [0.0, 0.0, 0.0])
+            acc[0] += mse
+            acc[1] += mape
+            acc[2] += 1
+        self.fit_errors = {w: (a[0] / a[2], a[1] / a[2], int(a[2])) for w, a in sums.items()}
 
     def summary(self, last: int | None = None) -> dict[str, float]:
         """Mean of each error over the last ``last`` scored pairs (all when ``None``)."""

@@ -37,7 +37,12 @@ from torch import Tensor
 from shieldwall.fault_tolerance.config import DDPConfig
 from shieldwall.fault_tolerance.faults import FaultInjector
 from shieldwall.fault_tolerance.schedule import StepPlan
-from shieldwall.fault_tolerance.trainer import LocalCluster, build_setup, train_ddp
+from shieldwall.fault_tolerance.trainer import (
+    LocalCluster,
+    build_setup,
+    select_device,
+    train_ddp,
+)
 
 __all__ = ["GlooCluster", "run_distributed", "under_launcher"]
 
@@ -83,7 +88,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, world: int, cfg: DDPConfig, out: str | None, level: int) -> dict | None:
+def _worker(
+    rank: int, world: int, cfg: DDPConfig, out: str | None, level: int, echo: bool = False
+) -> dict | None:
     torch.set_num_threads(1)
     if not logging.getLogger().handlers:
         fmt = f"%(levelname)s [rank {rank}] %(name)s: %(message)s"
@@ -92,14 +99,19 @@ def _worker(rank: int, world: int, cfg: DDPConfig, out: str | None, level: int) 
         "gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=300)
     )
     try:
-        device = torch.device(cfg.device if cfg.device != "auto" else "cpu")
+        device = torch.device("cpu") if cfg.device == "auto" else select_device(cfg.device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", rank % max(torch.cuda.device_count(), 1))
         setup = build_setup(cfg, device)
         cluster = GlooCluster(
             setup.grads, setup.injector, setup.train_x, setup.train_y, rank, world
         )
-        summary = train_ddp(cfg, setup=setup, cluster=cluster, lead=rank == 0)
+        console = None
+        if echo and rank == 0:
+            from shieldwall.fault_tolerance.console import SeedConsole
+
+            console = SeedConsole()
+        summary = train_ddp(cfg, setup=setup, cluster=cluster, lead=rank == 0, console=console)
         params = summary["params"].cpu()
         reference = params.clone()
         dist.broadcast(reference, src=0)
@@ -116,8 +128,8 @@ def _worker(rank: int, world: int, cfg: DDPConfig, out: str | None, level: int) 
         dist.destroy_process_group()
 
 
-def _spawned(rank: int, world: int, cfg: DDPConfig, out: str, level: int) -> None:
-    _worker(rank, world, cfg, out, level)
+def _spawned(rank: int, world: int, cfg: DDPConfig, out: str, level: int, echo: bool) -> None:
+    _worker(rank, world, cfg, out, level, echo)
     # A finished rank leaves without the interpreter's teardown: gloo's threads, destroyed
     # during it, occasionally aborted the process ("terminate called without an active
     # exception") after all work was done. Errors above still reach mp.spawn as exceptions.
@@ -126,22 +138,24 @@ def _spawned(rank: int, world: int, cfg: DDPConfig, out: str, level: int) -> Non
     os._exit(0)
 
 
-def run_distributed(cfg: DDPConfig) -> dict[str, Any] | None:
+def run_distributed(cfg: DDPConfig, *, echo: bool = False) -> dict[str, Any] | None:
     """Run ``cfg`` over gloo: in this process under torchrun (returns the summary on rank 0,
-    ``None`` elsewhere), else by spawning ``cfg.proc`` processes on 127.0.0.1."""
+    ``None`` elsewhere), else by spawning ``cfg.proc`` processes on 127.0.0.1. ``echo``: rank 0
+    prints the simulator's per-step lines (:mod:`.console`)."""
     if cfg.proc < 1 and not under_launcher():
         raise ValueError("run_distributed needs proc >= 1 or a torchrun launch")
     # checked here, before any process starts
-    injector = FaultInjector(cfg.fault, cfg.faulty, cfg.workers, params=cfg.fault_params)
-    if injector.omniscient:
+    injector = FaultInjector(cfg.fault, cfg.faulty, cfg.workers, sigma=cfg.fault_sigma,
+                             scale=cfg.fault_scale, params=cfg.fault_params)
+    if injector.omniscient or injector.pooled:
         raise ValueError(
-            f"fault {cfg.fault!r} is omniscient (needs every honest row first): simulator only, "
+            f"fault {cfg.fault!r} needs several workers' true rows at once: simulator only, "
             "drop --proc"
         )
     level = logging.getLogger().getEffectiveLevel()
     if under_launcher():
         world = int(os.environ["WORLD_SIZE"])
-        return _worker(int(os.environ["RANK"]), world, cfg, None, level)
+        return _worker(int(os.environ["RANK"]), world, cfg, None, level, echo)
     import torch.multiprocessing as mp
 
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -149,5 +163,5 @@ def run_distributed(cfg: DDPConfig) -> dict[str, Any] | None:
     os.environ["MASTER_PORT"] = str(_free_port())
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "summary.pt")
-        mp.spawn(_spawned, args=(cfg.proc, cfg, out, level), nprocs=cfg.proc, join=True)
+        mp.spawn(_spawned, args=(cfg.proc, cfg, out, level, echo), nprocs=cfg.proc, join=True)
         return torch.load(out, weights_only=False)

@@ -18,9 +18,23 @@ assignment, faults included). Output: the gradient the optimiser applies.
 4. **Learn** (check steps, with ``correct``): each convicted worker's row :math:`y` for a batch
    whose other replica is trusted (its computer is vouched this step, or :math:`\hat f` workers are
    already convicted) is a training pair :math:`(y, m_{-b}, x)`.
-5. **Aggregate** the kept rows with the configured rule (``mean`` by default) and
-   :math:`f = \max(\hat f - |C|, 0)`. Without checks (``check_every = 0``) this is plain data
-   parallel with that rule over all :math:`w` rows.
+5. **Aggregate** the rows kept in 2–3 with the configured rule (``mean`` by default). Convicted
+   workers' own rows never reach the rule (they were replaced or left out), nor do suspects' rows
+   on plain steps. The rule is told :math:`f = \max(\hat f - |C|, 0)`, the number of faulty
+   workers that may still be unconvicted (on a plain step each worker contributes at most one
+   row, so at most that many rows can be wrong). Corrected rows count as trusted: they replace
+   rows of *identified* workers and the safeguard keeps them no worse than exclusion. When the
+   rule cannot run with that many rows and that :math:`f` (its registered ``min_n``: e.g.
+   median needs :math:`n \ge 2f + 1`, Krum :math:`n \ge 2f + 3`, Bulyan :math:`n \ge 4f + 3`)
+   — typically the first check steps of 5 faulty workers of 16, where disagreeing replicas
+   leave about 10 rows with :math:`f = 5` — :func:`rule_f` lowers :math:`f` to the largest value
+   the rule accepts for those rows (its own breakdown point), logged once and counted in
+   :attr:`FaultTolerantStep.f_lowered`; with fewer rows than the rule needs even at
+   :math:`f = 0` the coordinate-wise median is used for that step. Stateful rules (FoolsGold)
+   keep their state per sub-batch slot (its owner's id; one row per slot and step) through
+   :class:`~shieldwall.algorithms.defense.Defense`.
+   Without checks (``check_every = 0``) this is plain data parallel with that rule over all
+   :math:`w` rows.
 """
 
 from __future__ import annotations
@@ -33,16 +47,67 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from shieldwall.aggregators import aggregate
+from shieldwall.aggregators import AGGREGATORS
+from shieldwall.algorithms.defense import Defense, check_params
 from shieldwall.fault_tolerance.correction import CorrectionBank
 from shieldwall.fault_tolerance.detection import FaultDetector
 from shieldwall.fault_tolerance.schedule import StepPlan
 
-__all__ = ["StepOutcome", "FaultTolerantStep"]
+__all__ = ["StepOutcome", "FaultTolerantStep", "rule_f"]
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("owner", "replica", "vouched", "model", "suspect", "excluded")
+FALLBACK_RULE = "median"
+
+
+def rule_f(name: str, num_rows: int, f: int, params: dict[str, Any] | None = None) -> int:
+    """The largest :math:`f' \\le f` with which the aggregator ``name`` runs on ``num_rows`` rows;
+    ``-1`` when it cannot run even with :math:`f' = 0`.
+
+    A candidate must meet the rule's registered ``min_n(f', **params)`` and pass the rule's own
+    checks on a ``(num_rows, 1)`` probe (parameters such as trimmed mean's ``b >= f`` are checked
+    only there); results are cached per ``(rule, params, n, f)``. Rules without a bound on ``f``
+    (``mean``) get ``f`` unchanged.
+
+    >>> [rule_f(rule, 10, 5) for rule in ("median", "krum", "bulyan", "mean")]
+    [4, 3, 1, 5]
+    """
+    entry = AGGREGATORS.entry(name)
+    min_n = entry.meta.get("min_n")
+    kw = dict(params or {})
+    key = (entry.name, repr(sorted(kw.items())), num_rows, f)
+    if key in _RULE_F:
+        return _RULE_F[key]
+    found = -1
+    for cand in range(max(f, 0), -1, -1):
+        if min_n is not None and num_rows < min_n(cand, **kw):
+            continue
+        try:
+            Defense(entry.name, kw)(torch.zeros(num_rows, 1), cand, commit=False)
+        except ValueError:
+            continue
+        found = cand
+        break
+    _RULE_F[key] = found
+    return found
+
+
+_RULE_F: dict[tuple[str, str, int, int], int] = {}
+
+
+def _build_rule(name: str, params: dict[str, Any], num_workers: int) -> Defense:
+    """The aggregator ``name`` with ``params``, checked now: an unknown or missing parameter is
+    a ``ValueError`` naming it, not an error at the first step."""
+    entry = AGGREGATORS.entry(name)
+    check_params(entry, params, "defense_params")
+    rule = Defense(entry.name, params)
+    try:
+        rule(torch.zeros(num_workers, 1), 0, commit=False)
+    except TypeError as exc:
+        raise ValueError(f"defense {entry.name!r}: {exc}; set it with --defense-param KEY=VALUE "
+                         "(ddp_args.defense_params)") from None
+    return rule
 
 
 @dataclass
@@ -58,6 +123,10 @@ class StepOutcome:
         new_convicted: workers convicted at this step.
         disagreements: replica pairs that disagreed.
         learned: correction pairs learned.
+        num_rows: rows the aggregation rule saw.
+        f: faulty workers possibly not yet convicted, :math:`\\max(\\hat f - |C|, 0)`.
+        f_rule: the ``f`` the rule ran with (:func:`rule_f`; ``-1``: the median fallback).
+        pairs: the correction pairs learned, ``(worker, batch, y, m, x)`` (``--data_coll_path``).
     """
 
     aggregate: Tensor
@@ -65,6 +134,10 @@ class StepOutcome:
     new_convicted: list[int] = field(default_factory=list)
     disagreements: int = 0
     learned: int = 0
+    num_rows: int = 0
+    f: int = 0
+    f_rule: int = 0
+    pairs: list[tuple[int, int, Tensor, Tensor, Tensor]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         c = Counter(self.sources)
@@ -100,6 +173,9 @@ class FaultTolerantStep:
         self.correct = correct
         self.defense = defense
         self.defense_params = dict(defense_params or {})
+        self.rule = _build_rule(defense, dict(defense_params or {}), num_workers)
+        self.f_lowered = 0
+        """Steps at which :func:`rule_f` lowered the rule's ``f`` (or fell back to the median)."""
         self.detector = FaultDetector(num_workers, max_faulty, rtol=rtol)
         self.bank: CorrectionBank | None = None
         self._bank_kwargs = {"prior_strength": prior_strength, "decay": decay}
@@ -145,7 +221,9 @@ class FaultTolerantStep:
         ctx_sum = None
         if self.correct and ctx_batches and self.convicted:
             ctx_sum = rows[[reps[b] for b in ctx_batches]].sum(0)
-        kept = [rows[reps[b]] for b in sorted(reps)]
+        kept_ids = sorted(reps)
+        kept = [rows[reps[b]] for b in kept_ids]
+        kept_slots = list(kept_ids)  # sub-batch ids: one row each, unique within a step
 
         corrected = 0
         for b, idx in replicas.items():
@@ -158,16 +236,18 @@ class FaultTolerantStep:
                 if self.bank.ready(worker):
                     m = ctx_sum / len(ctx_batches)
                     kept.append(self.bank.predict(worker, rows[owner], m))
+                    kept_slots.append(b)
                     sources[b] = "model"
                     corrected += 1
 
-        learned = 0
+        pairs: list[tuple[int, int, Tensor, Tensor, Tensor]] = []
         if plan.check and self.correct and ctx_sum is not None:
-            learned = self._learn(plan, rows, reps, vouched, ctx_batches, ctx_sum)
+            pairs = self._learn(plan, rows, reps, vouched, ctx_batches, ctx_sum)
 
+        f_left = max(self.max_faulty - len(self.convicted), 0)
+        f_used = f_left
         if kept:
-            f_left = max(self.max_faulty - len(self.convicted), 0)
-            agg = aggregate(self.defense, torch.stack(kept), f_left, **self.defense_params).vector
+            agg, f_used = self._aggregate(plan.step, torch.stack(kept), kept_slots, f_left)
         else:
             log.warning("step %d: no sub-batch gradient could be trusted; skipping", plan.step)
             agg = rows.new_zeros(rows.shape[1])
@@ -176,8 +256,36 @@ class FaultTolerantStep:
             sources=[sources[b] for b in range(plan.num_workers)],
             new_convicted=new,
             disagreements=0 if comp is None else comp.disagreements,
-            learned=learned,
+            learned=len(pairs),
+            num_rows=len(kept),
+            f=f_left,
+            f_rule=f_used,
+            pairs=pairs,
         )
+
+    def _aggregate(
+        self, step: int, kept: Tensor, slots: list[int], f_left: int
+    ) -> tuple[Tensor, int]:
+        """The rule over ``kept`` (module docstring, step 5); returns ``(vector, f used)``.
+        ``slots`` (the rows' sub-batch ids, i.e. their owners' ids) key stateful rules."""
+        n = kept.shape[0]
+        f_used = rule_f(self.rule.aggregator, n, f_left, self.rule.params)
+        if f_used == f_left:
+            return self.rule(kept, f_left, client_ids=slots, round=step).vector, f_left
+        self.f_lowered += 1
+        if self.f_lowered == 1:
+            log.warning(
+                "step %d: %s cannot run with n=%d rows and f=%d (faulty workers possibly not yet "
+                "convicted); %s", step, self.rule.aggregator, n, f_left,
+                f"using f={f_used}, its largest for n={n}" if f_used >= 0
+                else f"using the coordinate-wise {FALLBACK_RULE} (logged once; counted in the "
+                "summary)",
+            )
+        if f_used < 0:
+            fallback = Defense(FALLBACK_RULE)
+            f_med = rule_f(FALLBACK_RULE, n, f_left)
+            return fallback(kept, f_med, round=step).vector, -1
+        return self.rule(kept, f_used, client_ids=slots, round=step).vector, f_used
 
     def _learn(
         self,
@@ -187,8 +295,9 @@ class FaultTolerantStep:
         vouched: set[int],
         ctx_batches: list[int],
         ctx_sum: Tensor,
-    ) -> int:
-        """Add (y, m_{-b}, x) pairs for convicted workers' rows with a trusted replica."""
+    ) -> list[tuple[int, int, Tensor, Tensor, Tensor]]:
+        """Learn (y, m_{-b}, x) pairs for convicted workers' rows with a trusted replica;
+        returns them as ``(worker, batch, y, m, x)``."""
         all_found = len(self.convicted) >= self.max_faulty
         pairs = []
         for k, a in enumerate(plan.assignments):
@@ -203,9 +312,9 @@ class FaultTolerantStep:
                 m = (ctx_sum - x) / (len(ctx_batches) - 1)
             else:
                 m = ctx_sum / len(ctx_batches)
-            pairs.append((a.worker, rows[k], m, x))
+            pairs.append((a.worker, a.batch, rows[k], m, x))
         if pairs:
             if self.bank is None:
                 self.bank = CorrectionBank(rows.shape[1], **self._bank_kwargs)
-            self.bank.learn(plan.step, pairs)
-        return len(pairs)
+            self.bank.learn(plan.step, [(w, y, m, x) for w, _, y, m, x in pairs])
+        return pairs

@@ -9,7 +9,14 @@ Non-omniscient faults are applied row by row, each row with its own generator se
 rows are laid out, so the simulator and the multi-process runtime inject identical faults and two
 faulty workers computing the same sub-batch draw independent noise. Omniscient attacks (ALIE,
 IPM, Min-Max…) see all the step's true rows (faulty workers' own rows first, as the attack
-contract asks) and run once per step; they are simulator-only.
+contract asks) and run once per step; they are simulator-only. ALIE in its non-omniscient form
+(:data:`POOLED`) estimates the honest mean and spread from the faulty workers' *own* true rows
+of the step, pooled (the paper's colluding attackers): it too runs once per step, in the simulator.
+
+The strong faults of the docs' tables: ``sign_flip`` with ``scale`` 10 (``--fault sign_flip
+--fault-scale 10``: :math:`y = -10x`; with 5 of 16 rows the plain mean is :math:`-\tfrac{39}{16}`
+times the true gradient, i.e. ascent) and ``alie``. The fault-tolerant DDP simulator this command
+mirrors hard-codes :math:`y = 10x` (no sign flip).
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ from torch import Tensor
 from shieldwall.attacks import ATTACKS, AttackContext
 from shieldwall.seeding import torch_generator
 
-__all__ = ["FaultInjector"]
+__all__ = ["FaultInjector", "POOLED"]
+
+POOLED = frozenset({"alie"})
+"""Non-omniscient attacks that estimate statistics over several honest rows (see above)."""
 
 
 class FaultInjector:
@@ -35,6 +45,7 @@ class FaultInjector:
         num_workers: ``w`` (the attack context's ``n``).
         seed: the run's seed.
         sigma: passed as ``sigma`` when the attack takes one (``--fault-sigma``).
+        scale: passed as ``scale`` when the attack takes one (``--fault-scale``).
         params: further keyword parameters of the attack.
     """
 
@@ -46,6 +57,7 @@ class FaultInjector:
         *,
         seed: int = 0,
         sigma: float | None = None,
+        scale: float | None = None,
         params: dict[str, Any] | None = None,
     ) -> None:
         entry = ATTACKS.entry(name)
@@ -61,6 +73,8 @@ class FaultInjector:
         self.name = entry.name
         self.fn = entry.obj
         self.omniscient = bool(entry.meta.get("omniscient", False))
+        self.pooled = self.name in POOLED
+        """Runs once per step on the faulty workers' own true rows (simulator only)."""
         self.faulty = frozenset(int(i) for i in faulty)
         self.num_workers = num_workers
         self.seed = seed
@@ -68,6 +82,11 @@ class FaultInjector:
         accepted = set(entry.param_names())
         if sigma is not None and "sigma" in accepted:
             self.params.setdefault("sigma", float(sigma))
+        if scale is not None:
+            if "scale" not in accepted:
+                raise ValueError(f"fault {self.name!r} takes no scale (--fault-scale); it accepts "
+                                 f"{sorted(accepted)}")
+            self.params.setdefault("scale", float(scale))
         unknown = set(self.params) - accepted
         if unknown and not any(
             p.kind == p.VAR_KEYWORD for p in inspect.signature(self.fn).parameters.values()
@@ -105,6 +124,10 @@ class FaultInjector:
             honest = torch.cat([rows[bad], rows[good]])
             ctx = self._ctx(step, reference)
             out[bad] = self.fn(honest, len(bad), ctx, **self.params).to(rows.dtype)
+            return out
+        if self.pooled:
+            ctx = self._ctx(step, reference)
+            out[bad] = self.fn(rows[bad], len(bad), ctx, **self.params).to(rows.dtype)
             return out
         for k in bad:
             ctx = self._ctx(step, reference, workers[k], batches[k])

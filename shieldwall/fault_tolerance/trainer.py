@@ -42,9 +42,29 @@ log = logging.getLogger(__name__)
 
 
 def select_device(name: str) -> torch.device:
+    """``cpu``, ``cuda[:N]`` (``gpu`` as in the simulator), ``mps`` or ``auto``; an accelerator
+    that is not there is a ``ValueError`` (one line from the CLI), not a traceback."""
+    name = str(name).strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if name == "gpu":
+        name = "cuda"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N, gpu, mps or auto") \
+            from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available in this torch "
+                             f"({torch.__version__}); use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS is not available; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {name!r}; use cpu, cuda, cuda:N, gpu, mps or auto")
+    return device
 
 
 class LocalCluster:
@@ -115,7 +135,7 @@ class Setup:
         self.grads = SubBatchGradients(self.model, cfg.seed)
         self.injector = FaultInjector(
             cfg.fault, cfg.faulty, cfg.workers, seed=cfg.seed,
-            sigma=cfg.fault_sigma, params=cfg.fault_params,
+            sigma=cfg.fault_sigma, scale=cfg.fault_scale, params=cfg.fault_params,
         )
         self.schedule = RedundancySchedule(cfg.workers, cfg.check_every, cfg.seed)
         self.sub_batch = cfg.global_batch_size // cfg.workers
@@ -147,7 +167,12 @@ def build_setup(cfg: DDPConfig, device: torch.device | None = None) -> Setup:
 
 
 def train_ddp(
-    cfg: DDPConfig, *, setup: Setup | None = None, cluster: Any = None, lead: bool = True
+    cfg: DDPConfig,
+    *,
+    setup: Setup | None = None,
+    cluster: Any = None,
+    lead: bool = True,
+    console: Any = None,
 ) -> dict[str, Any]:
     """Run ``cfg``; returns the summary (final accuracy, convictions, overhead, errors…).
 
@@ -155,6 +180,7 @@ def train_ddp(
         setup: reuse a built :class:`Setup` (default: build one).
         cluster: where rows are computed (default: a :class:`LocalCluster`).
         lead: this process evaluates and logs (rank 0 in multi-process runs).
+        console: a :class:`~.console.SeedConsole` printing the simulator's per-step lines.
     """
     setup = setup or build_setup(cfg)
     if cfg.correct and not cfg.check_every:
@@ -162,10 +188,15 @@ def train_ddp(
     cluster = cluster or LocalCluster(setup.grads, setup.injector, setup.train_x, setup.train_y)
     engine = FaultTolerantStep(
         cfg.workers, cfg.bound, correct=cfg.correct, defense=cfg.defense, rtol=cfg.tolerance,
-        prior_strength=cfg.prior_strength, decay=cfg.decay,
+        prior_strength=cfg.prior_strength, decay=cfg.decay, defense_params=cfg.defense_params,
     )
     params = setup.flat.vector().to(setup.device)
     velocity = torch.zeros_like(params)
+    collector = None
+    if lead and cfg.data_coll_path is not None:
+        from shieldwall.fault_tolerance.datacoll import DataCollector
+
+        collector = DataCollector(cfg.data_coll_path, params.numel(), cfg.to_dict())
     runlog = RunLog(cfg.tb if lead else None)
     eval_every = cfg.eval_every or setup.steps_per_epoch
     totals = dict.fromkeys(SOURCES, 0)
@@ -188,8 +219,14 @@ def train_ddp(
             counts = out.counts()
             for key, value in counts.items():
                 totals[key] += value
+            train_loss = float(losses[: cfg.workers].mean())
+            if collector is not None:
+                collector.write(step, out.pairs)
             record: dict[str, Any] = {
-                "train_loss": float(losses[: cfg.workers].mean()),
+                "train_loss": train_loss,
+                "defense/rows": out.num_rows,
+                "defense/f": out.f,
+                "defense/f_used": out.f_rule,
                 "fault/convicted": len(engine.convicted),
                 "fault/disagreements": out.disagreements,
                 "compute/extra_fraction": setup.schedule.overhead(step + 1)["extra"],
@@ -198,17 +235,32 @@ def train_ddp(
             if engine.bank is not None and out.learned:
                 for k, v in engine.bank.summary(last=out.learned).items():
                     record[f"correction/{k}"] = v
+            epoch, position = divmod(step, setup.steps_per_epoch)
+            if console is not None:
+                console.step(plan, out, engine.bank, epoch=epoch, num_epochs=cfg.epoch,
+                             position=position, steps_per_epoch=setup.steps_per_epoch,
+                             loss=train_loss, engine=engine)
             if lead and ((step + 1) % eval_every == 0 or step + 1 == setup.total_steps):
                 loss, acc = setup.evaluate(params)
                 record.update({"test_loss": loss, "test_accuracy": acc})
                 evals.append({"step": step + 1, "test_loss": loss, "test_accuracy": acc})
                 log.info("step %d/%d: test accuracy %.4f, loss %.4f, convicted %s",
                          step + 1, setup.total_steps, acc, loss, sorted(engine.convicted))
+                if console is not None:
+                    console.validation(acc)
+            if console is not None and (
+                position + 1 == setup.steps_per_epoch or step + 1 == setup.total_steps
+            ):
+                console.epoch_done(epoch)
             runlog.log(step, record)
     finally:
         runlog.close()
     wall = time.perf_counter() - start
-    return _summary(cfg, setup, engine, params, evals, totals, timing, wall)
+    summary = _summary(cfg, setup, engine, params, evals, totals, timing, wall)
+    if collector is not None:
+        summary["data_coll"] = {"path": str(collector.path), "shards": len(collector.shards),
+                                "pairs": collector.num_pairs}
+    return summary
 
 
 def _summary(
@@ -238,6 +290,8 @@ def _summary(
         "correction": engine.bank.summary() if engine.bank is not None else {},
         "correction_last": engine.bank.summary(last=20) if engine.bank is not None else {},
         "correction_fallbacks": engine.bank.fallbacks if engine.bank is not None else 0,
+        "defense": engine.rule.aggregator,
+        "f_lowered_steps": engine.f_lowered,
         "evals": evals,
         "wall_s": wall,
         "compute_s_per_step": timing["compute"] / max(steps, 1),
