@@ -38,8 +38,9 @@ def settings(ids=(1, 2, 3), **kw) -> NetSettings:
 def server():
     made: list[GrpcServerRuntime] = []
 
-    def make(dim: int = DIM, **kw) -> GrpcServerRuntime:
-        rt = GrpcServerRuntime(settings(**kw), dim)
+    def make(dim: int = DIM, caps: int = 1000, **kw) -> GrpcServerRuntime:
+        s = settings(**kw)
+        rt = GrpcServerRuntime(s, dim, {i: caps for i in range(len(s.client_ids))})
         rt.hub.poll = 0.3  # WAIT answers come quickly
         made.append(rt)
         return rt

@@ -33,6 +33,7 @@ def server_command(args: argparse.Namespace) -> int:
     import shieldwall.algorithms  # noqa: F401  (before shieldwall.runtime: import cycle)
     import shieldwall.runtime.net  # noqa: F401  (registers runtime "grpc")
     from shieldwall.runtime.net import network_view
+    from shieldwall.runtime.net.grpc_log import HandshakeSummary
     from shieldwall.train import train
 
     if args.rank != 0:
@@ -49,5 +50,6 @@ def server_command(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides.append(f"comm_args.server_port={args.port}")
     cfg = network_view(load_config(config, overrides))
-    _report(train(cfg, resume=args.resume))
+    with HandshakeSummary():  # gRPC's raw TLS handshake lines, summarised
+        _report(train(cfg, resume=args.resume))
     return 0
