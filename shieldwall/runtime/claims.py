@@ -47,7 +47,8 @@ def check_claims(num_samples: Any, loss: Any, cap: int) -> str | None:
         return f"num_samples {num_samples!r} is not a whole number"
     low = min(1, cap)
     if not low <= num_samples <= cap:
-        return (f"num_samples {num_samples!r} outside [{low}, {cap}] "
+        shown = num_samples if isinstance(num_samples, int) else f"{num_samples:g}"
+        return (f"num_samples {shown} outside [{low}, {cap}] "
                 f"(the shard of this client holds {cap})")
     if isinstance(loss, bool) or not isinstance(loss, int | float):
         return f"loss {loss!r} is not a number"

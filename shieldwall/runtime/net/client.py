@@ -4,11 +4,12 @@
 ``Upload``)* until the server answers ``STOP``. Transport failures (server down or restarting,
 network loss) are retried with exponential back-off and jitter; after ``reconnect_timeout``
 seconds without reaching the server the client gives up. Final, as :class:`ClientRefused`: a
-refused identity (unknown id, wrong token, wrong certificate); a duplicate-session refusal that
-lasts longer than a crashed predecessor's session could (``2 × SESSION_TTL``: another live
-process runs this client); and a TLS mismatch (:mod:`.tls_hint`: a plaintext client meeting a
-TLS server, a server certificate that does not verify, a TLS client meeting a plaintext server,
-a client certificate the server refuses), each with the setting to fix.
+refused identity (unknown id, wrong token, wrong certificate); a duplicate-session refusal
+while the holder has a call open (three in a row), or that lasts longer than a crashed
+predecessor's session could (``SESSION_TTL`` + 5 s): another live process runs this client; and
+a TLS mismatch (:mod:`.tls_hint`: a plaintext client meeting a TLS server, a server certificate
+that does not verify, a TLS client meeting a plaintext server, a client certificate the server
+refuses), each with the setting to fix.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import Tensor
 from shieldwall.algorithms.base import LocalResult
 from shieldwall.runtime.base import ClientExecutor, RoundPlan, Runtime
 from shieldwall.runtime.net import wire
-from shieldwall.runtime.net.hub import POLL_SECONDS, SESSION_TTL
+from shieldwall.runtime.net.hub import LIVE, POLL_SECONDS, SESSION_TTL
 from shieldwall.runtime.net.settings import NetSettings
 from shieldwall.runtime.net.tls_hint import TlsDiagnosis
 from shieldwall.runtime.net.wire import Kind, WireError
@@ -199,12 +200,13 @@ class GrpcClientRuntime(Runtime):
         backoff = Backoff(cap=min(5.0, self.settings.reconnect_timeout))
         last_contact = time.monotonic()
         duplicate_since: float | None = None
+        live_refusals = 0
         tls = TlsDiagnosis(self.settings)
         while True:
             conn = Connection(self.settings, self.client_id, self.token)
             try:
                 conn.join(self.instance, self.silo, ready=not join_only)
-                duplicate_since = None
+                duplicate_since, live_refusals = None, 0
                 tls.reset()
                 if join_only:
                     return
@@ -231,11 +233,12 @@ class GrpcClientRuntime(Runtime):
                 if code == grpc.StatusCode.ALREADY_EXISTS:
                     now = time.monotonic()
                     duplicate_since = duplicate_since or now
-                    if now - duplicate_since > 2 * SESSION_TTL:
+                    live_refusals = live_refusals + 1 if LIVE in (details or "") else 0
+                    if live_refusals >= 3 or now - duplicate_since > SESSION_TTL + 5:
                         raise ClientRefused(
-                            f"server refused client {self.client_id}: {details}; it has been "
-                            f"refused for {now - duplicate_since:.0f}s, so that process is alive "
-                            "(stop it, or start this one with another --rank)") from None
+                            f"server refused client {self.client_id}: {details}; that process "
+                            "is alive (stop it, or start this one with another --rank)"
+                        ) from None
                 hint = tls.observe(code, details or "")
                 if hint is not None:
                     raise ClientRefused(f"client {self.client_id}: {hint}") from None

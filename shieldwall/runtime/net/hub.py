@@ -64,6 +64,8 @@ POLL_SECONDS = 5.0
 SESSION_TTL = 15.0
 """A session silent for longer may be taken over by a new process of the same client."""
 MAX_CALLS_PER_CLIENT = 4
+LIVE = "is connected now"
+"""Said in a duplicate refusal when the session's holder has a call open: it is alive."""
 ADAPTIVE_FACTOR = 4.0
 """Adaptive deadline: this many times the slowest recent answer time of the round's clients..."""
 ADAPTIVE_SLACK = 10.0
@@ -196,10 +198,11 @@ class Hub:
                 old = self.sessions.get(client)
                 if (old is not None and old.instance != instance and not old.stopped
                         and now - old.last_seen < SESSION_TTL):
+                    live = self.calls.get(client, 0) > 1  # a call of the holder is open now
                     self._refuse(
                         context, grpc.StatusCode.ALREADY_EXISTS,
                         f"duplicate client {client}: another process (from {old.peer}) holds "
-                        f"its session",
+                        f"its session" + (f" and {LIVE}" if live else ""),
                     )
                 self.sessions[client] = s = _Session(secrets.token_hex(16), instance, now, silo,
                                                      ready=ready, peer=context.peer())

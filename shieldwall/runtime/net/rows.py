@@ -44,7 +44,7 @@ def read_row(
     """The row an ``UPLOAD`` header and its ``CHUNK`` frames carry (see module docstring);
     ``max_samples`` is the client's shard size."""
     dtype_text = head.get("dtype")
-    if dtype_text not in wire.DTYPES:
+    if not isinstance(dtype_text, str) or dtype_text not in wire.DTYPES:
         return Answer(None, reason=f"unsupported dtype {dtype_text!r}")
     itemsize = torch.empty((), dtype=wire.DTYPES[dtype_text]).element_size()
     row_bytes = dim * torch.empty((), dtype=dtype).element_size()
@@ -63,7 +63,10 @@ def read_row(
         return Answer(None, reason=why)
     buf = bytearray()
     for raw in frames:
-        payload = wire.decode(raw, Kind.CHUNK).payload
+        try:
+            payload = wire.decode(raw, Kind.CHUNK).payload
+        except WireError as exc:
+            return Answer(None, reason=f"bad chunk: {exc}")
         if len(buf) + len(payload) > nbytes:
             return Answer(None, reason=f"oversize stream: over the {nbytes} declared bytes")
         buf += payload

@@ -188,7 +188,7 @@ def check_round(header: dict[str, Any]) -> RoundHeader:
     """Check every field of a ``ROUND`` header (what a client trusts of the server's message);
     :class:`WireError` naming the first bad one."""
     dtype = header.get("dtype")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise WireError(f"ROUND header: unsupported dtype {dtype!r}")
     shape = check_shape(header.get("shape"), MAX_ROW_VALUES)
     nbytes = _int(header, "nbytes")
