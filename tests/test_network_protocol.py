@@ -451,3 +451,22 @@ def test_handshake_lines_are_summarised_not_repeated(tmp_path):
     assert lines[0].startswith("WARNING") and "1 TLS handshake failed" in lines[0]
     assert "a client without TLS?" in lines[0]
     assert "5 TLS handshakes failed in the last 60s" in lines[-1] and len(lines) == 2
+
+
+def test_hello_fields_are_bounded_and_calls_per_client_capped(server):
+    rt = server()
+    conn = Connection(client_settings(rt), 1)
+    reply = conn._join(wire.encode(Kind.HELLO, {"instance": "x" * 3000, "silo": 10**12,
+                                                "ready": "no"}), metadata=conn.metadata())
+    conn.session = wire.decode(reply, Kind.WELCOME).header["session"]
+    session = rt.hub.sessions[1]
+    assert len(session.instance) == 64 and session.silo == 1 and session.ready
+    rt.hub.poll = 3.0  # four long polls stay open while a fifth call comes
+    pool = ThreadPoolExecutor(4)
+    polls = [pool.submit(conn.fetch) for _ in range(4)]
+    time.sleep(0.5)
+    with pytest.raises(grpc.RpcError) as err:
+        conn.fetch()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [p.result(timeout=10) for p in polls] == [Kind.WAIT] * 4
+    pool.shutdown()

@@ -31,7 +31,7 @@ from shieldwall.runtime.net import wire as net_wire
 from shieldwall.runtime.net.rows import read_row
 from shieldwall.runtime.net.wire import Kind, WireError
 
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 DIM, CAP, MAX_NORM = 8, 50, 1e3

@@ -24,7 +24,8 @@ Rules (frames in :mod:`.wire`):
      row never counts toward the quorum, so garbage cannot close a round early);
   3. every client still *expected* has answered and at least one row was accepted: a client
      that sent nothing in its previous round and has not called the server since is written
-     off (not waited for) until it calls again;
+     off (not waited for) until it calls again (a client that is merely slow to connect at the
+     start is not: it has missed no round);
   4. the *adaptive deadline*: once every expected client of the round has answered an earlier
      round, :data:`ADAPTIVE_FACTOR` × the slowest of their last :data:`HISTORY` answer times +
      :data:`ADAPTIVE_SLACK` seconds;
@@ -407,10 +408,10 @@ class Hub:
         client = self.settings.client_ids[index]
         if index in r.handed:
             return "absent: fetched the round but sent no row in time"
+        if client not in self.sessions:
+            return "absent: never connected" + (" (not waited for)" if index in r.skipped else "")
         if index in r.skipped:
             return "absent: silent since an earlier round (written off, not waited for)"
-        if client not in self.sessions:
-            return "absent: never connected"
         return "absent: did not fetch the round in time"
 
     def finish(self, grace: float) -> None:

@@ -114,8 +114,9 @@ def run_client(
     if not 0 <= node_rank < world // per_node:
         raise ConfigError(f"node rank {node_rank} is outside the silo's "
                           f"{world // per_node} nodes (client_silo_args.n_node_in_silo)")
+    runtime = _runtime(cfg, client_id, token, world)
     if node_rank == 0:
-        _runtime(cfg, client_id, token, world).check_in()  # refused: no trainers started
+        runtime.check_in()  # refused: no trainers started
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ctx = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
@@ -127,7 +128,7 @@ def run_client(
     for child in children:
         child.start()
     try:
-        return _silo_process(cfg, client_id, node_rank * per_node, world, token)
+        return _silo_process(cfg, client_id, node_rank * per_node, world, runtime)
     finally:
         for child in children:
             child.join(timeout=30)
@@ -143,7 +144,9 @@ def _runtime(cfg: ExperimentConfig, client_id: int, token: str | None,
 
 
 def _silo_process(cfg: ExperimentConfig, client_id: int, rank: int, world: int,
-                  token: str | None) -> int:
+                  runtime: GrpcClientRuntime | None) -> int:
+    """One silo process; silo rank 0 serves the server with ``runtime`` (the one that checked
+    in, so that its session carries over)."""
     import torch.distributed as dist
 
     from shieldwall.runtime.net.silo import SiloExecutor, init_silo_group
@@ -158,7 +161,7 @@ def _silo_process(cfg: ExperimentConfig, client_id: int, rank: int, world: int,
             return silo.follow()
         log.info("client %d: silo of %d DDP processes (gloo at %s:%d)", client_id, world,
                  address, port)
-        runtime = _runtime(cfg, client_id, token, world)
+        assert runtime is not None, "silo rank 0 talks to the server"
         runtime.executor = silo
         try:
             runtime.serve()
@@ -173,4 +176,4 @@ def silo_worker(cfg: ExperimentConfig, client_id: int, rank: int, world: int, le
     """A spawned silo process (local rank > 0): join the group and follow rank 0."""
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(cfg.device_args.num_threads or 1)
-    _silo_process(cfg, client_id, rank, world, None)
+    _silo_process(cfg, client_id, rank, world, _runtime(cfg, client_id, None, world))

@@ -125,8 +125,8 @@ class GrpcServerRuntime(Runtime):
             self._waited = True
             missing = hub.wait_joined(s.join_timeout)
             if missing:
-                log.warning("starting without clients %s (not connected after %gs)",
-                            missing, s.join_timeout)
+                log.warning("starting without clients %s (not connected or not ready after "
+                            "%gs: comm_args.join_timeout)", missing, s.join_timeout)
         r = hub.open_round(plan, params.detach().cpu())
         why = hub.wait_round(r)
         n = len(plan.client_ids)
