@@ -17,9 +17,11 @@ claiming :math:`10^{15}` samples holds a weight of :math:`1 - 10^{-12}`. The rul
   It feeds only the ``train_loss`` metric, never the model.
 
 A claim outside these bounds is a rejected row (Byzantine input, one unit of ``f``), with the
-reason, exactly like a NaN row: it is never clamped silently. Used by the gRPC runtime
-(:mod:`shieldwall.runtime.net.rows`) and the torch.distributed one
-(:mod:`shieldwall.runtime.wire`).
+reason, exactly like a NaN row: it is never clamped silently. Used by the two runtimes whose
+clients are other processes: the gRPC runtime (:mod:`shieldwall.runtime.net.rows`) and the
+torch.distributed one (:mod:`shieldwall.runtime.wire`). The in-process runtimes (simulator,
+batched) compute the counts themselves; BTARD, DETOX/ByzShield and fault-tolerant DDP do not
+weight by sample counts (their batches are drawn by the protocol, not claimed by a peer).
 """
 
 from __future__ import annotations
