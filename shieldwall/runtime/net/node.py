@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import time
 from typing import Any
 
 import torch
@@ -106,8 +107,8 @@ def run_client(
     if world == 1:
         runtime = _runtime(cfg, client_id, token, 1)
         runtime.check_in()  # a refused client stops here, before loading any data
-        runtime.executor, _ = build_client_executor(cfg, client_id)
-        runtime.executor.warm_up()
+        runtime.executor, index = build_client_executor(cfg, client_id)
+        _warm_up(runtime.executor, client_id, index)
         runtime.serve()
         return runtime.rounds_done
     per_node = max(cfg.client_silo_args.n_proc_per_node, 1)
@@ -136,6 +137,13 @@ def run_client(
                 child.terminate()
 
 
+def _warm_up(executor: ClientExecutor, client_id: int, index: int) -> None:
+    started = time.perf_counter()
+    executor.warm_up()
+    log.info("client %d: %d samples loaded, warmed up in %.1fs; ready for rounds", client_id,
+             len(executor.shards[index]), time.perf_counter() - started)
+
+
 def _runtime(cfg: ExperimentConfig, client_id: int, token: str | None,
              silo: int) -> GrpcClientRuntime:
     settings = NetSettings.from_config(cfg, f"client-{client_id}")
@@ -153,7 +161,7 @@ def _silo_process(cfg: ExperimentConfig, client_id: int, rank: int, world: int,
 
     _, address, port = silo_layout(cfg, client_id)
     executor, index = build_client_executor(cfg, client_id)
-    executor.warm_up()
+    _warm_up(executor, client_id, index)
     init_silo_group(address, port, rank, world, _group_timeout(cfg))
     try:
         silo = SiloExecutor(executor, index)
