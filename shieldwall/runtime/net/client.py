@@ -5,7 +5,7 @@
 network loss) are retried with exponential back-off and jitter; after ``reconnect_timeout``
 seconds without reaching the server the client gives up. Final, as :class:`ClientRefused`: a
 refused identity (unknown id, wrong token, wrong certificate); a duplicate-session refusal
-while the holder has a call open (three in a row), or that lasts longer than a crashed
+while the holder has a call open (three times), or that lasts longer than a crashed
 predecessor's session could (``SESSION_TTL`` + 5 s): another live process runs this client; and
 a TLS mismatch (:mod:`.tls_hint`: a plaintext client meeting a TLS server, a server certificate
 that does not verify, a TLS client meeting a plaintext server, a client certificate the server
@@ -233,7 +233,7 @@ class GrpcClientRuntime(Runtime):
                 if code == grpc.StatusCode.ALREADY_EXISTS:
                     now = time.monotonic()
                     duplicate_since = duplicate_since or now
-                    live_refusals = live_refusals + 1 if LIVE in (details or "") else 0
+                    live_refusals += LIVE in (details or "")
                     if live_refusals >= 3 or now - duplicate_since > SESSION_TTL + 5:
                         raise ClientRefused(
                             f"server refused client {self.client_id}: {details}; that process "
