@@ -94,7 +94,7 @@ def measure(
     settings = NetSettings(name="server", address="127.0.0.1", port=0, client_ids=ids,
                            join_timeout=120, round_timeout=300,
                            max_message_bytes=int(mb * (1 << 20)))
-    rt = GrpcServerRuntime(settings, dims[0])
+    rt = GrpcServerRuntime(settings, dims[0], {i: 1 << 30 for i in range(n)})
     ctx = mp.get_context("spawn")
     port, extra = rt.port, []
     up, down = ctx.Value("q", 0), ctx.Value("q", 0)

@@ -4,9 +4,14 @@ clients speaking to it directly (honest, refused, replaying, duplicate, garbage,
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
@@ -24,6 +29,7 @@ from shieldwall.runtime.net.settings import NetSettings, network_view
 from shieldwall.runtime.net.wire import Kind, WireError
 
 DIM = 6
+REPO = Path(__file__).resolve().parents[1]
 
 
 def settings(ids=(1, 2, 3), **kw) -> NetSettings:
@@ -38,8 +44,9 @@ def settings(ids=(1, 2, 3), **kw) -> NetSettings:
 def server():
     made: list[GrpcServerRuntime] = []
 
-    def make(dim: int = DIM, **kw) -> GrpcServerRuntime:
-        rt = GrpcServerRuntime(settings(**kw), dim)
+    def make(dim: int = DIM, caps: int = 1000, **kw) -> GrpcServerRuntime:
+        s = settings(**kw)
+        rt = GrpcServerRuntime(s, dim, {i: caps for i in range(len(s.client_ids))})
         rt.hub.poll = 0.3  # WAIT answers come quickly
         made.append(rt)
         return rt
@@ -272,6 +279,194 @@ def test_network_view_counts_the_listed_clients():
     view = network_view(config_from_dict(raw))
     assert view.train_args.client_num_in_total == 2 and view.train_args.client_num_per_round == 2
     assert view.comm_args.runtime == "grpc" and network_view(view) == view
+    assert view.comm_args.partition_parts == 1000  # the clients' split, kept for sample bounds
     raw["attack_args"]["byzantine_client_num"] = 3
     with pytest.raises(ValueError, match="exceeds"):
         network_view(config_from_dict(raw))
+
+
+# ------------------------------------------------------------ issue 15: claims, quorum, waits
+def test_sample_claims_above_the_shard_are_rejected(server):
+    rt = server(caps=30)
+    conns = [connect(rt, k) for k in (1, 2, 3)]
+    future = start_round(rt, 0)
+    tasks = [fetch_round(c) for c in conns]
+    assert answer(conns[0], tasks[0], torch.ones(DIM), num_samples=30)["accepted"]
+    liar = answer(conns[1], tasks[1], torch.ones(DIM), num_samples=1e15)
+    assert not liar["accepted"] and "num_samples 1e+15 outside [1, 30]" in liar["reason"]
+    half = answer(conns[2], tasks[2], torch.ones(DIM), num_samples=2.5)
+    assert "not a whole number" in half["reason"]
+    res = future.result(timeout=10)
+    assert res.num_samples.tolist() == [30.0, 0.0, 0.0] and set(res.rejected) == {1, 2}
+
+
+def test_sample_caps_come_from_the_clients_partition():
+    from shieldwall.data.partition import partition_indices
+    from shieldwall.runtime.net.server import sample_caps
+    from shieldwall.train import build_components
+
+    raw = {"data_args": {"dataset": "digits", "partition_method": "hetero",
+                         "partition_alpha": 0.5},
+           "train_args": {"client_id_list": [3, 7], "client_num_in_total": 10}}
+    view = network_view(config_from_dict(raw))
+    parts = build_components(view)  # the server's own split: 2 parts
+    caps = sample_caps(view, [len(parts.shards[c]) for c in sorted(parts.shards)])
+    split = partition_indices(parts.dataset.train_y, 10, "hetero", alpha=0.5, seed=0,
+                              min_size=view.data_args.partition_min_size)
+    assert caps == {0: len(split[2]), 1: len(split[6])}  # client K holds part K - 1 of 10
+
+
+def test_rejected_rows_do_not_count_toward_the_quorum(server):
+    rt = server(quorum=2, quorum_timeout=0.2, round_timeout=20.0)
+    conns = [connect(rt, k) for k in (1, 2, 3)]
+    future = start_round(rt, 0)
+    tasks = [fetch_round(c) for c in conns]
+    assert answer(conns[0], tasks[0], torch.ones(DIM))["accepted"]
+    assert not answer(conns[1], tasks[1], torch.full((DIM,), float("nan")))["accepted"]
+    time.sleep(1.0)  # two answers, one accepted: the quorum of 2 is not met
+    assert not future.done()
+    assert answer(conns[2], tasks[2], torch.ones(DIM))["accepted"]  # not "late"
+    res = future.result(timeout=10)
+    assert list(res.rejected) == [1]
+
+
+def test_a_silent_client_is_written_off_after_one_adaptive_deadline(server, monkeypatch, caplog):
+    from shieldwall.runtime.net import hub
+
+    monkeypatch.setattr(hub, "ADAPTIVE_SLACK", 1.0)
+    rt = server(round_timeout=120.0)
+    caplog.set_level(logging.INFO)
+    conns = [connect(rt, k) for k in (1, 2, 3)]
+
+    def play(r: int, who: list[int]):
+        future = start_round(rt, r)
+        for k in who:
+            answer(conns[k], fetch_round(conns[k]), torch.ones(DIM))
+        started = time.monotonic()
+        return future.result(timeout=60), time.monotonic() - started
+
+    res, _ = play(0, [0, 1, 2])  # every client answers: each has an answer time
+    assert res.rejected == {}
+    res, took = play(1, [0, 1])  # client 3 went silent: the adaptive deadline, not 120 s
+    assert took < 30 and res.rejected[2] == "absent: did not fetch the round in time"
+    assert "adaptive deadline" in caplog.text
+    res, took = play(2, [0, 1])  # written off: the round closes as soon as the others answer
+    assert took < 5 and "written off, not waited for" in res.rejected[2]
+    assert "written-off clients [2]" in caplog.text
+    res, _ = play(3, [2, 0, 1])  # it calls again: waited for again, and its row counts
+    assert res.rejected == {}
+
+
+def test_the_first_round_waits_for_clients_to_be_ready(server):
+    rt = server()
+    for k in (1, 2):
+        connect(rt, k)
+    loading = Connection(client_settings(rt), 3)
+    loading.join("i3", ready=False)  # joined, still loading its data
+    assert rt.hub.wait_joined(0.3) == [3]
+    loading.join("i3")
+    assert rt.hub.wait_joined(0.3) == []
+
+
+def test_a_duplicate_of_a_live_client_gives_up_with_a_clear_line(server):
+    rt = server()
+    holder, stop = connect(rt, 1, instance="a"), threading.Event()
+
+    def poll() -> None:  # a live client: always in a long poll, as the real one is
+        while not stop.is_set():
+            holder.fetch()
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ClientRefused, match="duplicate client 1.*connected now.*is alive"):
+            GrpcClientRuntime(client_settings(rt), Echo(), 1).check_in()
+        assert time.monotonic() - started < 10
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def two_cas(tmp_path_factory):
+    pems = []
+    for name in ("a", "b"):
+        d = tmp_path_factory.mktemp(f"ca-{name}")
+        assert main(["certs", str(d), "--clients", "1,2"]) == 0
+        pems.append({p.name: p.read_bytes() for p in d.iterdir()})
+    return pems
+
+
+@pytest.mark.parametrize(("case", "hint"), [
+    ("plaintext", "speaks TLS but this client is configured without it"),
+    ("wrong-ca", "does not verify against comm_args.tls_ca"),
+    ("no-cert", "requires a client certificate"),
+    ("other-ca-cert", "refuses this client's certificate"),
+    ("tls-to-plaintext", "the server does not speak TLS"),
+])
+def test_tls_mismatches_end_at_once_with_the_setting_to_fix(server, two_cas, case, hint):
+    a, b = two_cas
+    if case == "tls-to-plaintext":
+        rt = server(ids=(1, 2))
+    else:
+        rt = server(ids=(1, 2), tls_ca=a["ca.crt"], tls_cert=a["server.crt"],
+                    tls_key=a["server.key"])
+    client = {
+        "plaintext": {},
+        "wrong-ca": dict(tls_ca=b["ca.crt"], tls_cert=a["client-1.crt"],
+                         tls_key=a["client-1.key"]),
+        "no-cert": dict(tls_ca=a["ca.crt"]),
+        "other-ca-cert": dict(tls_ca=a["ca.crt"], tls_cert=b["client-1.crt"],
+                              tls_key=b["client-1.key"]),
+        "tls-to-plaintext": dict(tls_ca=a["ca.crt"]),
+    }[case]
+    started = time.monotonic()
+    with pytest.raises(ClientRefused, match=hint):
+        GrpcClientRuntime(client_settings(rt, reconnect_timeout=120.0, **client), Echo(),
+                          1).check_in()
+    assert time.monotonic() - started < 20  # not reconnect_timeout
+
+
+def test_handshake_lines_are_summarised_not_repeated(tmp_path):
+    script = (
+        "import os, time\n"
+        "from shieldwall.runtime.net.grpc_log import HandshakeSummary\n"
+        "line = b'E1204 ssl_transport_security.cc:1] Handshake failed with error SSL_ERROR_SSL: "
+        "error:100000f7:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER: x\\n'\n"
+        "with HandshakeSummary(window_s=60):\n"
+        "    for _ in range(6):\n"
+        "        os.write(2, line)\n"
+        "        time.sleep(0.05)\n"
+        "    os.write(2, b'an ordinary line\\n')\n"
+        "    time.sleep(0.3)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "Handshake failed" not in out.stderr and "an ordinary line" in out.stderr
+    lines = [x for x in out.stderr.splitlines() if "TLS handshake" in x]
+    assert lines[0].startswith("WARNING") and "1 TLS handshake failed" in lines[0]
+    assert "a client without TLS?" in lines[0]
+    assert "5 TLS handshakes failed in the last 60s" in lines[-1] and len(lines) == 2
+
+
+def test_hello_fields_are_bounded_and_calls_per_client_capped(server):
+    rt = server()
+    conn = Connection(client_settings(rt), 1)
+    reply = conn._join(wire.encode(Kind.HELLO, {"instance": "x" * 3000, "silo": 10**12,
+                                                "ready": "no"}), metadata=conn.metadata())
+    conn.session = wire.decode(reply, Kind.WELCOME).header["session"]
+    session = rt.hub.sessions[1]
+    assert len(session.instance) == 64 and session.silo == 1 and session.ready
+    rt.hub.poll = 3.0  # four long polls stay open while a fifth call comes
+    pool = ThreadPoolExecutor(4)
+    polls = [pool.submit(conn.fetch) for _ in range(4)]
+    time.sleep(0.5)
+    with pytest.raises(grpc.RpcError) as err:
+        conn.fetch()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [p.result(timeout=10) for p in polls] == [Kind.WAIT] * 4
+    pool.shutdown()

@@ -47,7 +47,7 @@ def test_honest_frame_round_trips_exactly():
         ("short_frame", "non-finite values"),
         ("bad_header", "malformed frame"),
         ("wrong_client", "frame of client 1007 round 0, expected client 7"),
-        ("inflated_samples", "num_samples 1000000000000 outside [0, 100]"),
+        ("inflated_samples", "num_samples 1000000000000 outside [1, 100]"),
         ("failed", "computation failed"),
     ],
 )

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
 
 from shieldwall.config import load_config
 
-__all__ = ["register", "client_command", "silo_entry"]
+__all__ = ["register", "client_command"]
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,3 @@ def client_command(args: argparse.Namespace) -> int:
         return 4
     print(f"client {args.rank}: done, {rounds} rounds answered")
     return 0
-
-
-def silo_entry(cfg: Any, client_id: int, rank: int, world: int, level: int) -> None:
-    """Entry point of a spawned silo trainer (kept here, outside :mod:`shieldwall.runtime`, so
-    that unpickling it imports :mod:`shieldwall.algorithms` before the runtime package)."""
-    import shieldwall.algorithms  # noqa: F401
-    from shieldwall.runtime.net.node import silo_worker
-
-    silo_worker(cfg, client_id, rank, world, level)

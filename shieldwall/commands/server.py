@@ -31,6 +31,7 @@ def server_command(args: argparse.Namespace) -> int:
     import shieldwall.algorithms  # noqa: F401  (before shieldwall.runtime: import cycle)
     import shieldwall.runtime.net  # noqa: F401  (registers runtime "grpc")
     from shieldwall.runtime.net import network_view
+    from shieldwall.runtime.net.grpc_log import HandshakeSummary
     from shieldwall.train import train
 
     if args.rank != 0:
@@ -42,5 +43,6 @@ def server_command(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides.append(f"comm_args.server_port={args.port}")
     cfg = network_view(_load(args, overrides))
-    _report(train(cfg, resume=args.resume, force=args.force))
+    with HandshakeSummary():  # gRPC's raw TLS handshake lines, summarised
+        _report(train(cfg, resume=args.resume, force=args.force))
     return 0

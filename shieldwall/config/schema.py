@@ -192,6 +192,11 @@ class CommArgs:
     reconnect_timeout: float = 600.0
     """Networked mode: a client retries (with back-off) this long without reaching the server
     before it gives up."""
+    partition_parts: int | None = None
+    """Networked mode: the parts the training data are split into, client ``K`` holding part
+    ``K - 1`` (``None``: ``train_args.client_num_in_total``). ``shieldwall server`` records the
+    clients' ``client_num_in_total`` here before it counts only the listed clients, so that it
+    knows each client's shard size (the most a client may claim as its sample count)."""
 
 
 @dataclass(kw_only=True)

@@ -94,6 +94,14 @@ class ClientExecutor:
             params, self.shards[client_id], task, self.data_attack
         )
 
+    def warm_up(self) -> None:
+        """One throw-away update of a hosted client (round -1, result dropped): torch imports
+        much lazily on the first optimizer step (seconds), which would otherwise eat into the
+        first round's timeout. Multi-process runtimes call it before their first round."""
+        if self.shards:
+            c = next(iter(self.shards))
+            self.run(self.algorithm.flat.vector(), RoundPlan(-1, (c,)), c)
+
 
 def row_form_problem(row: object, dim: int, dtype: torch.dtype) -> str | None:
     """Why ``row`` is not a ``(dim,)`` tensor of ``dtype``, or ``None`` (no values read)."""

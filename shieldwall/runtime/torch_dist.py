@@ -107,7 +107,7 @@ class TorchDistributedRuntime(Runtime):
         self._orphans: list[object] = []  # timed-out works and buffers, kept alive
         self._closed = False
         if not self.is_server and self.my_clients():
-            self._warm_up()  # before the rendezvous, so that round 0 is not slower than others
+            self.executor.warm_up()  # before the rendezvous: round 0 as fast as the others
         timeout = timedelta(seconds=idle_timeout)
         init = "env://" if launch.launcher == "torchrun" else launch.init_method
         dist.init_process_group(
@@ -243,8 +243,8 @@ class TorchDistributedRuntime(Runtime):
         res.losses[i] = got.loss
 
     def _max_samples(self, c: int) -> int:
-        epochs = max(int(getattr(self.executor.algorithm.args, "epochs", 1) or 1), 1)
-        return max(len(self.executor.shards[c]), 1) * epochs
+        """The most client ``c`` may claim: its shard's size (:mod:`..claims`)."""
+        return len(self.executor.shards[c])
 
     def _lose(self, r: int, round: int, why: str) -> None:
         self.lost[r] = f"rank {r} lost in round {round}: {why}"
@@ -270,12 +270,6 @@ class TorchDistributedRuntime(Runtime):
             res.num_samples[i], res.losses[i] = result.num_samples, result.loss
 
     # ---------------------------------------------------------------- worker
-    def _warm_up(self) -> None:
-        """One throw-away client update: torch imports much lazily on the first optimizer step
-        (seconds), which would otherwise eat into round 0's timeout."""
-        c = self.my_clients()[0]
-        self.executor.run(self.executor.algorithm.flat.vector(), RoundPlan(-1, (c,)), c)
-
     def serve(self) -> None:
         if self.is_server:
             raise RuntimeError("the server (rank 0) runs rounds; serve() is for worker ranks")

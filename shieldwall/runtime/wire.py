@@ -18,9 +18,11 @@ The server receives every frame into a buffer of that fixed capacity whose paylo
 with NaN, so it never allocates by a size a peer declares, a short frame leaves NaN (rejected as
 non-finite), and a frame for another round or slot cannot match the receive (its tag differs).
 :func:`decode_frame` checks the header against the round, the client and the capacity, then the
-row through :func:`~shieldwall.runtime.base.sanitize_row`; every failure is a reason string, never
-an exception. A row that does not fit (an oversize or wider-dtype tensor) is declared in the
-header and not sent (``nbytes`` above the capacity: rejected unread).
+row through :func:`~shieldwall.runtime.base.sanitize_row`, the sample count and loss through
+:func:`~shieldwall.runtime.claims.check_claims` (``max_samples``: the client's shard size); every
+failure is a reason string, never an exception. A row that does not fit (an oversize or
+wider-dtype tensor) is declared in the header and not sent (``nbytes`` above the capacity:
+rejected unread).
 
 Limit: gloo aborts a receiving process when a message is *longer* than the posted buffer (an
 enforce in its TCP pair, not an error the caller can catch). :func:`encode_frame` never sends more
@@ -37,6 +39,7 @@ import torch
 from torch import Tensor
 
 from shieldwall.runtime.base import sanitize_row
+from shieldwall.runtime.claims import check_claims
 
 __all__ = [
     "MAGIC_TASK",
@@ -219,10 +222,8 @@ def decode_frame(
     row, reason = sanitize_row(data, dim, dtype, max_norm)
     if row is None:
         return reject(str(reason))
-    num_samples = h[12]
-    if not 0 <= num_samples <= max_samples:
-        return reject(f"num_samples {num_samples} outside [0, {max_samples}]")
-    loss = float(frame[13 * 8 : 14 * 8].view(torch.float64))
-    if not math.isfinite(loss):
-        return reject(f"loss {loss} is not finite")
+    num_samples, loss = h[12], float(frame[13 * 8 : 14 * 8].view(torch.float64))
+    why = check_claims(num_samples, loss, max_samples)
+    if why is not None:
+        return reject(why)
     return DecodedFrame(row, num_samples, loss)

@@ -2,9 +2,14 @@
 
 :meth:`GrpcClientRuntime.serve` loops ``Join`` → (``Fetch`` → :meth:`ClientExecutor.run` →
 ``Upload``)* until the server answers ``STOP``. Transport failures (server down or restarting,
-network loss, a duplicate-session refusal) are retried with exponential back-off and jitter;
-after ``reconnect_timeout`` seconds without reaching the server the client gives up. A refused
-identity (unknown id, wrong token, wrong certificate) is final: :class:`ClientRefused`.
+network loss) are retried with exponential back-off and jitter; after ``reconnect_timeout``
+seconds without reaching the server the client gives up. Final, as :class:`ClientRefused`: a
+refused identity (unknown id, wrong token, wrong certificate); a duplicate-session refusal
+while the holder has a call open (three times), or that lasts longer than a crashed
+predecessor's session could (``SESSION_TTL`` + 5 s): another live process runs this client; and
+a TLS mismatch (:mod:`.tls_hint`: a plaintext client meeting a TLS server, a server certificate
+that does not verify, a TLS client meeting a plaintext server, a client certificate the server
+refuses), each with the setting to fix.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from torch import Tensor
 from shieldwall.algorithms.base import LocalResult
 from shieldwall.runtime.base import ClientExecutor, RoundPlan, Runtime
 from shieldwall.runtime.net import wire
-from shieldwall.runtime.net.hub import POLL_SECONDS
+from shieldwall.runtime.net.hub import LIVE, POLL_SECONDS, SESSION_TTL
 from shieldwall.runtime.net.settings import NetSettings
+from shieldwall.runtime.net.tls_hint import TlsDiagnosis
 from shieldwall.runtime.net.wire import Kind, WireError
 
 __all__ = ["GrpcClientRuntime", "ClientRefused", "Backoff", "RoundTask", "Connection"]
@@ -91,9 +97,11 @@ class Connection:
         return ((wire.META_CLIENT, str(self.client_id)), (wire.META_TOKEN, self.token),
                 (wire.META_SESSION, self.session))
 
-    def join(self, instance: str, silo: int = 1, timeout: float = 30.0) -> dict:
-        reply = self._join(wire.encode(Kind.HELLO, {"instance": instance, "silo": silo}),
-                           metadata=self.metadata(), timeout=timeout)
+    def join(self, instance: str, silo: int = 1, timeout: float = 30.0,
+             ready: bool = True) -> dict:
+        hello = {"instance": instance, "silo": silo, "ready": ready}
+        reply = self._join(wire.encode(Kind.HELLO, hello), metadata=self.metadata(),
+                           timeout=timeout)
         welcome = wire.decode(reply, Kind.WELCOME).header
         self.session = str(welcome["session"])
         return welcome
@@ -105,14 +113,16 @@ class Connection:
         first = wire.decode(next(frames), (Kind.ROUND, Kind.WAIT, Kind.STOP))
         if first.kind != Kind.ROUND:
             return first.kind
-        h = first.header
+        rnd = wire.check_round(first.header)
         buf = bytearray()
         for raw in frames:
             buf += wire.decode(raw, Kind.CHUNK).payload
-        params = wire.tensor_from_bytes(buf, h["dtype"], h["shape"])
-        poisoned = frozenset({h["index"]}) if h.get("poisoned") else frozenset()
-        plan = RoundPlan(int(h["round"]), tuple(h["clients"]), poisoned)
-        return RoundTask(int(h["round"]), str(h["nonce"]), int(h["index"]), plan, params)
+            if len(buf) > rnd.nbytes:
+                raise WireError(f"the server sent more than the {rnd.nbytes} bytes it declared")
+        params = wire.tensor_from_bytes(buf, rnd.dtype, rnd.shape)
+        poisoned = frozenset({rnd.index}) if rnd.poisoned else frozenset()
+        plan = RoundPlan(rnd.round, rnd.clients, poisoned)
+        return RoundTask(rnd.round, rnd.nonce, rnd.index, plan, params)
 
     def upload_frames(self, header: dict, chunks: Iterator[bytes]) -> dict:
         """Send an ``UPLOAD`` header then ``chunks`` (already framed); the server's ``ACK``."""
@@ -179,7 +189,8 @@ class GrpcClientRuntime(Runtime):
         raise NotImplementedError("a client process does not run rounds")
 
     def check_in(self) -> None:
-        """Join once (retrying while the server is away): a refused identity fails here."""
+        """Join once (retrying while the server is away), not yet ready for rounds: a refused
+        identity fails here, before the client loads its data."""
         self._loop(join_only=True)
 
     def serve(self) -> None:
@@ -188,10 +199,15 @@ class GrpcClientRuntime(Runtime):
     def _loop(self, join_only: bool) -> None:
         backoff = Backoff(cap=min(5.0, self.settings.reconnect_timeout))
         last_contact = time.monotonic()
+        duplicate_since: float | None = None
+        live_refusals = 0
+        tls = TlsDiagnosis(self.settings)
         while True:
             conn = Connection(self.settings, self.client_id, self.token)
             try:
-                conn.join(self.instance, self.silo)
+                conn.join(self.instance, self.silo, ready=not join_only)
+                duplicate_since, live_refusals = None, 0
+                tls.reset()
                 if join_only:
                     return
                 log.info("client %d joined %s", self.client_id, self.settings.target)
@@ -214,6 +230,18 @@ class GrpcClientRuntime(Runtime):
                 if code == grpc.StatusCode.FAILED_PRECONDITION:
                     log.info("client %d: %s", self.client_id, details)
                     continue
+                if code == grpc.StatusCode.ALREADY_EXISTS:
+                    now = time.monotonic()
+                    duplicate_since = duplicate_since or now
+                    live_refusals += LIVE in (details or "")
+                    if live_refusals >= 3 or now - duplicate_since > SESSION_TTL + 5:
+                        raise ClientRefused(
+                            f"server refused client {self.client_id}: {details}; that process "
+                            "is alive (stop it, or start this one with another --rank)"
+                        ) from None
+                hint = tls.observe(code, details or "")
+                if hint is not None:
+                    raise ClientRefused(f"client {self.client_id}: {hint}") from None
                 waited = time.monotonic() - last_contact
                 if waited > self.settings.reconnect_timeout:
                     raise ConnectionError(

@@ -14,8 +14,25 @@ Rules (frames in :mod:`.wire`):
   per client per round; a second is a duplicate, refused and logged.
 * **Rows.** An upload is read chunk by chunk, never past the bytes its header declares, which may
   not exceed one row. A truncated, oversize or garbled stream, a NaN/Inf row, a wrong shape or
-  dtype, or a norm above ``max_update_norm`` (:func:`sanitize_row`) is an answer that the
+  dtype, a norm above ``max_update_norm`` (:func:`sanitize_row`), or a sample count above the
+  client's shard (:func:`~shieldwall.runtime.claims.check_claims`) is an answer that the
   server's round treats as Byzantine input (rejected with its reason).
+* **Closing a round** (:meth:`Hub.wait_round`), at the first of:
+
+  1. every client of the round has answered (accepted or rejected);
+  2. ``quorum`` *accepted* rows are in and ``quorum_timeout`` seconds have passed (a rejected
+     row never counts toward the quorum, so garbage cannot close a round early);
+  3. every client still *expected* has answered and at least one row was accepted: a client
+     that sent nothing in its previous round and has not called the server since is written
+     off (not waited for) until it calls again (a client that is merely slow to connect at the
+     start is not: it has missed no round);
+  4. the *adaptive deadline*: once every expected client of the round has answered an earlier
+     round, :data:`ADAPTIVE_FACTOR` × the slowest of their last :data:`HISTORY` answer times +
+     :data:`ADAPTIVE_SLACK` seconds;
+  5. ``round_timeout`` (which also caps 4).
+
+  So one dead silo costs one round at most the adaptive deadline, and later rounds nothing. A
+  client that stalls on purpose after fetching is bounded by ``quorum`` (set it).
 """
 
 from __future__ import annotations
@@ -24,7 +41,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -37,7 +55,8 @@ from shieldwall.runtime.net.rows import Answer, read_row
 from shieldwall.runtime.net.settings import NetSettings
 from shieldwall.runtime.net.wire import Kind, WireError
 
-__all__ = ["Hub", "OpenRound", "SESSION_TTL", "POLL_SECONDS"]
+__all__ = ["Hub", "OpenRound", "SESSION_TTL", "POLL_SECONDS", "ADAPTIVE_FACTOR", "ADAPTIVE_SLACK",
+           "HISTORY"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +65,16 @@ POLL_SECONDS = 5.0
 SESSION_TTL = 15.0
 """A session silent for longer may be taken over by a new process of the same client."""
 MAX_CALLS_PER_CLIENT = 4
+LIVE = "is connected now"
+"""Said in a duplicate refusal when the session's holder has a call open: it is alive."""
+ADAPTIVE_FACTOR = 4.0
+"""Adaptive deadline: this many times the slowest recent answer time of the round's clients..."""
+ADAPTIVE_SLACK = 10.0
+"""...plus this many seconds (so that fast rounds still tolerate a loaded machine)."""
+HISTORY = 5
+"""Answer times remembered per client for the adaptive deadline."""
+WAIT_NOTICE_S = 30.0
+"""A round still waiting after this long says for whom, and which settings bound the wait."""
 
 
 @dataclass
@@ -59,6 +88,7 @@ class OpenRound:
     answers: dict[int, Answer] = field(default_factory=dict)
     receiving: set[int] = field(default_factory=set)
     handed: set[int] = field(default_factory=set)
+    skipped: set[int] = field(default_factory=set)
     closed: bool = False
 
 
@@ -69,15 +99,23 @@ class _Session:
     last_seen: float
     silo: int = 1
     stopped: bool = False
+    ready: bool = True
+    peer: str = ""
 
 
 class Hub:
     """Shared state between the gRPC handlers (threads) and the runtime's round loop."""
 
-    def __init__(self, settings: NetSettings, dim: int) -> None:
+    def __init__(self, settings: NetSettings, dim: int, sample_caps: Mapping[int, int]) -> None:
         self.settings = settings
         self.dim = dim
         self.position = {k: i for i, k in enumerate(settings.client_ids)}
+        missing = [i for i in self.position.values() if i not in sample_caps]
+        if missing:
+            raise ValueError(f"no sample-count bound for client indices {missing}")
+        self.sample_caps = {int(i): int(c) for i, c in sample_caps.items()}
+        self.written_off: set[int] = set()
+        self.durations: dict[int, deque[float]] = {}
         self.cond = threading.Condition()
         self.sessions: dict[int, _Session] = {}
         self.current: OpenRound | None = None
@@ -138,6 +176,7 @@ class Hub:
                     self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
                                  f"stale session of client {client}: join again")
                 s.last_seen = time.monotonic()
+                self.written_off.discard(self.position[client])
             self.calls[client] = self.calls.get(client, 0) + 1
         return client, s
 
@@ -152,21 +191,28 @@ class Hub:
                 hello = wire.decode(request, Kind.HELLO).header
             except WireError as exc:
                 self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"client {client}: {exc}")
-            instance, now = str(hello.get("instance", "")), time.monotonic()
+            instance, now = str(hello.get("instance", ""))[:64], time.monotonic()
+            silo = hello.get("silo", 1)
+            silo = silo if isinstance(silo, int) and 1 <= silo <= 1 << 16 else 1
+            ready = hello.get("ready", True) is not False
             with self.cond:
                 old = self.sessions.get(client)
                 if (old is not None and old.instance != instance and not old.stopped
                         and now - old.last_seen < SESSION_TTL):
+                    live = self.calls.get(client, 0) > 1  # a call of the holder is open now
                     self._refuse(
                         context, grpc.StatusCode.ALREADY_EXISTS,
-                        f"duplicate client {client}: another process holds its session",
+                        f"duplicate client {client}: another process (from {old.peer}) holds "
+                        f"its session" + (f" and {LIVE}" if live else ""),
                     )
-                silo = int(hello.get("silo", 1)) if str(hello.get("silo", 1)).isdigit() else 1
-                self.sessions[client] = s = _Session(secrets.token_hex(16), instance, now, silo)
+                self.sessions[client] = s = _Session(secrets.token_hex(16), instance, now, silo,
+                                                     ready=ready, peer=context.peer())
+                self.written_off.discard(self.position[client])
                 self.cond.notify_all()
             what = "rejoined" if old is not None and old.instance == instance else "joined"
-            log.info("client %d %s from %s%s", client, what, context.peer(),
-                     f" (silo of {silo} DDP processes)" if silo > 1 else "")
+            log.info("client %d %s from %s%s%s", client, what, context.peer(),
+                     f" (silo of {silo} DDP processes)" if silo > 1 else "",
+                     "" if ready else " (loading its data)")
             return wire.encode(Kind.WELCOME, {"session": s.id, "dim": self.dim,
                                               "poll": self.poll})
         finally:
@@ -256,7 +302,7 @@ class Hub:
         answer = Answer(None, reason="upload failed")
         try:
             answer = read_row(head, self._counted(frames), r.dim, r.dtype,
-                              self.settings.max_update_norm)
+                              self.settings.max_update_norm, self.sample_caps[index])
         except grpc.RpcError:
             answer = Answer(None, reason="upload stream broken (a message above the size limit, "
                                          "or the client went away)")
@@ -268,6 +314,8 @@ class Hub:
                 late = r.closed
                 if not late:
                     r.answers[index] = answer
+                    self.durations.setdefault(index, deque(maxlen=HISTORY)).append(
+                        time.monotonic() - r.started)
                     self.cond.notify_all()
         if late:
             answer = Answer(None, reason=f"late: round {r.plan.round} closed during the upload")
@@ -278,11 +326,13 @@ class Hub:
 
     # ------------------------------------------------------------ runtime side
     def wait_joined(self, timeout: float) -> list[int]:
-        """Wait until every client has joined (or ``timeout``); the ids still missing."""
+        """Wait until every client has joined and is ready (data loaded, warmed up), or
+        ``timeout``; the ids still missing."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                missing = [k for k in self.position if k not in self.sessions]
+                missing = [k for k in self.position
+                           if k not in self.sessions or not self.sessions[k].ready]
                 left = deadline - time.monotonic()
                 if not missing or left <= 0:
                     return missing
@@ -296,28 +346,61 @@ class Hub:
             self.cond.notify_all()
         return r
 
+    def deadline(self, r: OpenRound) -> tuple[float, str]:
+        """When round ``r`` closes at the latest, and the rule that set it (module docstring).
+        Call with :attr:`cond` held."""
+        s = self.settings
+        expected = [i for i in r.plan.client_ids if i not in self.written_off]
+        if not expected or any(not self.durations.get(i) for i in expected):
+            return s.round_timeout, f"round timeout {s.round_timeout:g}s"
+        slowest = max(max(self.durations[i]) for i in expected)
+        adaptive = ADAPTIVE_FACTOR * slowest + ADAPTIVE_SLACK
+        if adaptive >= s.round_timeout:
+            return s.round_timeout, f"round timeout {s.round_timeout:g}s"
+        return adaptive, (f"adaptive deadline {adaptive:.1f}s = {ADAPTIVE_FACTOR:g} x slowest "
+                          f"recent answer {slowest:.2f}s + {ADAPTIVE_SLACK:g}s")
+
     def wait_round(self, r: OpenRound) -> str:
-        """Block until the round may close; close it; say why it closed."""
+        """Block until the round may close (module docstring); close it; say why it closed."""
         s = self.settings
         n = len(r.plan.client_ids)
         quorum = min(s.quorum or n, n)
+        noticed = False
         with self.cond:
             while True:
                 elapsed = time.monotonic() - r.started
-                answered = len(r.answers)
-                if answered >= n:
+                accepted = sum(1 for a in r.answers.values() if a.row is not None)
+                missing = [i for i in r.plan.client_ids if i not in r.answers]
+                awaited = [i for i in missing
+                           if i not in self.written_off or i in r.receiving or i in r.handed]
+                limit, rule = self.deadline(r)
+                if not missing:
                     why = "all answered"
-                elif answered >= quorum and elapsed >= s.quorum_timeout:
-                    why = f"quorum {quorum} after {s.quorum_timeout:g}s"
-                elif elapsed >= s.round_timeout:
-                    why = f"round timeout {s.round_timeout:g}s"
+                elif accepted >= quorum and elapsed >= s.quorum_timeout:
+                    why = f"quorum of {quorum} accepted rows after {s.quorum_timeout:g}s"
+                elif not awaited and accepted > 0:
+                    why = (f"all answered but written-off clients {missing} (absent before, "
+                           "silent since: not waited for)")
+                elif elapsed >= limit:
+                    why = rule
                 else:
-                    left = s.round_timeout - elapsed
-                    if answered >= quorum:
+                    if elapsed >= WAIT_NOTICE_S and not noticed:
+                        noticed = True
+                        log.warning(
+                            "round %d: still waiting for client indices %s after %.0fs; closes "
+                            "at the latest after %.0fs (%s). Set comm_args.round_timeout "
+                            "(now %gs) or comm_args.quorum to wait less", r.plan.round,
+                            awaited, elapsed, limit, rule, s.round_timeout)
+                    left = limit - elapsed
+                    if accepted >= quorum:
                         left = min(left, s.quorum_timeout - elapsed)
                     self.cond.wait(max(min(left, 1.0), 0.01))
                     continue
                 r.closed = True
+                r.skipped = set(missing) - set(awaited)
+                for i in missing:
+                    if i not in r.receiving:
+                        self.written_off.add(i)
                 self.cond.notify_all()
                 return why
 
@@ -326,7 +409,9 @@ class Hub:
         if index in r.handed:
             return "absent: fetched the round but sent no row in time"
         if client not in self.sessions:
-            return "absent: never connected"
+            return "absent: never connected" + (" (not waited for)" if index in r.skipped else "")
+        if index in r.skipped:
+            return "absent: silent since an earlier round (written off, not waited for)"
         return "absent: did not fetch the round in time"
 
     def finish(self, grace: float) -> None:

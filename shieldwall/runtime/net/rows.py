@@ -1,12 +1,12 @@
 """Reading one uploaded row: every way it can be wrong becomes a reason, never an exception.
 
 The header must name a supported dtype, a shape no larger than one row, ``nbytes`` equal to
-that shape's size, a finite non-negative ``num_samples`` and a finite ``loss``. Chunks are then
+that shape's size, and a ``num_samples``/``loss`` claim that
+:func:`~shieldwall.runtime.claims.check_claims` accepts (a whole number of samples no larger
+than the client's shard, which the server knows; a finite non-negative loss). Chunks are then
 read until the declared size, never past it (so a peer cannot make the server buffer more than
 one row), and a stream that ends early is *truncated*. The assembled tensor goes through
-:func:`~shieldwall.runtime.base.sanitize_row` (dtype, shape, NaN/Inf, norm bound). Sample counts
-are the client's claim: they weight weighted aggregators and the plain mean, so untrusted
-deployments should prefer aggregators that do not use them.
+:func:`~shieldwall.runtime.base.sanitize_row` (dtype, shape, NaN/Inf, norm bound).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from shieldwall.runtime.base import sanitize_row
+from shieldwall.runtime.claims import check_claims
 from shieldwall.runtime.net import wire
 from shieldwall.runtime.net.wire import Kind, WireError
 
@@ -37,11 +38,13 @@ class Answer:
 
 
 def read_row(
-    head: dict[str, Any], frames: Iterator[bytes], dim: int, dtype: torch.dtype, max_norm: float
+    head: dict[str, Any], frames: Iterator[bytes], dim: int, dtype: torch.dtype, max_norm: float,
+    max_samples: int,
 ) -> Answer:
-    """The row an ``UPLOAD`` header and its ``CHUNK`` frames carry (see module docstring)."""
+    """The row an ``UPLOAD`` header and its ``CHUNK`` frames carry (see module docstring);
+    ``max_samples`` is the client's shard size."""
     dtype_text = head.get("dtype")
-    if dtype_text not in wire.DTYPES:
+    if not isinstance(dtype_text, str) or dtype_text not in wire.DTYPES:
         return Answer(None, reason=f"unsupported dtype {dtype_text!r}")
     itemsize = torch.empty((), dtype=wire.DTYPES[dtype_text]).element_size()
     row_bytes = dim * torch.empty((), dtype=dtype).element_size()
@@ -55,14 +58,15 @@ def read_row(
     if nbytes > row_bytes:
         return Answer(None, reason=f"oversize upload: {nbytes} bytes, a row is {row_bytes}")
     samples, loss = head.get("num_samples"), head.get("loss")
-    if (isinstance(samples, bool) or not isinstance(samples, int | float)
-            or not math.isfinite(samples) or samples < 0):
-        return Answer(None, reason=f"bad num_samples {samples!r}")
-    if isinstance(loss, bool) or not isinstance(loss, int | float) or not math.isfinite(loss):
-        return Answer(None, reason=f"bad loss {loss!r}")
+    why = check_claims(samples, loss, max_samples)
+    if why is not None:
+        return Answer(None, reason=why)
     buf = bytearray()
     for raw in frames:
-        payload = wire.decode(raw, Kind.CHUNK).payload
+        try:
+            payload = wire.decode(raw, Kind.CHUNK).payload
+        except WireError as exc:
+            return Answer(None, reason=f"bad chunk: {exc}")
         if len(buf) + len(payload) > nbytes:
             return Answer(None, reason=f"oversize stream: over the {nbytes} declared bytes")
         buf += payload

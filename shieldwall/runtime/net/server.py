@@ -2,10 +2,12 @@
 
 ``run_clients`` publishes the round (round id, fresh nonce, plan, global vector) to the
 :class:`~.hub.Hub`, which hands it to the round's clients as they poll (``Fetch``) and collects
-their rows (``Upload``). The round closes when every client has answered, when ``quorum``
-answers are in and ``quorum_timeout`` seconds have passed, or at ``round_timeout``; clients that
-did not answer get NaN rows rejected as ``absent: …``, which the server's round treats like any
-other rejected (Byzantine) row. Attacks and aggregation stay in
+their rows (``Upload``). The round closes by the rules of :mod:`.hub` (everyone answered; a
+quorum of accepted rows after ``quorum_timeout``; only written-off clients missing; the adaptive
+deadline; ``round_timeout``); clients that did not answer get NaN rows rejected as
+``absent: …``, which the server's round treats like any other rejected (Byzantine) row. Each
+client's sample-count claim is bounded by its shard size, which the server computes from the
+same partition the clients use (:func:`sample_caps`). Attacks and aggregation stay in
 :class:`~shieldwall.algorithms.server.Server`, as on every runtime.
 """
 
@@ -20,11 +22,13 @@ import torch
 from torch import Tensor
 
 from shieldwall.config import ConfigError, ExperimentConfig
+from shieldwall.data import load_dataset
+from shieldwall.data.partition import partition_indices
 from shieldwall.runtime.base import RUNTIMES, ClientExecutor, RoundPlan, RoundResults, Runtime
 from shieldwall.runtime.net.hub import Hub
 from shieldwall.runtime.net.settings import NetSettings, client_ids
 
-__all__ = ["GrpcServerRuntime", "server_credentials"]
+__all__ = ["GrpcServerRuntime", "server_credentials", "sample_caps"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,23 @@ def server_credentials(s: NetSettings) -> grpc.ServerCredentials | None:
     )
 
 
+def sample_caps(cfg: ExperimentConfig, shard_sizes: list[int]) -> dict[int, int]:
+    """``{client index: shard size}``: the most each networked client may claim as its sample
+    count. Client ``K`` trains on part ``K - 1`` of the data split into ``partition_parts``
+    parts (the clients' ``client_num_in_total``); ``shard_sizes`` are the server's own parts,
+    used when its split is the clients' (else the split is recomputed from the labels)."""
+    ids = client_ids(cfg)
+    parts = cfg.comm_args.partition_parts or cfg.train_args.client_num_in_total
+    sizes = list(shard_sizes)
+    if parts != len(sizes):
+        d = cfg.data_args
+        dataset = load_dataset(d.dataset, d.data_cache_dir)
+        sizes = [len(p) for p in partition_indices(
+            dataset.train_y, parts, d.partition_method, alpha=d.partition_alpha,
+            seed=cfg.common_args.random_seed, min_size=d.partition_min_size)]
+    return {i: sizes[k - 1] if k - 1 < len(sizes) else 0 for i, k in enumerate(ids)}
+
+
 @RUNTIMES.register("grpc", aliases=("network", "networked"))
 class GrpcServerRuntime(Runtime):
     """Serves rounds to networked clients over gRPC (see module docstring).
@@ -47,13 +68,14 @@ class GrpcServerRuntime(Runtime):
     Args:
         settings: the resolved ``comm_args`` (address, port, tokens, TLS, quorum, timeouts).
         dim: length of the global vector.
+        sample_caps: client index → the largest sample count it may claim (its shard size).
     """
 
     is_server = True
 
-    def __init__(self, settings: NetSettings, dim: int) -> None:
+    def __init__(self, settings: NetSettings, dim: int, sample_caps: dict[int, int]) -> None:
         self.settings = settings
-        self.hub = Hub(settings, dim)
+        self.hub = Hub(settings, dim, sample_caps)
         n = len(settings.client_ids)
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=2 * n + 8, thread_name_prefix="sw-grpc"),
@@ -81,6 +103,9 @@ class GrpcServerRuntime(Runtime):
                      " and client certificates" if settings.tls_ca else "")
         if not settings.tokens:
             log.warning("no client tokens configured (comm_args.auth_tokens/token_file)")
+        log.info("a round waits at most comm_args.round_timeout = %gs (less once clients have "
+                 "answered: adaptive deadline; quorum %s after %gs; see docs/networked.md)",
+                 settings.round_timeout, settings.quorum or "all", settings.quorum_timeout)
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, executor: ClientExecutor) -> GrpcServerRuntime:
@@ -91,7 +116,8 @@ class GrpcServerRuntime(Runtime):
                 f"({len(ids)}) but client_num_in_total is {cfg.train_args.client_num_in_total}; "
                 "start the server with `shieldwall server CONFIG`, which maps one to the other"
             )
-        return cls(NetSettings.from_config(cfg, "server"), executor.dim)
+        sizes = [len(executor.shards[c]) for c in sorted(executor.shards)]
+        return cls(NetSettings.from_config(cfg, "server"), executor.dim, sample_caps(cfg, sizes))
 
     def run_clients(self, params: Tensor, plan: RoundPlan) -> RoundResults:
         hub, s = self.hub, self.settings
@@ -99,8 +125,8 @@ class GrpcServerRuntime(Runtime):
             self._waited = True
             missing = hub.wait_joined(s.join_timeout)
             if missing:
-                log.warning("starting without clients %s (not connected after %gs)",
-                            missing, s.join_timeout)
+                log.warning("starting without clients %s (not connected or not ready after "
+                            "%gs: comm_args.join_timeout)", missing, s.join_timeout)
         r = hub.open_round(plan, params.detach().cpu())
         why = hub.wait_round(r)
         n = len(plan.client_ids)

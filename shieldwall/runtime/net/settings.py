@@ -39,7 +39,8 @@ def network_view(cfg: ExperimentConfig) -> ExperimentConfig:
     """The server's view of ``cfg``: runtime ``grpc``, and one client per listed id.
 
     ``client_num_in_total`` becomes ``len(client_id_list)`` (the clients the server plans over,
-    draws Byzantine clients from and aggregates); ``client_num_per_round`` is capped at it.
+    draws Byzantine clients from and aggregates), its former value is kept as
+    ``comm_args.partition_parts`` (the clients' data split); ``client_num_per_round`` is capped.
     Idempotent, so a resumed run's recorded config maps to itself.
     """
     ids = client_ids(cfg)
@@ -53,7 +54,8 @@ def network_view(cfg: ExperimentConfig) -> ExperimentConfig:
     train_args = dataclasses.replace(
         t, client_id_list=ids, client_num_in_total=len(ids), client_num_per_round=per_round
     )
-    comm_args = dataclasses.replace(cfg.comm_args, runtime="grpc")
+    parts = cfg.comm_args.partition_parts or t.client_num_in_total
+    comm_args = dataclasses.replace(cfg.comm_args, runtime="grpc", partition_parts=parts)
     return dataclasses.replace(cfg, train_args=train_args, comm_args=comm_args)
 
 

@@ -51,6 +51,9 @@ __all__ = [
     "tensor_from_bytes",
     "chunk_frames",
     "chunk_size",
+    "RoundHeader",
+    "check_round",
+    "MAX_ROW_VALUES",
 ]
 
 SERVICE = "shieldwall.Federation"
@@ -154,6 +157,58 @@ def check_shape(shape: Any, limit: int) -> list[int]:
     if len(shape) > 8 or math.prod(shape) > limit:
         raise WireError(f"shape {tuple(shape)} is too large")
     return shape
+
+
+MAX_ROW_VALUES = 1 << 34
+"""The most values a ``ROUND`` header may announce (a client never allocates by more)."""
+
+
+@dataclass(frozen=True)
+class RoundHeader:
+    """A ``ROUND`` header as a client checked it."""
+
+    round: int
+    nonce: str
+    index: int
+    clients: tuple[int, ...]
+    poisoned: bool
+    dtype: str
+    shape: list[int]
+    nbytes: int
+
+
+def _int(header: dict[str, Any], key: str, low: int = 0) -> int:
+    value = header.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise WireError(f"ROUND header: {key} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def check_round(header: dict[str, Any]) -> RoundHeader:
+    """Check every field of a ``ROUND`` header (what a client trusts of the server's message);
+    :class:`WireError` naming the first bad one."""
+    dtype = header.get("dtype")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise WireError(f"ROUND header: unsupported dtype {dtype!r}")
+    shape = check_shape(header.get("shape"), MAX_ROW_VALUES)
+    nbytes = _int(header, "nbytes")
+    if nbytes != math.prod(shape) * torch.empty((), dtype=DTYPES[dtype]).element_size():
+        raise WireError(f"ROUND header: nbytes {nbytes} does not match {dtype} {shape}")
+    clients = header.get("clients")
+    if (not isinstance(clients, list) or len(clients) > 1 << 20
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                       for c in clients)):
+        raise WireError("ROUND header: clients must be a list of client indices")
+    index, nonce = _int(header, "index"), header.get("nonce")
+    if index not in clients:
+        raise WireError(f"ROUND header: index {index} is not among the round's clients")
+    if not isinstance(nonce, str) or not 0 < len(nonce) <= 256:
+        raise WireError("ROUND header: nonce must be a short string")
+    poisoned = header.get("poisoned", False)
+    if not isinstance(poisoned, bool):
+        raise WireError(f"ROUND header: poisoned must be true or false, got {poisoned!r}")
+    return RoundHeader(_int(header, "round"), nonce, index, tuple(clients), poisoned, dtype,
+                       shape, nbytes)
 
 
 def chunk_size(max_message_bytes: int) -> int:
