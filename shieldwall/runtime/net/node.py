@@ -1,7 +1,7 @@
 """Client-side process drivers: ``shieldwall client CONFIG --rank K`` and its silo processes.
 
 A client process builds the same components as every other process
-(:func:`shieldwall.train.build_components`: data partitioned over ``client_num_in_total``,
+(:func:`shieldwall.drivers.rounds.build_components`: data partitioned over ``client_num_in_total``,
 model, algorithm, data attack), keeps only its own shard (part ``K - 1``) under its round index
 (its position in ``client_id_list``), and serves rounds. With ``client_silo_args`` asking for
 more than one trainer per silo, the process on node ``node_rank_in_silo`` starts
@@ -67,7 +67,7 @@ def check_rank(cfg: ExperimentConfig, client_id: int) -> int:
 def build_client_executor(cfg: ExperimentConfig, client_id: int) -> tuple[ClientExecutor, int]:
     """The executor hosting client ``K``'s shard under its round index; and that index."""
     from shieldwall.algorithms.base import ClientData
-    from shieldwall.train import build_components
+    from shieldwall.drivers.rounds import build_components
 
     index, part = check_rank(cfg, client_id), client_id - 1
     if _parts(cfg) != cfg.train_args.client_num_in_total:  # the server's recorded view
