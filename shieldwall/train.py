@@ -28,7 +28,8 @@ from shieldwall.config import ConfigError, ExperimentConfig, config_to_dict
 from shieldwall.data import Dataset, load_dataset
 from shieldwall.data.partition import class_histogram, format_histogram, partition_indices
 from shieldwall.metrics import MetricsLogger
-from shieldwall.models import MODELS
+from shieldwall.metrics.text import perplexities
+from shieldwall.models import MODELS, build_model
 from shieldwall.registry import UnknownNameError
 from shieldwall.runtime import RUNTIMES, ClientExecutor, Runtime
 from shieldwall.seeding import derive_seed
@@ -92,21 +93,21 @@ def build_components(cfg: ExperimentConfig) -> Components:
     t = cfg.train_args
     seed = cfg.common_args.random_seed
     try:
-        dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir)
-        model_factory = MODELS.entry(cfg.model_args.model)
+        dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir, cfg.text_args)
+        MODELS.entry(cfg.model_args.model)
         algorithm_cls = ALGORITHMS.get(t.federated_optimizer)
     except UnknownNameError as exc:
         raise ConfigError(str(exc)) from None
     device = _device(cfg)
     parts = partition_indices(
-        dataset.train_y,
+        dataset.partition_labels,
         t.client_num_in_total,
         cfg.data_args.partition_method,
         alpha=cfg.data_args.partition_alpha,
         seed=seed,
         min_size=cfg.data_args.partition_min_size,
     )
-    if log.isEnabledFor(logging.DEBUG):
+    if log.isEnabledFor(logging.DEBUG) and dataset.train_y.dim() == 1:
         hist = class_histogram(dataset.train_y, parts, dataset.num_classes)
         log.debug("per-client class histogram:\n%s", format_histogram(hist))
     train_x, train_y = dataset.train_x.to(device), dataset.train_y.to(device)
@@ -115,7 +116,8 @@ def build_components(cfg: ExperimentConfig) -> Components:
         for c, idx in enumerate(parts)
     }
     torch.manual_seed(derive_seed(seed, "init"))
-    model = model_factory.obj(dataset.input_shape, dataset.num_classes)
+    model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
+                        cfg.text_args)
     algorithm = algorithm_cls(t, model, device)
     defense = build_defense(cfg)
     adversary = build_adversary(cfg, dataset.num_classes)
@@ -276,6 +278,7 @@ def run_rounds(
                 algorithm.flat.load(params)
                 loss, acc = evaluate(algorithm.model, test_x, test_y)
                 entry.update(test_loss=loss, test_accuracy=acc)
+                entry.update(perplexities(dataset, entry))
             entry["wall_time"] = time.perf_counter() - started
             metrics.log_round(entry)
             last = entry
@@ -291,6 +294,8 @@ def run_rounds(
         "final_test_accuracy": last.get("test_accuracy"),
         "final_test_loss": last.get("test_loss"),
         "wall_time": time.perf_counter() - started,
+        **({"eval_split": dataset.eval_split} if dataset.eval_split != "test" else {}),
+        **{k: last[k] for k in ("test_perplexity", "train_perplexity") if k in last},
     }
     (run_dir / "summary.json").write_text(yaml.safe_dump(summary))
     torch.save(params.cpu(), run_dir / "final_params.pt")
