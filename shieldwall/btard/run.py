@@ -284,7 +284,8 @@ def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
             if (r + 1) % every == 0 or r == t.comm_round - 1:
                 oracle.algorithm.flat.load(me.params)
                 loss, acc = evaluate(oracle.algorithm.model, dataset.test_x, dataset.test_y)
-                entry.update(test_loss=loss, test_accuracy=acc, **perplexities(dataset, entry))
+                entry.update(test_loss=loss, test_accuracy=acc)
+                entry.update(perplexities(dataset, entry))
             entry["wall_time"] = time.perf_counter() - started
             metrics.log_round(entry)
             last = entry
