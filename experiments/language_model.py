@@ -12,7 +12,7 @@ aggregate with butterfly CenteredClip, validators ban). Writes the runs under ``
 
 Usage::
 
-    nice -n 10 python experiments/language_model.py --steps 100          # ~30 min on 1 busy core
+    nice -n 10 python experiments/language_model.py              # ~1 h on a heavily shared machine
     python experiments/language_model.py --report                         # table + PNG from runs
 """
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="pydoc_topics")
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "language_model")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=60)
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--byzantine", type=int, default=7)
     p.add_argument("--batch-size", type=int, default=8)
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report:
-        for defense in DEFENSES:
-            for attack in ATTACKS:
+        for attack in ATTACKS:
+            for defense in DEFENSES:
                 name = f"{attack}-{defense}"
                 if args.only and name not in args.only:
                     continue

@@ -32,6 +32,7 @@ from shieldwall.metrics.text import perplexities
 from shieldwall.models import MODELS, build_model
 from shieldwall.registry import UnknownNameError
 from shieldwall.runtime import RUNTIMES, ClientExecutor, Runtime
+from shieldwall.runtime.agreement import check_data_agreement
 from shieldwall.seeding import derive_seed
 
 __all__ = [
@@ -165,6 +166,7 @@ def train(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[st
     )
     runtime = build_runtime(select_runtime(cfg), cfg, executor)
     try:
+        check_data_agreement(parts.dataset)  # e.g. one vocabulary on every torchrun rank
         if not runtime.is_server:
             runtime.serve()
             return {}

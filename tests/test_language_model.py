@@ -204,3 +204,35 @@ def test_bad_text_input_is_one_line_exit_2(tmp_path, token_cache, capsys):
     assert main([*base, str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "max_position_embeddings=32" in err
+
+
+def _agree_worker(rank: int, init: str, values: list[str], out: str) -> None:
+    import torch.distributed as dist
+
+    from shieldwall.runtime.agreement import check_agreement
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=len(values))
+    try:
+        check_agreement("the tokenizer (vocabulary)", values[rank])
+        result = "ok"
+    except ValueError as exc:
+        result = str(exc)
+    finally:
+        dist.destroy_process_group()
+    Path(out, f"{rank}.txt").write_text(result)
+
+
+def test_processes_with_different_vocabularies_refuse_the_run(tmp_path):
+    import torch.multiprocessing as mp
+
+    for k, values in enumerate([["abc", "abc"], ["abc", "abd"]]):
+        out = tmp_path / str(k)
+        out.mkdir()
+        init = f"file://{out / 'rendezvous'}"
+        mp.start_processes(_agree_worker, args=(init, values, str(out)), nprocs=2, join=True,
+                           start_method="fork")
+        results = [(out / f"{r}.txt").read_text() for r in range(2)]
+        if k == 0:
+            assert results == ["ok", "ok"]
+        else:
+            assert all("differs between processes" in r and "rank(s) 1" in r for r in results)

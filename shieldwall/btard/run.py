@@ -47,6 +47,7 @@ from shieldwall.metrics import MetricsLogger
 from shieldwall.metrics.text import perplexities
 from shieldwall.models import build_model
 from shieldwall.registry import Entry
+from shieldwall.runtime.agreement import check_data_agreement
 from shieldwall.seeding import derive_seed
 
 __all__ = ["run_btard", "build", "BTARDRun", "protocol_config", "byzantine_peers",
@@ -197,6 +198,7 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
     params = oracle.algorithm.flat.vector()
     transport = transport if transport is not None else _build_transport(cfg, n)
     try:
+        check_data_agreement(dataset)  # one vocabulary on every peer process
         peers = _make_peers(cfg, transport, proto, oracle, model, params, byz, device)
     except BaseException:
         transport.close()

@@ -52,6 +52,12 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _report(summary: dict) -> None:
+    if summary and summary.get("test_perplexity") is not None:  # masked LM
+        print(f"final validation loss {summary['final_test_loss']:.3f}, perplexity "
+              f"{summary['test_perplexity']:.1f}, masked-token accuracy "
+              f"{100 * summary['final_test_accuracy']:.2f}%  (run directory: "
+              f"{summary['run_dir']})")
+        return
     if summary:
         acc = summary.get("final_test_accuracy")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
