@@ -118,7 +118,7 @@ def build_components(cfg: ExperimentConfig) -> Components:
     }
     torch.manual_seed(derive_seed(seed, "init"))
     model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
-                        cfg.text_args)
+                        cfg.text_args, text=dataset.train_y.dim() > 1)
     algorithm = algorithm_cls(t, model, device)
     defense = build_defense(cfg)
     adversary = build_adversary(cfg, dataset.num_classes)

@@ -236,3 +236,14 @@ def test_processes_with_different_vocabularies_refuse_the_run(tmp_path):
             assert results == ["ok", "ok"]
         else:
             assert all("differs between processes" in r and "rank(s) 1" in r for r in results)
+
+
+def test_models_and_data_that_do_not_fit_are_one_line(tmp_path, token_cache, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_args: {{dataset: pydoc_topics}}\nmodel_args: {{model: mlp}}\n"
+                   f"text_args: {{vocab_size: 1000, tokenizer_cache_dir: {token_cache}}}\n")
+    assert main(["run", str(cfg)]) == 2
+    assert "does not model text" in capsys.readouterr().err
+    cfg.write_text("data_args: {dataset: digits}\nmodel_args: {model: albert}\n")
+    assert main(["run", str(cfg)]) == 2
+    assert "needs token blocks" in capsys.readouterr().err

@@ -191,7 +191,7 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
               for c, i in enumerate(parts)}
     torch.manual_seed(derive_seed(seed, "init"))
     model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
-                        cfg.text_args)
+                        cfg.text_args, text=dataset.train_y.dim() > 1)
     byz = byzantine_peers(cfg, dataset.num_classes)
     oracle = GradientOracle(PSSGD(t, model, device), shards, seed,
                             _data_attack(byz, dataset.num_classes))

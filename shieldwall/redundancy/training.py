@@ -218,7 +218,7 @@ def run_redundant(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
     per_file = int(ra.files_batch_size or t.batch_size)
     torch.manual_seed(derive_seed(seed, "init"))
     model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
-                        cfg.text_args)
+                        cfg.text_args, text=dataset.train_y.dim() > 1)
     algorithm = PSSGD(t, model, device)
     run_dir, params, start = open_run(cfg, resume, algorithm.flat.vector(), algorithm)
     log.info(
