@@ -176,8 +176,13 @@ def test_label_flip_on_mlm_targets_keeps_ignored_positions():
     x = torch.zeros_like(y)
     x2, flipped = label_flip(x, y, AttackContext(n=1, f=1, num_classes=10))
     assert x2 is x
-    assert flipped.tolist() == [[IGNORE_INDEX, 2, IGNORE_INDEX, 9], [4, IGNORE_INDEX, 0,
+    # BTARD's ALBERT label flipping: the next token id, modulo the vocabulary.
+    assert flipped.tolist() == [[IGNORE_INDEX, 8, IGNORE_INDEX, 1], [6, IGNORE_INDEX, 0,
                                                                     IGNORE_INDEX]]
+    _, mapped = label_flip(x, y, AttackContext(n=1, f=1, num_classes=10),
+                           original_class_list=[7, 5], target_class_list=[5, 7])
+    assert mapped.tolist() == [[IGNORE_INDEX, 5, IGNORE_INDEX, 0], [7, IGNORE_INDEX, 9,
+                                                                   IGNORE_INDEX]]
 
 
 def test_byte_tokenizer_ids():
