@@ -129,6 +129,9 @@ class TrainArgs:
     target_batch_size: int | None = None
     """PS-SGD/BTARD: each worker accumulates gradients of ``batch_size`` micro-batches until it has
     seen this many samples per step (``None``: one micro-batch)."""
+    lamb_clamp_value: float = 10.0
+    """LAMB's bound c on the weight norm in the trust ratio min(‖x‖, c)/‖u‖ (paper: 10; BTARD's
+    ALBERT recipe: 10000)."""
 
 
 @dataclass(kw_only=True)

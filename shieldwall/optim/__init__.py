@@ -62,7 +62,8 @@ def build_optimizer(params: Sequence[Tensor], args: Any, lr: float | None = None
     if name == "adamw":
         return torch.optim.AdamW(_groups(params, args.weight_decay), lr=lr, eps=1e-6)
     if name == "lamb":
-        return Lamb(_groups(params, args.weight_decay), lr=lr)
+        return Lamb(_groups(params, args.weight_decay), lr=lr,
+                    clamp_value=float(getattr(args, "lamb_clamp_value", 10.0)))
     raise ValueError(
         f"train_args.client_optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}"
     )
