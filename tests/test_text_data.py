@@ -189,3 +189,17 @@ def test_byte_tokenizer_ids():
     tok = ByteTokenizer()
     assert tok.encode("A") == [5 + 65]
     assert tok.vocab_size == 261
+
+
+def test_direction_attacks_have_the_honest_norm_times_scale():
+    from shieldwall.attacks.direction import constant_direction, random_direction
+
+    honest = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0]])
+    ctx = AttackContext(n=4, f=2, generator=torch.Generator().manual_seed(1))
+    rows = constant_direction(honest, 3, ctx, scale=10.0)
+    assert rows.norm(dim=1).tolist() == pytest.approx([50.0, 20.0, 50.0])
+    again = constant_direction(honest, 1, AttackContext(n=4, f=2), scale=1.0)
+    assert torch.allclose(again[0] / 5, rows[0] / 50)  # the same direction every round
+    r1 = random_direction(honest, 1, ctx, scale=1.0)
+    r2 = random_direction(honest, 1, ctx, scale=1.0)
+    assert float(r1.norm()) == pytest.approx(5.0) and not torch.allclose(r1, r2)
