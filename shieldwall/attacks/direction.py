@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from shieldwall.attacks import ATTACKS
-from shieldwall.attacks._utils import check_honest, own_rows
+from shieldwall.attacks._utils import check_honest, own_rows, require_generator
 from shieldwall.attacks.base import AttackContext
 
 __all__ = ["constant_direction", "random_direction"]
@@ -52,5 +52,6 @@ def random_direction(
 ) -> Tensor:
     """``scale · ‖g‖ · u/‖u‖`` with a fresh ``u`` each round from ``ctx.generator``."""
     check_honest(honest, num_byzantine, "random_direction")
-    u = torch.randn(honest.shape[1], generator=ctx.generator, dtype=torch.float64)
+    gen = require_generator(ctx, "random_direction")
+    u = torch.randn(honest.shape[1], generator=gen, dtype=torch.float64)
     return _along(honest, num_byzantine, u, float(scale))
