@@ -12,7 +12,8 @@ aggregate with butterfly CenteredClip, validators ban). Writes the runs under ``
 
 Usage::
 
-    nice -n 10 python experiments/language_model.py              # ~1 h on a heavily shared machine
+    nice -n 10 python experiments/language_model.py --only none-mean alie-mean   # some runs
+    nice -n 10 python experiments/language_model.py   # all 15 (~1 h per defense on a loaded machine)
     python experiments/language_model.py --report                         # table + PNG from runs
 """
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="pydoc_topics")
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "language_model")
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=40)
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--byzantine", type=int, default=7)
     p.add_argument("--batch-size", type=int, default=8)
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tau", type=float, default=1.0)
     p.add_argument("--vocab", type=int, default=2000)
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--attack-start", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", help="ATTACK-DEFENSE names to run (default: all)")
