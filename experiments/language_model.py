@@ -13,7 +13,7 @@ aggregate with butterfly CenteredClip, validators ban). Writes the runs under ``
 Usage::
 
     nice -n 10 python experiments/language_model.py --only none-mean alie-mean   # some runs
-    nice -n 10 python experiments/language_model.py   # all 15 (~1 h per defense on a loaded machine)
+    nice -n 10 python experiments/language_model.py   # all 15 runs (hours on a loaded machine)
     python experiments/language_model.py --report                         # table + PNG from runs
 """
 

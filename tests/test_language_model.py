@@ -247,3 +247,18 @@ def test_models_and_data_that_do_not_fit_are_one_line(tmp_path, token_cache, cap
     cfg.write_text("data_args: {dataset: digits}\nmodel_args: {model: albert}\n")
     assert main(["run", str(cfg)]) == 2
     assert "needs token blocks" in capsys.readouterr().err
+
+
+def test_text_run_resumes_bit_exactly_with_lamb_schedule_and_clipping(tmp_path, token_cache):
+    def raw(rounds: int, name: str) -> dict:
+        return text_config(tmp_path, token_cache, tracking_args={"run_name": name},
+                           train_args={"client_num_in_total": 3, "comm_round": rounds,
+                                       "batch_size": 4, "client_optimizer": "lamb",
+                                       "lr_schedule": "linear"},
+                           validation_args={"frequency_of_the_test": 2})
+
+    full = train(config_from_dict(raw(4, "full")))
+    train(config_from_dict(raw(2, "part")))
+    part = train(config_from_dict(raw(4, "part")), resume=tmp_path / "part")
+    assert torch.equal(torch.load(Path(full["run_dir"]) / "final_params.pt"),
+                       torch.load(Path(part["run_dir"]) / "final_params.pt"))
