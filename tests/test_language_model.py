@@ -262,3 +262,15 @@ def test_text_run_resumes_bit_exactly_with_lamb_schedule_and_clipping(tmp_path, 
     part = train(config_from_dict(raw(4, "part")), resume=tmp_path / "part")
     assert torch.equal(torch.load(Path(full["run_dir"]) / "final_params.pt"),
                        torch.load(Path(part["run_dir"]) / "final_params.pt"))
+
+
+@pytest.mark.slow
+def test_quickstart_text_lowers_validation_perplexity_well_below_its_start(tmp_path, capsys,
+                                                                          token_cache):
+    assert main(["quickstart", "--text", "--log-dir", str(tmp_path), "--run-name", "qs",
+                 "--set", f"text_args.tokenizer_cache_dir={token_cache}"]) == 0
+    assert "validation perplexity" in capsys.readouterr().out
+    evals = [r for r in records(tmp_path / "qs") if r.get("test_perplexity") is not None]
+    assert evals[0]["test_perplexity"] > 500  # near the vocabulary size (2000) after 10 steps
+    assert evals[-1]["test_perplexity"] < 0.25 * evals[0]["test_perplexity"]
+    assert all(len(r["byzantine"]) == 3 for r in records(tmp_path / "qs"))

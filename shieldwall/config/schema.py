@@ -371,8 +371,8 @@ class TextArgs:
     vocab_size: int = 2000
     """Vocabulary size the tokenizer is trained to (special tokens included)."""
     tokenizer_cache_dir: str | None = None
-    """Where trained tokenizers are cached (``None``: ``<data_cache_dir>/tokenizers``, or
-    ``~/.cache/shieldwall/tokenizers`` for the embedded corpus)."""
+    """Where trained tokenizers are cached (``None``: ``$SHIELDWALL_TOKENIZER_CACHE``, else
+    ``~/.cache/shieldwall/tokenizers``); processes of one run should share it."""
     max_seq_length: int = 64
     """Tokens per training block, ``[CLS]`` and ``[SEP]`` included."""
     mlm_probability: float = 0.15
