@@ -95,6 +95,17 @@ def curves(out: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
     return found
 
 
+def bans(out: Path, attack: str) -> str:
+    """BTARD: how many Byzantine peers were banned, and by which step (honest bans too)."""
+    from shieldwall.metrics import read_metrics
+
+    events = [b for r in read_metrics(out / f"{attack}-btard") for b in r.get("banned", [])]
+    byz = [b["round"] for b in events if b["byzantine"]]
+    honest = sum(1 for b in events if not b["byzantine"])
+    text = f"; {len(byz)} banned" + (f" by step {max(byz) + 1}" if byz else "")
+    return text + (f", {honest} honest banned" if honest else "")
+
+
 def report(args: argparse.Namespace) -> str:
     import matplotlib
 
@@ -117,7 +128,9 @@ def report(args: argparse.Namespace) -> str:
     fig.tight_layout()
     fig.savefig(docs / "language_model_loss.png", dpi=110)
     plt.close(fig)
-    lines = ["| attack | " + " | ".join(DEFENSES) + " |", "|---" * (len(DEFENSES) + 1) + "|"]
+    last = max((pts[-1][0] + 1 for pts in data.values()), default=0)
+    lines = [f"Validation MLM loss after step {last} (perplexity):", "",
+             "| attack | " + " | ".join(DEFENSES) + " |", "|---" * (len(DEFENSES) + 1) + "|"]
     for attack in ATTACKS:
         cells = []
         for defense in DEFENSES:
@@ -127,7 +140,8 @@ def report(args: argparse.Namespace) -> str:
                 continue
             loss = pts[-1][1]
             ppl = math.exp(min(loss, 50))
-            cells.append(f"{loss:.2f} (ppl {ppl:.0f}, step {pts[-1][0] + 1})")
+            note = bans(args.out, attack) if defense == "btard" and attack != "none" else ""
+            cells.append(f"{loss:.2f} (ppl {ppl:.0f}{note})")
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (docs / "language_model_table.md").write_text(table + "\n")
@@ -142,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--byzantine", type=int, default=7)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--tau", type=float, default=1.0)
-    p.add_argument("--vocab", type=int, default=2000)
-    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--vocab", type=int, default=1000)
+    p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--attack-start", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
