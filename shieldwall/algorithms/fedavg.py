@@ -47,6 +47,11 @@ class FedAvg(Algorithm):
 
     def __init__(self, train_args: TrainArgs, model: nn.Module, device: torch.device) -> None:
         super().__init__(train_args, model, device)
+        if train_args.target_batch_size:
+            raise ValueError(
+                "train_args.target_batch_size (gradient accumulation) applies to PS-SGD and BTARD; "
+                "FedAvg's local steps use batch_size (remove target_batch_size or raise batch_size)"
+            )
 
     def _local_optimizer(self, round: int = 0) -> torch.optim.Optimizer:
         a = self.args
