@@ -128,15 +128,24 @@ def apply_data_attack(
 def evaluate(
     model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1000
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``."""
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``.
+
+    Token-level targets ``(N, L)`` (masked LM: logits ``(N, V, L)``, ``-100`` where nothing is
+    predicted) are averaged over the predicted tokens, and batches hold at most ``batch_size``
+    tokens' logits rows (``batch_size // L`` sequences).
+    """
     was_training = model.training
     model.eval()
-    total_loss, correct = 0.0, 0
+    total_loss, correct, count = 0.0, 0, 0
+    if y.dim() > 1:
+        batch_size = max(1, batch_size // max(int(y[0].numel()), 1))
     for start in range(0, y.shape[0], batch_size):
         logits = model(x[start : start + batch_size])
         target = y[start : start + batch_size]
         total_loss += float(F.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(1) == target).sum())
+        counted = target != -100
+        correct += int(((logits.argmax(1) == target) & counted).sum())
+        count += int(counted.sum())
     model.train(was_training)
-    n = max(int(y.shape[0]), 1)
+    n = max(count, 1)
     return total_loss / n, correct / n

@@ -2,7 +2,9 @@ r"""Federated averaging (McMahan et al., 2017), with a robust aggregator in plac
 
 Each sampled client starts from the global state :math:`\theta_t`, runs ``epochs`` epochs of local
 mini-batch SGD on its shard and sends its model change :math:`\Delta_i = \theta_i - \theta_t`. The
-server aggregates the rows and moves:
+server aggregates the rows and moves (local ``adamw``/``lamb`` start fresh each round; the
+warm-up/decay schedule sets each round's local learning rate; ``max_grad_norm`` clips every local
+step's gradient):
 
 .. math::
     \theta_{t+1} = \theta_t + \eta_s \, \mathrm{AGG}(\Delta_1, \dots, \Delta_n),
@@ -30,6 +32,7 @@ from shieldwall.algorithms.base import (
     batches,
 )
 from shieldwall.config.schema import TrainArgs
+from shieldwall.optim import build_optimizer, lr_factor
 from shieldwall.seeding import torch_generator
 
 __all__ = ["FedAvg"]
@@ -44,10 +47,20 @@ class FedAvg(Algorithm):
 
     def __init__(self, train_args: TrainArgs, model: nn.Module, device: torch.device) -> None:
         super().__init__(train_args, model, device)
+        if train_args.target_batch_size:
+            raise ValueError(
+                "train_args.target_batch_size (gradient accumulation) applies to PS-SGD and BTARD; "
+                "FedAvg's local steps use batch_size (remove target_batch_size or raise batch_size)"
+            )
 
-    def _local_optimizer(self) -> torch.optim.Optimizer:
+    def _local_optimizer(self, round: int = 0) -> torch.optim.Optimizer:
         a = self.args
         params = self.flat.params
+        if a.client_optimizer.lower() in ("adamw", "lamb") or a.warmup_steps or (
+            a.lr_schedule != "constant"
+        ):
+            lr = a.learning_rate * lr_factor(round, a.warmup_steps, a.comm_round, a.lr_schedule)
+            return build_optimizer(params, a, lr=lr)
         if a.client_optimizer.lower() == "adam":
             return torch.optim.Adam(params, lr=a.learning_rate, weight_decay=a.weight_decay)
         return torch.optim.SGD(
@@ -64,7 +77,7 @@ class FedAvg(Algorithm):
         gen = torch_generator(task.seed, "batch", task.round, task.client_id)
         self.flat.load(params)
         self.model.train()
-        optimizer = self._local_optimizer()
+        optimizer = self._local_optimizer(task.round)
         total_loss, num_batches = 0.0, 0
         for _ in range(self.args.epochs):
             for idx in batches(data, self.args.batch_size, gen):
@@ -73,6 +86,8 @@ class FedAvg(Algorithm):
                 optimizer.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(self.model(x), y)
                 loss.backward()
+                if self.args.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.flat.params, self.args.max_grad_norm)
                 optimizer.step()
                 total_loss += float(loss.detach())
                 num_batches += 1

@@ -11,6 +11,12 @@ with the configured (robust) rule into :math:`\hat g_t` and steps its optimizer:
 This is the setting of Krum (Blanchard et al., 2017), Bulyan (El Mhamdi et al., 2018), DETOX and
 ByzShield. Batch-norm running statistics travel as the last ``num_buffers`` entries of each row
 (their change during the worker's forward pass) and are aggregated with the gradients.
+
+With ``client_optimizer`` ``adamw``/``lamb``, a warm-up or decay schedule, or ``max_grad_norm``,
+the server steps tensor by tensor (:class:`~shieldwall.optim.TensorwiseStepper`: LAMB's trust
+ratio is per layer) and clips the aggregate. With ``target_batch_size`` a worker draws that many
+samples and accumulates the gradient over micro-batches of ``batch_size`` (weighted by size), so
+its row is the gradient of the mean loss over the whole target batch.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from shieldwall.algorithms.base import (
     apply_data_attack,
 )
 from shieldwall.config.schema import TrainArgs
+from shieldwall.optim import TensorwiseStepper, needs_stepper
 from shieldwall.seeding import torch_generator
 
 __all__ = ["PSSGD"]
@@ -46,7 +53,11 @@ class PSSGD(Algorithm):
     def __init__(self, train_args: TrainArgs, model: nn.Module, device: torch.device) -> None:
         super().__init__(train_args, model, device)
         self._server_param = nn.Parameter(torch.zeros(self.flat.num_params, device=device))
-        if train_args.client_optimizer.lower() == "adam":
+        self.stepper = TensorwiseStepper(self.flat.params, train_args) if needs_stepper(
+            train_args) else None
+        if self.stepper is not None:
+            self.optimizer = self.stepper.optimizer
+        elif train_args.client_optimizer.lower() == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
                 [self._server_param],
                 lr=train_args.learning_rate,
@@ -70,18 +81,40 @@ class PSSGD(Algorithm):
         gen = torch_generator(task.seed, "batch", task.round, task.client_id)
         self.flat.load(params)
         self.model.train()
-        size = min(self.args.batch_size, len(data))
-        idx = torch.randperm(len(data), generator=gen)[:size].to(data.y.device)
-        x, y = apply_data_attack(data.x[idx], data.y[idx], data_attack, task.poisoned, gen)
         buffers_before = self.flat.buffer_vector()
         self.model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y)
-        loss.backward()
+        if self.args.target_batch_size:
+            size, loss = self._accumulate(data, gen, task, data_attack)
+        else:
+            size = min(self.args.batch_size, len(data))
+            idx = torch.randperm(len(data), generator=gen)[:size].to(data.y.device)
+            x, y = apply_data_attack(data.x[idx], data.y[idx], data_attack, task.poisoned, gen)
+            loss = F.cross_entropy(self.model(x), y)
+            loss.backward()
         update = torch.cat([self.flat.grad_vector(), self.flat.buffer_vector() - buffers_before])
         return LocalResult(update.detach(), size, float(loss.detach()))
 
+    def _accumulate(
+        self, data: ClientData, gen: torch.Generator, task: ClientTask,
+        data_attack: DataAttack | None,
+    ) -> tuple[int, Tensor]:
+        """Gradient over ``target_batch_size`` samples in micro-batches; (samples, mean loss)."""
+        size = min(int(self.args.target_batch_size), len(data))
+        idx = torch.randperm(len(data), generator=gen)[:size].to(data.y.device)
+        total = torch.zeros(())
+        for micro in idx.split(self.args.batch_size):
+            x, y = apply_data_attack(data.x[micro], data.y[micro], data_attack, task.poisoned,
+                                     gen)
+            loss = F.cross_entropy(self.model(x), y) * (len(micro) / size)
+            loss.backward()
+            total = total + loss.detach()
+        return size, total
+
     def server_step(self, params: Tensor, aggregate: Tensor, round: int) -> Tensor:
         p = self.flat.num_params
+        if self.stepper is not None:
+            new = self.stepper.step(params[:p], aggregate[:p])
+            return torch.cat([new.to(params.dtype), params[p:] + aggregate[p:]])
         with torch.no_grad():
             self._server_param.copy_(params[:p])
         self._server_param.grad = aggregate[:p].to(self._server_param.dtype).clone()
@@ -90,12 +123,16 @@ class PSSGD(Algorithm):
         return torch.cat([self._server_param.detach().clone(), new_buffers])
 
     def state_dict(self) -> dict[str, Any]:
+        if self.stepper is not None:
+            return {"stepper": self.stepper.state_dict()}
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the optimizer's moments; its hyper-parameters stay those of the config (a
         resumed run may change the learning rate, momentum or weight decay from its round)."""
-        if "optimizer" in state:
+        if self.stepper is not None and "stepper" in state:
+            self.stepper.load_state_dict(state["stepper"])
+        elif "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
         configured = {"lr": self.args.learning_rate, "weight_decay": self.args.weight_decay}
         if isinstance(self.optimizer, torch.optim.SGD):

@@ -10,6 +10,13 @@ FedML's ``label_flipping`` attack instead takes two lists of equal length,
 (``[0, 1] → [1, 0]`` swaps the two classes). Every sample of the batch is relabelled; which
 workers and rounds attack is decided by the caller (:mod:`.schedule`).
 
+Masked language modelling (token-level targets ``y`` of shape ``(N, L)``, ``-100`` where no
+token is predicted): as in BTARD's ALBERT experiments (``LabelFlippingAlbert`` in
+yandex-research/btard), every predicted token's target becomes the next id,
+:math:`(y + 1) \bmod C` with C the vocabulary size, so the worker consistently trains the model to
+predict a wrong token at every masked position; ``-100`` positions and the input tokens are kept.
+FedML's lists, when given, map token ids instead.
+
 Data attacks take ``(x, y, ctx, **params)`` and return ``(x, y)``: here ``x`` is returned as is
 (not copied, never modified) and ``y`` is a new tensor.
 """
@@ -25,6 +32,8 @@ from shieldwall.attacks import ATTACKS
 from shieldwall.attacks.base import AttackContext
 
 __all__ = ["label_flip"]
+
+IGNORE_INDEX = -100
 
 
 def _check_labels(y: Tensor) -> None:
@@ -53,6 +62,18 @@ def label_flip(
         target_class_list: their new labels, same length.
     """
     _check_labels(y)
+    if y.dim() > 1:  # token-level targets (masked LM): flip only the predicted positions
+        ignored = y == IGNORE_INDEX
+        kept = y.masked_fill(ignored, 0)
+        if original_class_list is None:
+            if ctx.num_classes is None:
+                raise ValueError("label_flip: token targets need ctx.num_classes (vocabulary)")
+            flipped = (kept + 1) % ctx.num_classes
+        else:
+            _, flipped = label_flip(x, kept.reshape(-1), ctx,
+                                    original_class_list=original_class_list,
+                                    target_class_list=target_class_list)
+        return x, flipped.view_as(y).masked_fill(ignored, IGNORE_INDEX)
     if (original_class_list is None) != (target_class_list is None):
         raise ValueError(
             "label_flip: give both original_class_list and target_class_list, or neither"

@@ -44,9 +44,11 @@ from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
 from shieldwall.data.partition import partition_indices
 from shieldwall.metrics import MetricsLogger
-from shieldwall.models import MODELS
+from shieldwall.metrics.text import perplexities
+from shieldwall.models import build_model
 from shieldwall.registry import Entry
 from shieldwall.rundir import finished_summary, open_run_dir, release_run_dir
+from shieldwall.runtime.agreement import check_data_agreement
 from shieldwall.seeding import derive_seed
 
 __all__ = ["run_btard", "build", "BTARDRun", "protocol_config", "byzantine_peers",
@@ -181,21 +183,23 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
     device = torch.device(cfg.device_args.device or "cpu")
     n = t.client_num_in_total
     proto = protocol_config(cfg)
-    dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir)
+    dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir, cfg.text_args)
     parts = partition_indices(
-        dataset.train_y, n, cfg.data_args.partition_method, alpha=cfg.data_args.partition_alpha,
-        seed=seed, min_size=cfg.data_args.partition_min_size,
+        dataset.partition_labels, n, cfg.data_args.partition_method,
+        alpha=cfg.data_args.partition_alpha, seed=seed, min_size=cfg.data_args.partition_min_size,
     )
     shards = {c: ClientData(c, dataset.train_x[i].to(device), dataset.train_y[i].to(device))
               for c, i in enumerate(parts)}
     torch.manual_seed(derive_seed(seed, "init"))
-    model = MODELS.get(cfg.model_args.model)(dataset.input_shape, dataset.num_classes)
+    model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
+                        cfg.text_args, text=dataset.train_y.dim() > 1)
     byz = byzantine_peers(cfg, dataset.num_classes)
     oracle = GradientOracle(PSSGD(t, model, device), shards, seed,
                             _data_attack(byz, dataset.num_classes))
     params = oracle.algorithm.flat.vector()
     transport = transport if transport is not None else _build_transport(cfg, n)
     try:
+        check_data_agreement(dataset)  # one vocabulary on every peer process
         peers = _make_peers(cfg, transport, proto, oracle, model, params, byz, device)
     except BaseException:
         transport.close()
@@ -285,6 +289,7 @@ def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
                 oracle.algorithm.flat.load(me.params)
                 loss, acc = evaluate(oracle.algorithm.model, dataset.test_x, dataset.test_y)
                 entry.update(test_loss=loss, test_accuracy=acc)
+                entry.update(perplexities(dataset, entry))
             entry["wall_time"] = time.perf_counter() - started
             metrics.log_round(entry)
             last = entry

@@ -13,6 +13,7 @@ __all__ = ["register", "run_command", "quickstart_command", "QUICKSTART"]
 log = logging.getLogger(__name__)
 
 QUICKSTART = "quickstart.yaml"
+QUICKSTART_TEXT = "quickstart_text.yaml"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_command)
 
     q = sub.add_parser("quickstart", help="train on the embedded digits data, no files needed")
+    q.add_argument("--text", action="store_true",
+                   help="train a tiny ALBERT masked LM on the embedded text corpus instead")
     _common(q)
     q.set_defaults(func=quickstart_command)
 
@@ -69,6 +72,12 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _report(summary: dict) -> None:
+    if summary and summary.get("test_perplexity") is not None:  # masked LM
+        print(f"final validation loss {summary['final_test_loss']:.3f}, perplexity "
+              f"{summary['test_perplexity']:.1f}, masked-token accuracy "
+              f"{100 * summary['final_test_accuracy']:.2f}%  (run directory: "
+              f"{summary['run_dir']})")
+        return
     if summary:
         acc = summary.get("final_test_accuracy")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
@@ -86,8 +95,28 @@ def run_command(args: argparse.Namespace) -> int:
 def quickstart_command(args: argparse.Namespace) -> int:
     from shieldwall.train import train
 
-    path = resources.files("shieldwall.configs").joinpath(QUICKSTART)
+    name = QUICKSTART_TEXT if getattr(args, "text", False) else QUICKSTART
+    path = resources.files("shieldwall.configs").joinpath(name)
     with resources.as_file(path) as config:
         cfg = load_config(config, _overrides(args))
-    _report(train(cfg))
+    summary = train(cfg)
+    if name == QUICKSTART_TEXT and summary:
+        _report_text(summary)
+    else:
+        _report(summary)
     return 0
+
+
+def _report_text(summary: dict) -> None:
+    """Validation perplexity at the first and last evaluation (a random model's is ~V)."""
+    from shieldwall.metrics import read_metrics
+
+    evals = [r for r in read_metrics(summary["run_dir"]) if r.get("test_perplexity")]
+    if not evals:
+        return
+    first, last = evals[0], evals[-1]
+    print(
+        f"validation perplexity: {first['test_perplexity']:.1f} after round {first['round']} -> "
+        f"{last['test_perplexity']:.1f} after round {last['round']}; masked-token accuracy "
+        f"{100 * last['test_accuracy']:.1f}%  (run directory: {summary['run_dir']})"
+    )

@@ -31,6 +31,7 @@ __all__ = [
     "ClientSiloArgs",
     "BTARDArgs",
     "RedundancyArgs",
+    "TextArgs",
     "ExperimentConfig",
     "SECTIONS",
     "IGNORED_KEYS",
@@ -68,9 +69,11 @@ class DataArgs:
     """Folder holding the data set's files, or a parent holding them under the data set's name.
     Nothing is ever downloaded."""
     partition_method: str = choice(
-        "iid", "iid", "homo", "homogeneous", "hetero", "dirichlet", "non-iid", "noniid"
+        "iid", "iid", "homo", "homogeneous", "hetero", "dirichlet", "non-iid", "noniid",
+        "document", "by_document", "documents", "by_group",
     )
-    """How training data is split over clients: ``iid``/``homo`` or ``hetero``/``dirichlet``."""
+    """How training data is split over clients: ``iid``/``homo``, ``hetero``/``dirichlet``, or
+    ``document`` (text: whole documents per client; other data: whole classes per client)."""
     partition_alpha: float = 0.5
     """Dirichlet concentration for ``hetero``: smaller is more skewed."""
     partition_min_size: int = 10
@@ -102,8 +105,9 @@ class TrainArgs:
     """Local epochs per round (FedAvg)."""
     batch_size: int = 10
     """Local batch size; in PS-SGD each worker's batch per step."""
-    client_optimizer: str = choice("sgd", "sgd", "adam")
-    """Optimizer of local training (FedAvg) or of the server (PS-SGD)."""
+    client_optimizer: str = choice("sgd", "sgd", "adam", "adamw", "lamb")
+    """Optimizer of local training (FedAvg) or of the server (PS-SGD, BTARD): ``sgd``, ``adam``,
+    ``adamw`` (decoupled weight decay) or ``lamb`` (You et al. 2020, the BTARD ALBERT recipe)."""
     learning_rate: float = 0.03
     """Learning rate of ``client_optimizer``."""
     weight_decay: float = 0.0
@@ -114,6 +118,20 @@ class TrainArgs:
     """FedAvg: the global model moves by ``server_lr`` times the aggregated update."""
     checkpoint_frequency: int = 1
     """Write a checkpoint every this many rounds (0: only at the end)."""
+    warmup_steps: int = 0
+    """Learning-rate warm-up: the rate grows linearly from 0 over this many optimizer steps
+    (PS-SGD/BTARD: steps; FedAvg: rounds)."""
+    lr_schedule: str = choice("constant", "constant", "linear")
+    """After warm-up: ``constant``, or ``linear`` decay to 0 at the last round (BERT/ALBERT)."""
+    max_grad_norm: float | None = None
+    """Clip the gradient the optimizer steps with to this L2 norm (PS-SGD/BTARD: the aggregate;
+    FedAvg: each local step's gradient); ``None``: no clipping."""
+    target_batch_size: int | None = None
+    """PS-SGD/BTARD: each worker accumulates gradients of ``batch_size`` micro-batches until it has
+    seen this many samples per step (``None``: one micro-batch)."""
+    lamb_clamp_value: float = 10.0
+    """LAMB's bound c on the weight norm in the trust ratio min(‖x‖, c)/‖u‖ (paper: 10; BTARD's
+    ALBERT recipe: 10000)."""
 
 
 @dataclass(kw_only=True)
@@ -348,6 +366,42 @@ class RedundancyArgs:
 
 
 @dataclass(kw_only=True)
+class TextArgs:
+    """Text data sets and transformer models (``dataset: pydoc_topics``/``wikitext2``/
+    ``wikitext103``, ``model: albert``); see ``docs/language_model.md``."""
+
+    tokenizer: str = choice("wordpiece", "wordpiece", "bpe", "byte")
+    """``wordpiece`` (BERT-style, lower-cased) or ``bpe`` (byte-level BPE), trained locally with
+    the ``tokenizers`` package on the training split and cached; ``byte``: 256 byte ids."""
+    vocab_size: int = 2000
+    """Vocabulary size the tokenizer is trained to (special tokens included)."""
+    tokenizer_cache_dir: str | None = None
+    """Where trained tokenizers are cached (``None``: ``$SHIELDWALL_TOKENIZER_CACHE``, else
+    ``~/.cache/shieldwall/tokenizers``); processes of one run should share it."""
+    max_seq_length: int = 64
+    """Tokens per training block, ``[CLS]`` and ``[SEP]`` included."""
+    mlm_probability: float = 0.15
+    """Share of tokens selected for the masked-LM loss (of them 80% ``[MASK]``, 10% random, 10%
+    kept, as BERT/ALBERT)."""
+    dupe_factor: int = 5
+    """Copies of each training block, each masked differently (BERT's static masking)."""
+    max_documents: int | None = None
+    """Read at most this many documents of each split (quick looks at WikiText-103)."""
+    embedding_size: int | None = None
+    """ALBERT's factorised embedding size E (``None``: the named shape's)."""
+    hidden_size: int | None = None
+    """ALBERT's hidden size H (``None``: the named shape's)."""
+    num_hidden_layers: int | None = None
+    """ALBERT's number of (shared) layers (``None``: the named shape's)."""
+    num_attention_heads: int | None = None
+    """ALBERT's attention heads (``None``: the named shape's)."""
+    intermediate_size: int | None = None
+    """ALBERT's feed-forward size (``None``: the named shape's)."""
+    max_position_embeddings: int | None = None
+    """Positions the model has (``None``: the named shape's, at least ``max_seq_length``)."""
+
+
+@dataclass(kw_only=True)
 class ExperimentConfig:
     """A whole experiment: one attribute per YAML section."""
 
@@ -365,6 +419,7 @@ class ExperimentConfig:
     client_silo_args: ClientSiloArgs = field(default_factory=ClientSiloArgs)
     btard_args: BTARDArgs = field(default_factory=BTARDArgs)
     redundancy_args: RedundancyArgs = field(default_factory=RedundancyArgs)
+    text_args: TextArgs = field(default_factory=TextArgs)
     sources: dict[str, str] = field(default_factory=dict)
     """Where each set value came from (``file``, ``--set``), keyed ``section.key``."""
     name: str = "experiment"
@@ -386,6 +441,7 @@ SECTIONS: dict[str, type] = {
     "client_silo_args": ClientSiloArgs,
     "btard_args": BTARDArgs,
     "redundancy_args": RedundancyArgs,
+    "text_args": TextArgs,
 }
 
 # Sections whose unknown keys are parameters of the chosen registry entry.
@@ -409,4 +465,5 @@ IGNORED_KEYS: dict[str, frozenset[str]] = {
     "client_silo_args": frozenset(),
     "btard_args": frozenset(),
     "redundancy_args": frozenset(),
+    "text_args": frozenset(),
 }

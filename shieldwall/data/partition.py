@@ -11,6 +11,10 @@ parts are disjoint and together cover every sample. Methods (case-insensitive, `
   ``Dir(alpha · 1)``; a client that already holds ``N / num_clients`` samples or more gets a zero
   proportion (FedML's balancing trick, which keeps part sizes from running away). The whole draw is
   repeated until every client holds at least ``min_size`` samples. Small ``alpha`` → strong skew.
+* ``document`` (``by_document``, ``documents``, ``by_group``): ``labels`` are group ids (for text,
+  the document each block comes from); whole groups go to clients, in a seeded random order,
+  each to the client holding the fewest samples so far (ties: the lowest index), so no document
+  is shared and parts stay near-balanced. On class labels this gives each client whole classes.
 
 Randomness comes from a private ``numpy.random.RandomState(seed)`` (never the global RNG), so a
 seed gives the same parts on every run whatever other code draws. FedML seeds NumPy's legacy
@@ -41,6 +45,7 @@ __all__ = [
     "partition_indices",
     "iid_partition",
     "dirichlet_partition",
+    "group_partition",
     "class_histogram",
     "format_histogram",
 ]
@@ -49,6 +54,7 @@ __all__ = [
 PARTITION_METHODS: dict[str, tuple[str, ...]] = {
     "iid": ("iid", "homo", "homogeneous", "uniform"),
     "dirichlet": ("dirichlet", "hetero", "non-iid", "noniid"),
+    "document": ("document", "by_document", "documents", "by_group"),
 }
 
 
@@ -117,6 +123,26 @@ def dirichlet_partition(
     )
 
 
+def group_partition(
+    groups: np.ndarray, num_clients: int, rng: np.random.RandomState
+) -> list[np.ndarray]:
+    """Whole groups per client, each group (in a random order) to the currently smallest part."""
+    ids, inverse = np.unique(groups, return_inverse=True)
+    if len(ids) < num_clients:
+        raise ValueError(
+            f"document partition: {len(ids)} documents cannot give each of {num_clients} clients "
+            "one; use partition_method iid or fewer clients"
+        )
+    members = [np.flatnonzero(inverse == g) for g in range(len(ids))]
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+    sizes = np.zeros(num_clients, dtype=np.int64)
+    for g in rng.permutation(len(ids)):
+        j = int(np.argmin(sizes))
+        parts[j].append(members[g])
+        sizes[j] += len(members[g])
+    return [np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in parts]
+
+
 def partition_indices(
     labels: Tensor,
     num_clients: int,
@@ -132,7 +158,8 @@ def partition_indices(
     Args:
         labels: ``(N,)`` integer class labels of the training set.
         num_clients: number of parts, ``1 ≤ num_clients ≤ N``.
-        method: ``iid`` or ``dirichlet`` (or an alias; see :data:`PARTITION_METHODS`).
+        method: ``iid``, ``dirichlet`` or ``document`` (or an alias; see
+            :data:`PARTITION_METHODS`).
         alpha: Dirichlet concentration (``dirichlet`` only); must be positive.
         seed: seed of the private ``numpy.random.RandomState`` used for every draw.
         min_size: fewest samples a client may get (``dirichlet`` only; ``iid`` parts hold
@@ -157,6 +184,8 @@ def partition_indices(
     rng = np.random.RandomState(seed)
     if canonical == "iid":
         parts = iid_partition(n, num_clients, rng)
+    elif canonical == "document":
+        parts = group_partition(arr, num_clients, rng)
     else:
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"dirichlet alpha must be a positive number, got {alpha!r}")

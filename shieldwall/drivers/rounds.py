@@ -24,10 +24,11 @@ from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import Dataset, load_dataset
 from shieldwall.data.partition import class_histogram, format_histogram, partition_indices
 from shieldwall.drivers import DRIVERS
-from shieldwall.models import MODELS
+from shieldwall.models import MODELS, build_model
 from shieldwall.registry import UnknownNameError
 from shieldwall.rundir import device_for, open_run, run_rounds
 from shieldwall.runtime import RUNTIMES, ClientExecutor, Runtime
+from shieldwall.runtime.agreement import check_data_agreement
 from shieldwall.seeding import derive_seed
 
 __all__ = ["Components", "build_components", "build_runtime", "rounds", "select_runtime"]
@@ -68,21 +69,21 @@ def build_components(cfg: ExperimentConfig) -> Components:
     t = cfg.train_args
     seed = cfg.common_args.random_seed
     try:
-        dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir)
-        model_factory = MODELS.entry(cfg.model_args.model)
+        dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir, cfg.text_args)
+        MODELS.entry(cfg.model_args.model)
         algorithm_cls = ALGORITHMS.get(t.federated_optimizer)
     except UnknownNameError as exc:
         raise ConfigError(str(exc)) from None
     device = device_for(cfg)
     parts = partition_indices(
-        dataset.train_y,
+        dataset.partition_labels,
         t.client_num_in_total,
         cfg.data_args.partition_method,
         alpha=cfg.data_args.partition_alpha,
         seed=seed,
         min_size=cfg.data_args.partition_min_size,
     )
-    if log.isEnabledFor(logging.DEBUG):
+    if log.isEnabledFor(logging.DEBUG) and dataset.train_y.dim() == 1:
         hist = class_histogram(dataset.train_y, parts, dataset.num_classes)
         log.debug("per-client class histogram:\n%s", format_histogram(hist))
     train_x, train_y = dataset.train_x.to(device), dataset.train_y.to(device)
@@ -91,7 +92,8 @@ def build_components(cfg: ExperimentConfig) -> Components:
         for c, idx in enumerate(parts)
     }
     torch.manual_seed(derive_seed(seed, "init"))
-    model = model_factory.obj(dataset.input_shape, dataset.num_classes)
+    model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
+                        cfg.text_args, text=dataset.train_y.dim() > 1)
     algorithm = algorithm_cls(t, model, device)
     defense = build_defense(cfg)
     adversary = build_adversary(cfg, dataset.num_classes)
@@ -127,6 +129,7 @@ def rounds(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[s
     )
     runtime = build_runtime(select_runtime(cfg), cfg, executor)
     try:
+        check_data_agreement(parts.dataset)  # e.g. one vocabulary on every torchrun rank
         if not runtime.is_server:
             runtime.serve()
             return {}

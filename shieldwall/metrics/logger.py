@@ -117,7 +117,8 @@ class MetricsLogger:
         self._file.flush()
         step = int(record["round"])
         if self._writer is not None:
-            for key in ("train_loss", "test_loss", "test_accuracy", "aggregate_norm"):
+            for key in ("train_loss", "test_loss", "test_accuracy", "aggregate_norm",
+                        "test_perplexity", "train_perplexity"):
                 value = record.get(key)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self._writer.add_scalar(key, value, step)

@@ -7,6 +7,7 @@ Names are case-insensitive and accept FedML's and ByzShield's spellings (``lr``,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -17,9 +18,26 @@ __all__ = ["MODELS", "build_model"]
 MODELS: Registry = Registry("model")
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """Instantiate the registered model ``name`` for inputs of ``input_shape`` (no batch dim)."""
-    return MODELS.get(name)(tuple(input_shape), num_classes)
+def build_model(
+    name: str, input_shape: Sequence[int], num_classes: int, options: Any = None, *,
+    text: bool = False,
+) -> nn.Module:
+    """Instantiate the registered model ``name`` for inputs of ``input_shape`` (no batch dim).
+
+    ``options`` (the config's ``text_args``) reaches models registered with ``options=True``;
+    ``text`` says the data are token blocks with token-level targets, which only models
+    registered with ``text=True`` take (ValueError naming them otherwise).
+    """
+    entry = MODELS.entry(name)
+    if text and not entry.meta.get("text"):
+        takes = ", ".join(e.name for e in MODELS if e.meta.get("text"))
+        raise ValueError(
+            f"model_args.model: {entry.name!r} does not model text (token ids with token-level "
+            f"targets); text data sets take: {takes}"
+        )
+    if entry.meta.get("options"):
+        return entry.obj(tuple(input_shape), num_classes, options=options)
+    return entry.obj(tuple(input_shape), num_classes)
 
 
 import_submodules(__name__)

@@ -201,7 +201,7 @@ def run_redundant(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
     from shieldwall.algorithms.ps_sgd import PSSGD
     from shieldwall.config import ConfigError
     from shieldwall.data import load_dataset
-    from shieldwall.models import MODELS
+    from shieldwall.models import MODELS, build_model
     from shieldwall.registry import UnknownNameError
     from shieldwall.rundir import device_for as _device
     from shieldwall.rundir import open_run, run_rounds
@@ -210,14 +210,16 @@ def run_redundant(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
     seed = cfg.common_args.random_seed
     device = _device(cfg)
     try:
-        dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir)
-        factory = MODELS.entry(cfg.model_args.model)
+        dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir,
+                               cfg.text_args)
+        MODELS.entry(cfg.model_args.model)
     except UnknownNameError as exc:
         raise ConfigError(str(exc)) from None
     setup = resolve_setup(ra, t.client_num_in_total)
     per_file = int(ra.files_batch_size or t.batch_size)
     torch.manual_seed(derive_seed(seed, "init"))
-    model = factory.obj(dataset.input_shape, dataset.num_classes)
+    model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
+                        cfg.text_args, text=dataset.train_y.dim() > 1)
     algorithm = PSSGD(t, model, device)
     run_dir, params, start = open_run(cfg, resume, algorithm.flat.vector(), algorithm)
     log.info(

@@ -24,6 +24,7 @@ from shieldwall.checkpoint import load_checkpoint, save_checkpoint
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import Dataset
 from shieldwall.metrics import MetricsLogger, read_metrics
+from shieldwall.metrics.text import perplexities
 from shieldwall.rundir.changes import changes_at, config_changes, record_changes
 from shieldwall.rundir.directory import (
     Resume,
@@ -206,6 +207,7 @@ def _rounds(
                 algorithm.flat.load(params)
                 loss, acc = evaluate(algorithm.model, test_x, test_y)
                 entry.update(test_loss=loss, test_accuracy=acc)
+                entry.update(perplexities(dataset, entry))
             entry["wall_time"] = time.perf_counter() - started
             metrics.log_round(entry)
             last = entry
@@ -221,6 +223,8 @@ def _rounds(
         "final_test_accuracy": last.get("test_accuracy"),
         "final_test_loss": last.get("test_loss"),
         "wall_time": time.perf_counter() - started,
+        **({"eval_split": dataset.eval_split} if dataset.eval_split != "test" else {}),
+        **{k: last[k] for k in ("test_perplexity", "train_perplexity") if k in last},
     }
     (run_dir / SUMMARY_NAME).write_text(yaml.safe_dump(summary))
     torch.save(params.cpu(), run_dir / "final_params.pt")

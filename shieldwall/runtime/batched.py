@@ -76,6 +76,16 @@ def unbatchable_reason(algorithm: Algorithm) -> str | None:
     if isinstance(algorithm, FedAvg) and algorithm.args.client_optimizer.lower() != "sgd":
         return f"FedAvg's local optimizer is {algorithm.args.client_optimizer} (only SGD batched)"
     model = algorithm.model
+    reason = getattr(model, "unbatchable_reason", None)
+    if isinstance(reason, str):
+        return reason
+    a = algorithm.args
+    if isinstance(algorithm, PSSGD) and a.target_batch_size:
+        return "PS-SGD accumulates micro-batches (train_args.target_batch_size)"
+    if isinstance(algorithm, FedAvg) and (
+        a.warmup_steps or a.lr_schedule != "constant" or a.max_grad_norm is not None
+    ):
+        return "FedAvg's local steps use a learning-rate schedule or gradient clipping"
     if algorithm.flat.num_buffers:
         return (
             f"the model has {algorithm.flat.num_buffers} floating buffer values (batch-norm "
