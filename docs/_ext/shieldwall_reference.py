@@ -110,6 +110,13 @@ FAMILIES: tuple[Family, ...] = (
         "networked gRPC silos. See also :doc:`../runtimes`.",
     ),
     Family(
+        "drivers", "Drivers", "shieldwall.drivers:DRIVERS", ("shieldwall.drivers",),
+        ("train_args.federated_optimizer: BTARD", "redundancy_args.enable"), None,
+        "What runs a whole training run: the server round loop (the default), BTARD's "
+        "serverless protocol, or the redundancy (DETOX/ByzShield) trainer. The driver whose "
+        "claim holds for a config runs it; a config two drivers claim is an error.",
+    ),
+    Family(
         "placements", "Redundancy placements", "shieldwall.redundancy.placement:PLACEMENTS",
         ("shieldwall.redundancy",),
         ("redundancy_args.approach",),
