@@ -7,6 +7,7 @@ Kept thin on purpose (torchtitan's ``train.py``): every decision lives in a comp
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -292,7 +293,7 @@ def run_rounds(
         "final_test_loss": last.get("test_loss"),
         "wall_time": time.perf_counter() - started,
     }
-    (run_dir / "summary.json").write_text(yaml.safe_dump(summary))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     torch.save(params.cpu(), run_dir / "final_params.pt")
     return summary
 
