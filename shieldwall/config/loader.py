@@ -84,6 +84,8 @@ def config_from_dict(
             body = {}
         if not isinstance(body, Mapping):
             raise ConfigError(f"section {str(section)!r} must be a mapping, got {body!r}")
+        if str(section) not in FEDML_SECTIONS:
+            _known_section(str(section))
         entries += [(str(section), str(key), value, "file") for key, value in body.items()]
     entries += [(*parse_override(text), "--set") for text in overrides]
     for section, key, value, origin in entries:
@@ -101,7 +103,7 @@ def config_from_dict(
     if refused:
         raise ConfigError(refused)
     if ignored:
-        log.info("FedML keys not used by shieldwall (accepted, no effect here): %s",
+        log.info("ignoring FedML keys not used by shieldwall (accepted, no effect here): %s",
                  ", ".join(dict.fromkeys(ignored)))
     for warning in behaviour_warnings(given):
         log.warning("%s", warning)
