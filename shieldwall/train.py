@@ -26,6 +26,7 @@ from shieldwall.algorithms.base import Algorithm, ClientData, evaluate
 from shieldwall.algorithms.defense import Defense, build_defense, defense_f
 from shieldwall.checkpoint import load_checkpoint, save_checkpoint
 from shieldwall.config import ConfigError, ExperimentConfig, config_to_dict
+from shieldwall.config.fedml import fedml_semantics
 from shieldwall.data import Dataset, load_dataset
 from shieldwall.data.partition import class_histogram, format_histogram, partition_indices
 from shieldwall.metrics import MetricsLogger
@@ -88,13 +89,30 @@ def _device(cfg: ExperimentConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def fedml_model_name(cfg: ExperimentConfig) -> str:
+    """``model_args.model``, or FedML's own ``lr`` (with its sigmoid) for FedML configs."""
+    name = cfg.model_args.model
+    if fedml_semantics(cfg) and str(name).strip().lower() == "lr":
+        return "fedml_lr"
+    return name
+
+
+def is_test_round(cfg: ExperimentConfig, r: int) -> bool:
+    """Whether round ``r`` (0-based) is evaluated: FedML's ``r % freq == 0`` for FedML configs,
+    else every ``freq``-th round; always the last."""
+    every, last = cfg.validation_args.frequency_of_the_test, cfg.train_args.comm_round - 1
+    if fedml_semantics(cfg):
+        return r % every == 0 or r == last
+    return (r + 1) % every == 0 or r == last
+
+
 def build_components(cfg: ExperimentConfig) -> Components:
     """Data, shards, model, algorithm, defense and adversary for ``cfg``; checks they fit."""
     t = cfg.train_args
     seed = cfg.common_args.random_seed
     try:
         dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir)
-        model_factory = MODELS.entry(cfg.model_args.model)
+        model_factory = MODELS.entry(fedml_model_name(cfg))
         algorithm_cls = ALGORITHMS.get(t.federated_optimizer)
     except UnknownNameError as exc:
         raise ConfigError(str(exc)) from None
@@ -258,7 +276,6 @@ def run_rounds(
     t = cfg.train_args
     device = params.device
     test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
-    every = cfg.validation_args.frequency_of_the_test
     ckpt_every = t.checkpoint_frequency
     last: dict[str, Any] = {}
     started = time.perf_counter()
@@ -273,7 +290,7 @@ def run_rounds(
             round_start = time.perf_counter()
             params, entry = step(params, r)
             entry["round_time"] = time.perf_counter() - round_start
-            if (r + 1) % every == 0 or r == t.comm_round - 1:
+            if is_test_round(cfg, r):
                 algorithm.flat.load(params)
                 loss, acc = evaluate(algorithm.model, test_x, test_y)
                 entry.update(test_loss=loss, test_accuracy=acc)

@@ -41,6 +41,7 @@ __all__ = [
     "UNSUPPORTED_MODELS",
     "unsupported_dataset",
     "unsupported_model",
+    "fedml_semantics",
 ]
 
 #: Sections searched for a FedML key, in order (FedML itself has one flat namespace).
@@ -400,3 +401,8 @@ def unsupported_dataset(name: str, valid: list[str]) -> str | None:
 def unsupported_model(name: str, valid: list[str]) -> str | None:
     """One line refusing a FedML model shieldwall does not ship, or ``None``."""
     return _unsupported("model", "model_args.model", name, UNSUPPORTED_MODELS, valid)
+
+
+def fedml_semantics(cfg: ExperimentConfig) -> bool:
+    """Whether to follow FedML's behaviour (``common_args.fedml_semantics``, resolved at load)."""
+    return normalize_name(str(cfg.common_args.fedml_semantics)) == "on"

@@ -23,6 +23,7 @@ __all__ = [
     "is_fedml_key",
     "behaviour_warnings",
     "refused_features",
+    "fedml_markers",
 ]
 
 #: FedML config sections and the keys FedML's example configs set in them.
@@ -261,3 +262,16 @@ def refused_features(raw: Mapping[str, Mapping[str, Any]]) -> str | None:
                 return (f"{section}.{key}: {what} is outside shieldwall's scope (Byzantine-robust "
                         f"training); set {where.split('.')[-1]}: false to run without it")
     return None
+
+
+def fedml_markers(given: Mapping[str, Mapping[str, Any]], unused: list[str]) -> list[str]:
+    """Why a config reads as FedML's (``common_args.fedml_semantics: auto``): the keys only FedML
+    uses that it sets. Empty for shieldwall's own configs."""
+    found = list(unused)
+    for section, key in (("comm_args", "backend"), ("device_args", "worker_num")):
+        if key in given.get(section, {}):
+            found.append(f"{section}.{key}")
+    kind = str(given.get("common_args", {}).get("training_type", "")).lower()
+    if kind in ("cross_silo", "cross_device", "cross_cloud"):
+        found.append(f"common_args.training_type: {kind}")
+    return found

@@ -21,6 +21,7 @@ import yaml
 from shieldwall.config.fedml_keys import (
     FEDML_SECTIONS,
     behaviour_warnings,
+    fedml_markers,
     is_fedml_key,
     refused_features,
 )
@@ -109,6 +110,13 @@ def config_from_dict(
         log.warning("%s", warning)
 
     sections = {name_: _build_section(name_, values.get(name_, {})) for name_ in SECTIONS}
+    common = sections["common_args"]
+    if normalize_name(common.fedml_semantics) == "auto":  # resolved once: resumes keep it
+        markers = fedml_markers(given, ignored)
+        common.fedml_semantics = "on" if markers else "off"
+        sources["common_args.fedml_semantics"] = (
+            f"auto: FedML's {markers[0]}" if markers else "auto: no FedML-only key")
+    sources.update({key: "unused" for key in ignored})
     cfg = ExperimentConfig(**sections, sources=sources, name=name)
     _check_consistency(cfg)
     return cfg
