@@ -163,8 +163,14 @@ def make_run_dir(cfg: ExperimentConfig) -> Path:
     return run_dir
 
 
-def train(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
-    """Run ``cfg`` to its last round; returns the summary (also written to ``summary.json``)."""
+def train(
+    cfg: ExperimentConfig, *, resume: str | Path | None = None,
+    components: Components | None = None,
+) -> dict[str, Any]:
+    """Run ``cfg`` to its last round; returns the summary (also written to ``summary.json``).
+
+    ``components``: already built (FedML's API with a user's own data set and model), else built
+    from ``cfg``."""
     if str(cfg.train_args.federated_optimizer).upper() == "BTARD":  # serverless: own driver
         from shieldwall.btard import run_btard
         return run_btard(cfg, resume=resume)
@@ -173,7 +179,7 @@ def train(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[st
         return run_redundant(cfg, resume=resume)
     from shieldwall.algorithms.server import Server
 
-    parts = build_components(cfg)
+    parts = components if components is not None else build_components(cfg)
     executor = ClientExecutor(
         parts.algorithm,
         parts.shards,

@@ -37,22 +37,33 @@ def client_token(cfg: ExperimentConfig, client_id: int, token: str | None = None
     return load_tokens(cfg).get(client_id, "")
 
 
-def build_client_executor(cfg: ExperimentConfig, client_id: int) -> tuple[ClientExecutor, int]:
-    """The executor hosting client ``K``'s shard under its round index; and that index."""
+def build_client_executor(
+    cfg: ExperimentConfig, client_id: int, components: Any = None
+) -> tuple[ClientExecutor, int]:
+    """The executor hosting client ``K``'s shard under its round index; and that index.
+
+    ``components``: already built (FedML's API), else built from ``cfg``. With FedML's semantics
+    and more data parts than silos, the silo hosts every part and trains the one FedML's
+    ``data_silo_selection`` gives it each round (:mod:`.parts`)."""
     from shieldwall.algorithms.base import ClientData
+    from shieldwall.config.fedml import fedml_semantics
+    from shieldwall.runtime.net.parts import PartSelectingExecutor
     from shieldwall.train import build_components
 
     ids = client_ids(cfg)
     if client_id not in ids:
         raise ConfigError(f"--rank {client_id} is not in train_args.client_id_list {ids}")
+    index = ids.index(client_id)
+    if fedml_semantics(cfg) and cfg.train_args.client_num_in_total > len(ids):
+        parts = components if components is not None else build_components(cfg)
+        return PartSelectingExecutor.from_components(cfg, parts, index), index
     part = client_id - 1
     if part >= cfg.train_args.client_num_in_total:
         raise ConfigError(
             f"client {client_id} would host data part {part}, but the data are split into "
             f"train_args.client_num_in_total = {cfg.train_args.client_num_in_total} parts"
         )
-    index = ids.index(client_id)
-    parts = build_components(cfg)
+    parts = components if components is not None else build_components(cfg)
     shard = parts.shards[part]
     executor = ClientExecutor(
         parts.algorithm, {index: ClientData(index, shard.x, shard.y)},
