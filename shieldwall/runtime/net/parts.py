@@ -17,6 +17,7 @@ clients, or a seeded draw of ``client_num_per_round``). The draw is FedML's, bit
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +30,8 @@ from shieldwall.seeding import numpy_generator
 
 if TYPE_CHECKING:
     from shieldwall.train import Components
+
+log = logging.getLogger(__name__)
 
 __all__ = ["data_silo_selection", "round_clients", "PartSelectingExecutor"]
 
@@ -84,7 +87,10 @@ class PartSelectingExecutor(ClientExecutor):
         return data_silo_selection(round_idx, len(self.parts), len(chosen))[position]
 
     def shard_for(self, round_idx: int) -> ClientData:
-        shard = self.parts[self.part_of(round_idx)]
+        part = self.part_of(round_idx)
+        shard = self.parts[part]
+        log.debug("round %d: silo index %d trains data part %d (%d samples)", round_idx,
+                  self.index, part, len(shard))
         return ClientData(self.index, shard.x, shard.y)
 
     def run(self, params: Tensor, plan: RoundPlan, client_id: int) -> LocalResult:
