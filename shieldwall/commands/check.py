@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shieldwall.commands.run import add_config, config_path
 from shieldwall.config import load_config
 from shieldwall.config.schema import ExperimentConfig
 
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", help="validate a config without training and print the resolved plan"
     )
-    p.add_argument("config", help="YAML config (FedML layout)")
+    add_config(p, "YAML config (FedML layout)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override one config value (repeatable), as for 'shieldwall run'",
@@ -52,9 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)  # a config that does not load: one line
+    path = config_path(args)
+    cfg = load_config(path, args.overrides)  # a config that does not load: one line
     report = check_config(cfg)
-    print(f"shieldwall check: {args.config}")
+    print(f"shieldwall check: {path}")
     for line in report.lines:
         print(f"  {line}")
     for problem in report.problems:

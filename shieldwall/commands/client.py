@@ -15,6 +15,7 @@ import logging
 import sys
 from typing import Any
 
+from shieldwall.commands.run import add_config, config_path
 from shieldwall.config import load_config
 
 __all__ = ["register", "client_command", "silo_entry"]
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("client", help="networked mode: a federated client / silo (rank >= 1)")
-    p.add_argument("config", help="YAML config (the same file as the server's)")
+    add_config(p, "YAML config (the same file as the server's)")
     p.add_argument("--rank", type=int, required=True, help="this client's id K (>= 1)")
     p.add_argument("--role", help="FedML's role (accepted and ignored)")
     p.add_argument("--node-rank", type=int,
@@ -54,7 +55,7 @@ def client_command(args: argparse.Namespace) -> int:
             raise ValueError(f"--server expects HOST:PORT, got {args.server!r}")
         overrides += [f"comm_args.server_address={host.strip('[]')}",
                       f"comm_args.server_port={port}"]
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(config_path(args), overrides)
     try:
         rounds = run_client(cfg, args.rank, node_rank=args.node_rank, token=args.token)
     except ClientRefused as exc:

@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # every default is None: unset flags leave the YAML (or the built-in default) alone
-    p.add_argument("--config", metavar="FILE", help="YAML with a ddp_args mapping of these names")
+    p.add_argument("--config", "--cf", metavar="FILE",
+                   help="YAML with a ddp_args mapping of these names")
     p.add_argument("-d", "--dataset", help="data set (digits, mnist, …); default digits")
     p.add_argument("--data-dir", help="folder holding the data set (or its parent)")
     p.add_argument("--arch", help="model (lr, mlp, cnn, lenet…); default mlp")

@@ -9,11 +9,30 @@ from pathlib import Path
 
 from shieldwall.config import load_config
 
-__all__ = ["register", "run_command", "quickstart_command", "QUICKSTART"]
+__all__ = [
+    "register", "run_command", "quickstart_command", "QUICKSTART", "add_config", "config_path",
+]
 
 log = logging.getLogger(__name__)
 
 QUICKSTART = "quickstart.yaml"
+
+
+def add_config(p: argparse.ArgumentParser, help: str) -> None:
+    """The config as a positional argument or as FedML's ``--cf`` / ``--yaml_config_file``."""
+    p.add_argument("config", nargs="?", help=help)
+    p.add_argument("--cf", "--yaml_config_file", dest="cf", metavar="CONFIG",
+                   help="the config, as FedML's launch scripts pass it")
+
+
+def config_path(args: argparse.Namespace, *, optional: bool = False) -> str | None:
+    """The config file given positionally or with ``--cf``; ValueError when missing/both."""
+    if args.config and args.cf and args.config != args.cf:
+        raise ValueError(f"two configs given: {args.config!r} and --cf {args.cf!r}; give one")
+    path = args.config or args.cf
+    if path is None and not optional:
+        raise ValueError("give a CONFIG file (positionally or as --cf CONFIG)")
+    return path
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train with a config (simulator, torchrun or mpirun)")
-    p.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
+    add_config(p, "YAML config (optional with --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--rank", type=int, help="FedML's process rank (accepted; launchers set it)")
     p.add_argument("--role", help="FedML's role (accepted and ignored)")
@@ -58,7 +77,7 @@ def _report(summary: dict) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from shieldwall.train import train
 
-    config = args.config
+    config = config_path(args, optional=True)
     if config is None:
         if not args.resume:
             raise ValueError("give a CONFIG file, or --resume RUN_DIR to continue a run")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shieldwall.commands.run import _common, _overrides, _report
+from shieldwall.commands.run import _common, _overrides, _report, add_config, config_path
 from shieldwall.config import load_config
 
 __all__ = ["register", "server_command"]
@@ -19,7 +19,7 @@ __all__ = ["register", "server_command"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("server", help="networked mode: the federated server (FedML's rank 0)")
-    p.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
+    add_config(p, "YAML config (optional with --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--rank", type=int, default=0, help="FedML's rank; the server is 0")
     p.add_argument("--role", help="FedML's role (accepted and ignored)")
@@ -38,7 +38,7 @@ def server_command(args: argparse.Namespace) -> int:
     if args.rank != 0:
         raise ValueError(f"the server is rank 0 (got --rank {args.rank}); "
                          "start clients with `shieldwall client CONFIG --rank K`")
-    config = args.config
+    config = config_path(args, optional=True)
     if config is None:
         if not args.resume:
             raise ValueError("give a CONFIG file, or --resume RUN_DIR to continue a run")

@@ -175,6 +175,12 @@ def _derive(args: Arguments, cfg: ExperimentConfig) -> None:
                 "device_args.worker_num is %s but mpirun started %d processes: FedML stops "
                 "here (it needs worker_num + 1 processes); shieldwall runs with 1 server and %d "
                 "worker processes, clients spread over them", args.worker_num, world, world - 1)
+    kind = str(cfg.common_args.training_type).lower()
+    ids = cfg.train_args.client_id_list
+    if kind == "cross_silo" and args.rank > 0 and ids and "OMPI_COMM_WORLD_RANK" not in env \
+            and args.rank not in ids:
+        raise ConfigError(f"--rank {args.rank} is not a client of train_args.client_id_list "
+                          f"{ids} (the server is --rank 0)")
     s = cfg.client_silo_args
     hierarchical = str(cfg.common_args.scenario).lower() == "hierarchical"
     if args.rank == 0 or not hierarchical:

@@ -77,7 +77,11 @@ def silo_layout(cfg: ExperimentConfig, client_id: int) -> tuple[int, str, int]:
     """``(world size, master address, master port)`` of client ``K``'s silo."""
     s = cfg.client_silo_args
     world = max(s.n_node_in_silo, 1) * max(s.n_proc_per_node, 1)
-    port = s.pg_master_port + client_ids(cfg).index(client_id)
+    ids = client_ids(cfg)
+    if client_id not in ids:
+        raise ConfigError(f"--rank {client_id} is not a client of train_args.client_id_list "
+                          f"{ids} (the server is rank 0)")
+    port = s.pg_master_port + ids.index(client_id)
     return world, s.pg_master_address, port
 
 

@@ -13,6 +13,7 @@ are ``DataLoader``s.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,11 @@ LEAF_USERS = 1000
 
 
 def _roots(path: str | os.PathLike[str]) -> list[str]:
-    p = Path(os.path.expanduser(str(path)))
-    return [str(q) for q in (p, *p.parents[:3])]
+    text = os.path.expanduser(str(path))
+    # FedML's example joins data_cache_dir + "MNIST/train" without a separator
+    bare = re.sub(r"MNIST([/\\](train|test))?[/\\]?$", "", text) or "."
+    p = Path(text)
+    return [str(q) for q in (p, *p.parents[:3], Path(bare))]
 
 
 def _load(path: str | os.PathLike[str]) -> Any:
