@@ -160,7 +160,7 @@ class DeviceArgs:
 class CommArgs:
     backend: str = choice(
         "sim", "sim", "simulation", "local", "MPI", "gloo", "nccl", "torch", "GRPC", "MQTT_S3",
-        "TRPC", "MQTT",
+        "TRPC", "MQTT", "sp", "MQTT_S3_MNN", "MQTT_WEB3", "MQTT_THETASTORE",
     )
     """FedML's backend name; mapped to a shieldwall runtime when ``runtime`` is ``auto``."""
     runtime: str = choice("auto", "auto", "simulator", "torch_distributed", "grpc")

@@ -182,7 +182,10 @@ def _derive(args: Arguments, cfg: ExperimentConfig) -> None:
         raise ConfigError(f"--rank {args.rank} is not a client of train_args.client_id_list "
                           f"{ids} (the server is --rank 0)")
     s = cfg.client_silo_args
-    hierarchical = str(cfg.common_args.scenario).lower() == "hierarchical"
+    # silos with several trainers whenever client_silo_args asks for them (the seed config of
+    # FedML's hierarchical example has no scenario: hierarchical; see docs/fedml_compat.md)
+    hierarchical = str(cfg.common_args.scenario).lower() == "hierarchical" or (
+        kind == "cross_silo" and s.n_node_in_silo * s.n_proc_per_node > 1)
     if args.rank == 0 or not hierarchical:
         args.n_node_in_silo, args.n_proc_in_silo = (1, 1) if args.rank == 0 else (
             s.n_node_in_silo, 1)
