@@ -95,8 +95,8 @@ def test_ignored_behaviour_gets_a_warning(caplog, key, expected):
     assert any(expected in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 
-@pytest.mark.parametrize("key", ["fhe_args.enable_fhe=true", "secure_aggregation_args.enable_sa=true",
-                                 "dp_args.enable_dp=true"])
+@pytest.mark.parametrize("key", ["fhe_args.enable_fhe=true", "dp_args.enable_dp=true",
+                                 "secure_aggregation_args.enable_sa=true"])
 def test_out_of_scope_features_are_refused_in_one_line(key):
     with pytest.raises(ConfigError, match="outside shieldwall's scope"):
         config_from_dict({}, [key])
