@@ -233,7 +233,9 @@ def _slsgd(r: Reader, name: str) -> DefensePlan:
 
 
 def _cclip(r: Reader, name: str) -> DefensePlan:
-    tau = r.get("tau", check=lambda v: v > 0, expect="the clipping radius, > 0")
+    tau = r.get("tau", 10.0, check=lambda v: v > 0, expect="the clipping radius, > 0")
+    if tau.source == "default":
+        r.notes.append("cclip without tau clips at FedML's default radius 10")
     size = r.get("bucket_size", 1, kind=int, check=lambda v: v >= 1, expect="an integer >= 1")
     pre = [_step("bucketing", s=size)] if size.value > 1 else []
     plan = DefensePlan(name, _step("centered_clip", tau=tau), pre)

@@ -93,6 +93,7 @@ class TrainArgs:
     federated_optimizer: str = choice(
         "FedAvg", "FedAvg", "PS-SGD", "PSSGD", "SGD", "BTARD", "HierarchicalFedAvg",
         "FedAvg_seq", "FedOpt", "FedAdam", "FedYogi", "FedAdagrad", "FedAvgM", "FedProx",
+        "HierarchicalFL",
     )
     """Algorithm: ``FedAvg`` (clients train locally, the server aggregates model updates) or
     ``PS-SGD`` (synchronous SGD: the server aggregates one gradient per worker each step)."""
