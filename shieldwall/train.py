@@ -72,6 +72,12 @@ def select_runtime(cfg: ExperimentConfig) -> str:
         "RANK" in os.environ and "WORLD_SIZE" in os.environ
     )
     if launched and "torch_distributed" in RUNTIMES:
+        world = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or 1)
+        workers = cfg.device_args.worker_num
+        if workers is not None and workers + 1 != world:
+            log.warning("device_args.worker_num is %d but the launcher started %d processes: "
+                        "FedML stops (it needs worker_num + 1); shieldwall runs 1 server and %d "
+                        "worker processes, clients spread over them", workers, world, world - 1)
         return "torch_distributed"
     return "simulator"
 
@@ -86,6 +92,9 @@ def _device(cfg: ExperimentConfig) -> torch.device:
         local = os.environ.get("LOCAL_RANK") or os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK")
         index = int(local or 0) % torch.cuda.device_count()
         return torch.device("cuda", index)
+    if cfg.device_args.using_gpu:
+        log.warning("device_args.using_gpu: true but no CUDA GPU is available: training runs on "
+                    "the CPU")
     return torch.device("cpu")
 
 

@@ -220,3 +220,23 @@ def test_unknown_api_names_the_nearest():
         from shieldwall.fedml.cross_silo import Clinet  # noqa: F401
     with pytest.raises(ConfigError, match="custom FedML trainers"):
         fedml.FedMLRunner(None, None, None, None, client_trainer=object())
+
+
+def test_silos_train_fedmls_part_of_the_round(tmp_path):
+    from shieldwall.runtime.net.node import build_client_executor
+    from shieldwall.runtime.net.parts import PartSelectingExecutor
+
+    raw = {"common_args": {"training_type": "cross_silo"},
+           "data_args": {"dataset": "digits"},
+           "train_args": {"client_id_list": "[1, 2]", "client_num_in_total": 20,
+                          "client_num_per_round": 2, "comm_round": 3}}
+    cfg = config_from_dict(raw)
+    executors = [build_client_executor(cfg, k)[0] for k in (1, 2)]
+    assert all(isinstance(e, PartSelectingExecutor) for e in executors)
+    for r in range(4):
+        assert [e.part_of(r) for e in executors] == data_silo_selection(r, 20, 2)
+        shard = executors[1].shard_for(r)
+        assert torch.equal(shard.y, executors[1].parts[data_silo_selection(r, 20, 2)[1]].y)
+    raw["common_args"]["fedml_semantics"] = "off"  # shieldwall's own: silo K keeps part K - 1
+    executor, index = build_client_executor(config_from_dict(raw), 2)
+    assert not isinstance(executor, PartSelectingExecutor) and index == 1

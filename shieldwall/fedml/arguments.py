@@ -169,12 +169,6 @@ def _derive(args: Arguments, cfg: ExperimentConfig) -> None:
     if "OMPI_COMM_WORLD_RANK" in env:  # FedML's MPI mode: the rank and role come from MPI
         args.rank = int(env["OMPI_COMM_WORLD_RANK"])
         args.role = "server" if args.rank == 0 else "client"
-        world = int(env.get("OMPI_COMM_WORLD_SIZE", "1"))
-        if args.worker_num + 1 != world:
-            log.warning(
-                "device_args.worker_num is %s but mpirun started %d processes: FedML stops "
-                "here (it needs worker_num + 1 processes); shieldwall runs with 1 server and %d "
-                "worker processes, clients spread over them", args.worker_num, world, world - 1)
     kind = str(cfg.common_args.training_type).lower()
     ids = cfg.train_args.client_id_list
     if kind == "cross_silo" and args.rank > 0 and ids and "OMPI_COMM_WORLD_RANK" not in env \
