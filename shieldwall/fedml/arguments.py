@@ -146,6 +146,14 @@ def load_args(argv: Sequence[str], overrides: Sequence[str] = ()) -> Arguments:
            for k, v in raw.items()}
     env_overrides = [s for s in os.environ.get("SHIELDWALL_FEDML_SET", "").split(";") if s]
     all_overrides = [*env_overrides, *overrides]
+    if ns.node_rank:  # FedML's hierarchical launch flag: this machine's rank in its silo
+        all_overrides.append(f"client_silo_args.node_rank_in_silo={ns.node_rank}")
+    unused = [f"--{k} {getattr(ns, k)}" for k in ("run_id", "run_device_id", "local_rank")
+              if getattr(ns, k) != FLAGS[k]]
+    if unused:
+        log.info("fedml.init(): FedML launch flags accepted, not used by shieldwall: %s "
+                 "(the rank within a silo comes from torchrun's LOCAL_RANK/RANK)",
+                 ", ".join(unused))
     cfg = config_from_dict(raw, all_overrides, name=file.stem)
     flags = {k: getattr(ns, k) for k in FLAGS}
     flags["using_mlops"] = str(ns.using_mlops).lower() in ("1", "true", "yes")
