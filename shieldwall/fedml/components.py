@@ -121,11 +121,13 @@ def check_model(model: Any, x: Tensor, y: Tensor, class_num: int) -> None:
 
 
 def components_from_fedml(cfg: ExperimentConfig, dataset: Any, model: nn.Module,
-                          device: torch.device) -> tuple[ExperimentConfig, Any]:
+                          device: torch.device, *, with_shards: bool = True,
+                          ) -> tuple[ExperimentConfig, Any]:
     """``(cfg, Components)`` training ``model`` on ``dataset`` with ``cfg``'s attack and defense.
 
     ``train_args.client_num_in_total`` becomes the number of clients in the list (logged when it
-    differs); ``client_num_per_round`` is capped at it.
+    differs); ``client_num_per_round`` is capped at it. ``with_shards=False`` (a networked server,
+    which trains no client) reads only the first client's data, to check the model against it.
     """
     from shieldwall.algorithms import ALGORITHMS
     from shieldwall.algorithms.adversary import build_adversary
@@ -139,7 +141,7 @@ def components_from_fedml(cfg: ExperimentConfig, dataset: Any, model: nn.Module,
     class_num = int(dataset[7])
     local = dataset[5]
     shards: dict[int, ClientData] = {}
-    for c in range(len(local)):
+    for c in range(len(local) if with_shards else 1):
         x, y = tensors_of(local[c], f"dataset[5][{c}] (train_data_local_dict)")
         shards[c] = ClientData(c, x.to(device), y.long().to(device))
     test_x, test_y = tensors_of(dataset[3], "dataset[3] (test_data_global)")
@@ -147,7 +149,7 @@ def components_from_fedml(cfg: ExperimentConfig, dataset: Any, model: nn.Module,
     check_model(model, first.x, first.y, class_num)
     check_model(model, test_x, test_y.long(), class_num)
     t = cfg.train_args
-    n = len(shards)
+    n = len(local)
     if n != t.client_num_in_total:
         log.info("train_args.client_num_in_total = %d: the dataset list has %d clients",
                  t.client_num_in_total, n)
@@ -169,6 +171,6 @@ def components_from_fedml(cfg: ExperimentConfig, dataset: Any, model: nn.Module,
     f = defense_f(cfg)
     if cfg.defense_args.enable_defense:
         defense.check_tolerates(per_round, f)
-    parts = Components(cfg, device, data, shards, algorithm, defense, adversary, f,
-                       algorithm.flat.vector())
+    parts = Components(cfg, device, data, shards if with_shards else {}, algorithm, defense,
+                       adversary, f, algorithm.flat.vector())
     return cfg, parts

@@ -62,7 +62,7 @@ def run_server(args: Any, device: torch.device, dataset: Any, model: nn.Module) 
     from shieldwall.algorithms.defense import defense_f
     from shieldwall.runtime.net import network_view
 
-    cfg, parts = components_from_fedml(args.config(), dataset, model, device)
+    cfg, parts = components_from_fedml(args.config(), dataset, model, device, with_shards=False)
     net = network_view(cfg)
     parts.adversary = build_adversary(net, parts.dataset.num_classes)
     parts.f = defense_f(net)
