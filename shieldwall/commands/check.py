@@ -124,7 +124,11 @@ def _check_model(cfg: ExperimentConfig, report: CheckReport) -> None:
         report.problems.append(refused)
         return
     try:
-        report.add("model", f"{MODELS.canonical(name)} [{_src(cfg, 'model_args', 'model')}]")
+        from shieldwall.train import fedml_model_name
+
+        shown = MODELS.canonical(fedml_model_name(cfg))
+        report.add("model", f"{shown} [{_src(cfg, 'model_args', 'model')}]"
+                            + (" (FedML's lr: sigmoid outputs)" if shown == "fedml_lr" else ""))
     except UnknownNameError as exc:
         report.problems.append(f"model_args.model: {exc}")
 
@@ -151,6 +155,29 @@ def _check_topology(cfg: ExperimentConfig, report: CheckReport) -> None:
                           f"backend {cfg.comm_args.backend}]")
     report.detail(f"{t.comm_round} rounds [{_src(cfg, 'train_args', 'comm_round')}], "
                   f"{t.epochs} local epoch(s), batch {t.batch_size}, lr {t.learning_rate}")
+    if algorithm_is(t.federated_optimizer, ("FedOpt",)):
+        from shieldwall.algorithms import ALGORITHMS
+
+        fixed = getattr(ALGORITHMS.get(t.federated_optimizer), "optimizer_name", None)
+        report.detail(f"server optimizer {fixed or t.server_optimizer}, server_lr {t.server_lr}, "
+                      f"server_momentum {t.server_momentum}")
+    if algorithm_is(t.federated_optimizer, ("FedProx",)):
+        report.detail(f"fedprox_mu {t.fedprox_mu}")
+    kind = "FedML" if cfg.common_args.fedml_semantics == "on" else "shieldwall"
+    report.add("semantics", f"{kind} [{_src(cfg, 'common_args', 'fedml_semantics')}] "
+                            "(docs/fedml_compat.md)")
+
+
+def algorithm_is(name: str, families: tuple[str, ...]) -> bool:
+    """Whether ``name`` is a registered algorithm of one of ``families`` (or a subclass)."""
+    from shieldwall.algorithms import ALGORITHMS
+    from shieldwall.registry import UnknownNameError
+
+    try:
+        cls = ALGORITHMS.get(name)
+    except UnknownNameError:
+        return False
+    return any(base.__name__ in families for base in cls.__mro__)
 
 
 def _params_text(

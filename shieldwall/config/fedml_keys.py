@@ -267,11 +267,11 @@ def refused_features(raw: Mapping[str, Mapping[str, Any]]) -> str | None:
 def fedml_markers(given: Mapping[str, Mapping[str, Any]], unused: list[str]) -> list[str]:
     """Why a config reads as FedML's (``common_args.fedml_semantics: auto``): the keys only FedML
     uses that it sets. Empty for shieldwall's own configs."""
-    found = list(unused)
-    for section, key in (("comm_args", "backend"), ("device_args", "worker_num")):
-        if key in given.get(section, {}):
-            found.append(f"{section}.{key}")
+    found = []
     kind = str(given.get("common_args", {}).get("training_type", "")).lower()
     if kind in ("cross_silo", "cross_device", "cross_cloud"):
         found.append(f"common_args.training_type: {kind}")
-    return found
+    for section, key in (("comm_args", "backend"), ("device_args", "worker_num")):
+        if key in given.get(section, {}):
+            found.append(f"{section}.{key}")
+    return found + list(unused)
