@@ -240,3 +240,21 @@ def test_silos_train_fedmls_part_of_the_round(tmp_path):
     raw["common_args"]["fedml_semantics"] = "off"  # shieldwall's own: silo K keeps part K - 1
     executor, index = build_client_executor(config_from_dict(raw), 2)
     assert not isinstance(executor, PartSelectingExecutor) and index == 1
+
+
+def test_cli_takes_cf_wherever_it_takes_a_config(capsys, krum, shared_datasets):
+    from shieldwall.cli import main
+
+    code = main(["check", "--cf", krum, "--set", f"data_args.data_cache_dir={shared_datasets}",
+                 "--set", "common_args.using_mlops=true", "--set", "dp_args.epsilon=1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "OK: the config would run" in out
+    assert "semantics  FedML" in out and "fedml_lr" in out
+    assert main(["check"]) == 2
+    assert "--cf CONFIG" in capsys.readouterr().err
+    assert main(["check", krum, "--cf", hier_path(krum)]) == 2
+    assert "two configs given" in capsys.readouterr().err
+
+
+def hier_path(krum: str) -> str:
+    return krum.replace("fedml_mpi_krum_mnist_lr", "fedml_hierarchical_cross_silo_mnist_lr")
