@@ -258,3 +258,13 @@ def test_cli_takes_cf_wherever_it_takes_a_config(capsys, krum, shared_datasets):
 
 def hier_path(krum: str) -> str:
     return krum.replace("fedml_mpi_krum_mnist_lr", "fedml_hierarchical_cross_silo_mnist_lr")
+
+
+def test_run_simulation_one_liner(tmp_path, monkeypatch):
+    import sys
+
+    _digits_args(tmp_path)  # writes tmp_path/fedml_config.yaml
+    monkeypatch.setattr(sys, "argv", ["torch_step_by_step_example.py", "--cf",
+                                      str(tmp_path / "fedml_config.yaml")])
+    summary = fedml.run_simulation(backend="sp")
+    assert summary["rounds"] == 2 and summary["final_test_accuracy"] > 0.1
