@@ -23,6 +23,7 @@ def add_config(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("config", nargs="?", help=help)
     p.add_argument("--cf", "--yaml_config_file", dest="cf", metavar="CONFIG",
                    help="the config, as FedML's launch scripts pass it")
+    p.add_argument("--run_id", help="FedML's run id (accepted, not used)")
 
 
 def config_path(args: argparse.Namespace, *, optional: bool = False) -> str | None:
