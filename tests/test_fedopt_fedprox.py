@@ -130,3 +130,10 @@ def test_runs_learn(tmp_path, train_args):
     }
     summary = train(config_from_dict(raw))
     assert summary["final_test_accuracy"] > 0.8  # FedAvg: 0.88 on this config
+
+
+def test_hierarchical_fedavg_is_fedavg():
+    from shieldwall.algorithms import ALGORITHMS
+
+    for name in ("HierarchicalFedAvg", "HierarchicalFL", "FedAvg_seq"):
+        assert ALGORITHMS.get(name) is FedAvg
