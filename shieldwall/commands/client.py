@@ -2,8 +2,8 @@
 
 Client ``K`` (an id of ``train_args.client_id_list``) hosts part ``K - 1`` of the data
 partition (a FedML config with more parts than silos: the part FedML's ``data_silo_selection``
-draws each round), connects to ``comm_args.server_address:server_port``, and answers rounds until the
-server says training is over, reconnecting with back-off when the server is away. With
+draws each round), connects to ``comm_args.server_address:server_port``, and answers rounds
+until the server says training is over, reconnecting with back-off when the server is away. With
 ``client_silo_args`` asking for several trainers, it runs them as a DDP group (``--node-rank``
 for the silo's other machines). Exit status: 0 done, 3 refused by the server, 4 gave up
 reconnecting. See ``docs/networked.md``.
