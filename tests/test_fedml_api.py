@@ -220,6 +220,11 @@ def test_unknown_api_names_the_nearest():
         from shieldwall.fedml.cross_silo import Clinet  # noqa: F401
     with pytest.raises(ConfigError, match="custom FedML trainers"):
         fedml.FedMLRunner(None, None, None, None, client_trainer=object())
+    with pytest.raises(ImportError, match="fedml.core.ClientTrainer.*federated_optimizer"):
+        from shieldwall.fedml.core import ClientTrainer  # noqa: F401
+    from shieldwall.fedml.simulation import SimulatorMPI
+
+    assert SimulatorMPI is not None
 
 
 def test_silos_train_fedmls_part_of_the_round(tmp_path):

@@ -35,7 +35,8 @@ __all__ = [
     "init", "device", "data", "model", "logger", "FedMLRunner", "Arguments",
     "run_simulation", "run_cross_silo_server", "run_cross_silo_client",
     "run_hierarchical_cross_silo_server", "run_hierarchical_cross_silo_client",
-    "cross_silo", "FEDML_TRAINING_PLATFORM_SIMULATION", "FEDML_TRAINING_PLATFORM_CROSS_SILO",
+    "cross_silo", "simulation", "core",
+    "FEDML_TRAINING_PLATFORM_SIMULATION", "FEDML_TRAINING_PLATFORM_CROSS_SILO",
     "FEDML_TRAINING_PLATFORM_CROSS_DEVICE", "FEDML_SIMULATION_TYPE_SP",
     "FEDML_SIMULATION_TYPE_MPI", "FEDML_CROSS_SILO_SCENARIO_HIERARCHICAL", "__version__",
 ]
@@ -117,10 +118,10 @@ def run_hierarchical_cross_silo_client() -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "cross_silo":
-        import shieldwall.fedml.cross_silo as cross_silo
+    if name in ("cross_silo", "simulation", "core"):
+        import importlib
 
-        return cross_silo
+        return importlib.import_module(f"shieldwall.fedml.{name}")
     if name.startswith("_"):
         raise AttributeError(name)
     raise missing("fedml", name, [n for n in __all__ if not n.startswith("_")])
