@@ -18,12 +18,14 @@ from shieldwall.drivers.rounds import (
     Components,
     build_components,
     build_runtime,
+    fedml_model_name,
     select_runtime,
 )
 from shieldwall.rundir import (
     Resume,
     Stateful,
     held_run_dirs,
+    is_test_round,
     make_run_dir,
     open_run,
     release_run_dir,
@@ -43,23 +45,34 @@ __all__ = [
     "open_run",
     "run_rounds",
     "_device",
+    "fedml_model_name",
+    "is_test_round",
 ]
 
 
 def train(
-    cfg: ExperimentConfig, *, resume: str | Path | None = None, force: bool = False
+    cfg: ExperimentConfig, *, resume: str | Path | None = None, force: bool = False,
+    components: Components | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` to its last round; returns the summary (also written to ``summary.json``).
 
     ``resume`` continues that run directory; ``force`` lets ``cfg`` change what fixes the
     experiment (seed, data, model…; see :mod:`shieldwall.rundir.changes`) mid-run.
+    ``components``: already built (FedML's API with a user's own data set and model); only the
+    server round loop takes them.
     """
     driver = select_driver(cfg)
+    extra: dict[str, Any] = {}
+    if components is not None:
+        if driver.name != "rounds":
+            raise ValueError(f"a user's own data set and model run with the server round loop "
+                             f"only, not with the {driver.name!r} driver")
+        extra["components"] = components
     if resume is not None and not isinstance(resume, Resume):
         resume = Resume(Path(resume), force=force)
     held = held_run_dirs()
     try:
-        return driver.obj(cfg, resume=resume)
+        return driver.obj(cfg, resume=resume, **extra)
     finally:
         for run_dir in held_run_dirs() - held:  # the run directory this run locked
             release_run_dir(run_dir)

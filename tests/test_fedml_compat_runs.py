@@ -13,7 +13,9 @@ from shieldwall.train import train
 
 def fedml_config(tmp_path: Path, attack: dict, defense: dict) -> dict:
     return {
-        "common_args": {"training_type": "cross_silo", "random_seed": 0},
+        # the vocabulary under shieldwall's semantics (FedML's: tests/test_fedml_semantics.py)
+        "common_args": {"training_type": "cross_silo", "random_seed": 0,
+                        "fedml_semantics": "off"},
         "data_args": {"dataset": "digits", "partition_method": "hetero", "partition_alpha": 0.5},
         "model_args": {"model": "lr"},
         "train_args": {"federated_optimizer": "FedAvg", "client_num_in_total": 6,

@@ -31,7 +31,7 @@ from shieldwall.algorithms.base import DataAttack
 from shieldwall.algorithms.params import check_params, convert_params, user_params
 from shieldwall.attacks import ATTACKS, AttackContext
 from shieldwall.attacks.schedule import attack_active, byzantine_ids
-from shieldwall.config.fedml import FEDML_KEYS, Reader, Resolved, setting
+from shieldwall.config.fedml import FEDML_KEYS, Reader, Resolved, fedml_semantics, setting
 from shieldwall.config.loader import ConfigError
 from shieldwall.config.schema import ExperimentConfig
 from shieldwall.registry import Entry, UnknownNameError, normalize_name
@@ -146,6 +146,8 @@ def plan_attack(cfg: ExperimentConfig) -> AttackPlan | None:
                 "(FedML modes: zero, random, flip; or any attack name)"
             )
         plan.name, plan.fedml_name = a.attack_mode, f"byzantine/{a.attack_mode}"
+        if fedml_semantics(cfg) and "attack_args.byzantine_redraw" not in cfg.sources:
+            plan.redraw = True  # FedML's ByzantineAttack samples its clients every round
     elif kind in ("label_flipping", "model_replacement"):
         plan.fedml_name = kind
         (_label_flipping if kind == "label_flipping" else _model_replacement)(cfg, r, plan)

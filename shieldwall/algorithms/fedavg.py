@@ -38,7 +38,9 @@ from shieldwall.seeding import torch_generator
 __all__ = ["FedAvg"]
 
 
-@ALGORITHMS.register("FedAvg", aliases=("fedavg", "fed_avg", "fedavg_robust", "FedAvg_seq"))
+@ALGORITHMS.register("FedAvg", aliases=(
+    "fedavg", "fed_avg", "fedavg_robust", "FedAvg_seq", "HierarchicalFedAvg", "HierarchicalFL",
+))
 class FedAvg(Algorithm):
     """Local SGD (or Adam) for ``epochs`` epochs per round; the server adds the aggregate."""
 
@@ -84,7 +86,7 @@ class FedAvg(Algorithm):
                 idx = idx.to(data.y.device)
                 x, y = apply_data_attack(data.x[idx], data.y[idx], data_attack, task.poisoned, gen)
                 optimizer.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(self.model(x), y)
+                loss = self.local_loss(self.model(x), y, params)
                 loss.backward()
                 if self.args.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(self.flat.params, self.args.max_grad_norm)
@@ -93,6 +95,11 @@ class FedAvg(Algorithm):
                 num_batches += 1
         update = self.flat.vector() - params
         return LocalResult(update, len(data), total_loss / max(num_batches, 1))
+
+    def local_loss(self, output: Tensor, y: Tensor, anchor: Tensor) -> Tensor:
+        """The local objective of one batch (``anchor``: the round's global vector)."""
+        del anchor
+        return F.cross_entropy(output, y)
 
     def server_step(self, params: Tensor, aggregate: Tensor, round: int) -> Tensor:
         return params + self.args.server_lr * aggregate.to(params.dtype)

@@ -19,6 +19,7 @@ multi-process run the lowest-ranked honest peer writes the run directory.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from shieldwall.algorithms.base import ClientData, evaluate
 from shieldwall.algorithms.ps_sgd import PSSGD
@@ -315,7 +315,7 @@ def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
         "honest_banned": sorted(p for p in ledger.banned if p not in byzantine),
         "wall_time": time.perf_counter() - started,
     }
-    (run_dir / "summary.json").write_text(yaml.safe_dump(summary))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     torch.save(me.params.cpu(), run_dir / "final_params.pt")
     return summary
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shieldwall.commands.run import add_config, config_path
 from shieldwall.config import load_config
 from shieldwall.config.schema import ExperimentConfig
 
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check", help="validate a config without training and print the resolved plan"
     )
-    p.add_argument("config", help="YAML config (FedML layout)")
+    add_config(p, "YAML config (FedML layout)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override one config value (repeatable), as for 'shieldwall run'",
@@ -52,9 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)  # a config that does not load: one line
+    path = config_path(args)
+    cfg = load_config(path, args.overrides)  # a config that does not load: one line
     report = check_config(cfg)
-    print(f"shieldwall check: {args.config}")
+    print(f"shieldwall check: {path}")
     for line in report.lines:
         print(f"  {line}")
     for problem in report.problems:
@@ -122,7 +124,11 @@ def _check_model(cfg: ExperimentConfig, report: CheckReport) -> None:
         report.problems.append(refused)
         return
     try:
-        report.add("model", f"{MODELS.canonical(name)} [{_src(cfg, 'model_args', 'model')}]")
+        from shieldwall.train import fedml_model_name
+
+        shown = MODELS.canonical(fedml_model_name(cfg))
+        report.add("model", f"{shown} [{_src(cfg, 'model_args', 'model')}]"
+                            + (" (FedML's lr: sigmoid outputs)" if shown == "fedml_lr" else ""))
     except UnknownNameError as exc:
         report.problems.append(f"model_args.model: {exc}")
 
@@ -149,6 +155,29 @@ def _check_topology(cfg: ExperimentConfig, report: CheckReport) -> None:
                           f"backend {cfg.comm_args.backend}]")
     report.detail(f"{t.comm_round} rounds [{_src(cfg, 'train_args', 'comm_round')}], "
                   f"{t.epochs} local epoch(s), batch {t.batch_size}, lr {t.learning_rate}")
+    if algorithm_is(t.federated_optimizer, ("FedOpt",)):
+        from shieldwall.algorithms import ALGORITHMS
+
+        fixed = getattr(ALGORITHMS.get(t.federated_optimizer), "optimizer_name", None)
+        report.detail(f"server optimizer {fixed or t.server_optimizer}, server_lr {t.server_lr}, "
+                      f"server_momentum {t.server_momentum}")
+    if algorithm_is(t.federated_optimizer, ("FedProx",)):
+        report.detail(f"fedprox_mu {t.fedprox_mu}")
+    kind = "FedML" if cfg.common_args.fedml_semantics == "on" else "shieldwall"
+    report.add("semantics", f"{kind} [{_src(cfg, 'common_args', 'fedml_semantics')}] "
+                            "(docs/fedml_compat.md)")
+
+
+def algorithm_is(name: str, families: tuple[str, ...]) -> bool:
+    """Whether ``name`` is a registered algorithm of one of ``families`` (or a subclass)."""
+    from shieldwall.algorithms import ALGORITHMS
+    from shieldwall.registry import UnknownNameError
+
+    try:
+        cls = ALGORITHMS.get(name)
+    except UnknownNameError:
+        return False
+    return any(base.__name__ in families for base in cls.__mro__)
 
 
 def _params_text(

@@ -1,8 +1,9 @@
 """``shieldwall client CONFIG --rank K``: a networked client (one organisation's silo).
 
 Client ``K`` (an id of ``train_args.client_id_list``) hosts part ``K - 1`` of the data
-partition, connects to ``comm_args.server_address:server_port``, and answers rounds until the
-server says training is over, reconnecting with back-off when the server is away. With
+partition (a FedML config with more parts than silos: the part FedML's ``data_silo_selection``
+draws each round), connects to ``comm_args.server_address:server_port``, and answers rounds
+until the server says training is over, reconnecting with back-off when the server is away. With
 ``client_silo_args`` asking for several trainers, it runs them as a DDP group (``--node-rank``
 for the silo's other machines). Exit status: 0 done, 3 refused by the server, 4 gave up
 reconnecting. See ``docs/networked.md``.
@@ -14,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from shieldwall.commands.run import add_config, config_path
 from shieldwall.config import load_config
 
 __all__ = ["register", "client_command"]
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("client", help="networked mode: a federated client / silo (rank >= 1)")
-    p.add_argument("config", help="YAML config (the same file as the server's)")
+    add_config(p, "YAML config (the same file as the server's)")
     p.add_argument("--rank", type=int, required=True, help="this client's id K (>= 1)")
     p.add_argument("--role", help="FedML's role (accepted and ignored)")
     p.add_argument("--node-rank", type=int,
@@ -53,7 +55,7 @@ def client_command(args: argparse.Namespace) -> int:
             raise ValueError(f"--server expects HOST:PORT, got {args.server!r}")
         overrides += [f"comm_args.server_address={host.strip('[]')}",
                       f"comm_args.server_port={port}"]
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(config_path(args), overrides)
     try:
         rounds = run_client(cfg, args.rank, node_rank=args.node_rank, token=args.token)
     except ClientRefused as exc:

@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     # every default is None: unset flags leave the YAML (or the built-in default) alone. The
     # fault-tolerant DDP simulator's own spellings (-e, -gb, -df, -tb, --worker,
     # --global_batch_size, --data_coll_path) are accepted beside ours.
-    p.add_argument("--config", metavar="FILE", help="YAML with a ddp_args mapping of these names")
+    p.add_argument("--config", "--cf", metavar="FILE",
+                   help="YAML with a ddp_args mapping of these names")
     p.add_argument("-d", "--dataset", help="data set (digits, mnist, …); default digits")
     p.add_argument("--data-dir", "--data_dir", dest="data_dir",
                    help="folder holding the data set (or its parent)")

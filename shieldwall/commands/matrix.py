@@ -28,7 +28,9 @@ def _names(text: str) -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("matrix", help="run every attack x defense pair; CSV + heatmap")
-    p.add_argument("config", help="base YAML config (its attack_args.byzantine_client_num is f)")
+    from shieldwall.commands.run import add_config
+
+    add_config(p, "base YAML config (its attack_args.byzantine_client_num is f)")
     p.add_argument("--attacks", required=True, help="comma-separated attack names")
     p.add_argument("--defenses", required=True,
                    help="comma-separated defenses; pre-aggregators joined with '+', e.g. nnm+krum")
@@ -42,10 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def matrix_command(args: argparse.Namespace) -> int:
+    from shieldwall.commands.run import config_path
     from shieldwall.config import load_config
     from shieldwall.matrix import NONE, plot_heatmap, run_matrix, write_csv
 
-    base = load_config(args.config, args.overrides)
+    base = load_config(config_path(args), args.overrides)
     attacks = [NONE, *[a for a in _names(args.attacks) if a != NONE]]
     defenses = [NONE, *[d for d in _names(args.defenses) if d != NONE]]
     if args.seeds < 1:

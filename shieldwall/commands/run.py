@@ -8,12 +8,32 @@ from importlib import resources
 
 from shieldwall.config import load_config
 
-__all__ = ["register", "run_command", "quickstart_command", "QUICKSTART"]
+__all__ = [
+    "register", "run_command", "quickstart_command", "QUICKSTART", "add_config", "config_path",
+]
 
 log = logging.getLogger(__name__)
 
 QUICKSTART = "quickstart.yaml"
 QUICKSTART_TEXT = "quickstart_text.yaml"
+
+
+def add_config(p: argparse.ArgumentParser, help: str) -> None:
+    """The config as a positional argument or as FedML's ``--cf`` / ``--yaml_config_file``."""
+    p.add_argument("config", nargs="?", help=help)
+    p.add_argument("--cf", "--yaml_config_file", dest="cf", metavar="CONFIG",
+                   help="the config, as FedML's launch scripts pass it")
+    p.add_argument("--run_id", help="FedML's run id (accepted, not used)")
+
+
+def config_path(args: argparse.Namespace, *, optional: bool = False) -> str | None:
+    """The config file given positionally or with ``--cf``; ValueError when missing/both."""
+    if args.config and args.cf and args.config != args.cf:
+        raise ValueError(f"two configs given: {args.config!r} and --cf {args.cf!r}; give one")
+    path = args.config or args.cf
+    if path is None and not optional:
+        raise ValueError("give a CONFIG file (positionally or as --cf CONFIG)")
+    return path
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,7 +47,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train with a config (simulator, torchrun or mpirun)")
-    p.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
+    add_config(p, "YAML config (optional with --resume)")
     _resume_args(p)
     p.add_argument("--rank", type=int, help="FedML's process rank (accepted; launchers set it)")
     p.add_argument("--role", help="FedML's role (accepted and ignored)")
@@ -53,13 +73,14 @@ def _load(args: argparse.Namespace, overrides: list[str]):
     """The config to run: CONFIG, or with only --resume the run's current config."""
     from shieldwall.rundir import load_run_config
 
-    if args.config is None:
+    config = config_path(args, optional=True)
+    if config is None:
         if not args.resume:
             raise ValueError("give a CONFIG file, or --resume RUN_DIR to continue a run")
         return load_run_config(args.resume, overrides)
     if args.force and not args.resume:
         raise ValueError("--force only applies with --resume RUN_DIR")
-    return load_config(args.config, overrides)
+    return load_config(config, overrides)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:

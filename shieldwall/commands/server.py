@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 
-from shieldwall.commands.run import _common, _load, _overrides, _report, _resume_args
+from shieldwall.commands.run import _common, _load, _overrides, _report, _resume_args, add_config
 
 __all__ = ["register", "server_command"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("server", help="networked mode: the federated server (FedML's rank 0)")
-    p.add_argument("config", nargs="?", help="YAML config (optional with --resume)")
+    add_config(p, "YAML config (optional with --resume)")
     _resume_args(p)
     p.add_argument("--rank", type=int, default=0, help="FedML's rank; the server is 0")
     p.add_argument("--role", help="FedML's role (accepted and ignored)")

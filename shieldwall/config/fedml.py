@@ -41,6 +41,7 @@ __all__ = [
     "UNSUPPORTED_MODELS",
     "unsupported_dataset",
     "unsupported_model",
+    "fedml_semantics",
 ]
 
 #: Sections searched for a FedML key, in order (FedML itself has one flat namespace).
@@ -232,7 +233,9 @@ def _slsgd(r: Reader, name: str) -> DefensePlan:
 
 
 def _cclip(r: Reader, name: str) -> DefensePlan:
-    tau = r.get("tau", check=lambda v: v > 0, expect="the clipping radius, > 0")
+    tau = r.get("tau", 10.0, check=lambda v: v > 0, expect="the clipping radius, > 0")
+    if tau.source == "default":
+        r.notes.append("cclip without tau clips at FedML's default radius 10")
     size = r.get("bucket_size", 1, kind=int, check=lambda v: v >= 1, expect="an integer >= 1")
     pre = [_step("bucketing", s=size)] if size.value > 1 else []
     plan = DefensePlan(name, _step("centered_clip", tau=tau), pre)
@@ -400,3 +403,8 @@ def unsupported_dataset(name: str, valid: list[str]) -> str | None:
 def unsupported_model(name: str, valid: list[str]) -> str | None:
     """One line refusing a FedML model shieldwall does not ship, or ``None``."""
     return _unsupported("model", "model_args.model", name, UNSUPPORTED_MODELS, valid)
+
+
+def fedml_semantics(cfg: ExperimentConfig) -> bool:
+    """Whether to follow FedML's behaviour (``common_args.fedml_semantics``, resolved at load)."""
+    return normalize_name(str(cfg.common_args.fedml_semantics)) == "on"

@@ -19,6 +19,13 @@ from typing import Any
 
 import yaml
 
+from shieldwall.config.fedml_keys import (
+    FEDML_SECTIONS,
+    behaviour_warnings,
+    fedml_markers,
+    is_fedml_key,
+    refused_features,
+)
 from shieldwall.config.schema import (
     IGNORED_KEYS,
     OPEN_SECTIONS,
@@ -72,27 +79,45 @@ def config_from_dict(
     values: dict[str, dict[str, Any]] = {}
     sources: dict[str, str] = {}
     ignored: list[str] = []
+    given: dict[str, dict[str, Any]] = {}
+    entries: list[tuple[str, str, Any, str]] = []
     for section, body in raw.items():
-        section_name = _known_section(str(section))
         if body is None:
             body = {}
         if not isinstance(body, Mapping):
-            raise ConfigError(f"section {section_name!r} must be a mapping, got {body!r}")
-        for key, value in body.items():
-            if key in IGNORED_KEYS.get(section_name, ()):
-                ignored.append(f"{section_name}.{key}")
-                continue
-            values.setdefault(section_name, {})[str(key)] = value
-            sources[f"{section_name}.{key}"] = "file"
-    for text in overrides:
-        section, key, value = parse_override(text)
+            raise ConfigError(f"section {str(section)!r} must be a mapping, got {body!r}")
+        if str(section) not in FEDML_SECTIONS:
+            _known_section(str(section))
+        entries += [(str(section), str(key), value, "file") for key, value in body.items()]
+    entries += [(*parse_override(text), "--set") for text in overrides]
+    for section, key, value, origin in entries:
+        given.setdefault(section, {})[key] = value
+        if section not in SECTIONS and section in FEDML_SECTIONS:
+            ignored.append(f"{section}.{key}")  # FedML-only section (dp_args, fhe_args, …)
+            continue
         section_name = _known_section(section)
+        if key in IGNORED_KEYS.get(section_name, ()) or _unused_fedml_key(section_name, key):
+            ignored.append(f"{section_name}.{key}")
+            continue
         values.setdefault(section_name, {})[key] = value
-        sources[f"{section_name}.{key}"] = "--set"
+        sources[f"{section_name}.{key}"] = origin
+    refused = refused_features(given)
+    if refused:
+        raise ConfigError(refused)
     if ignored:
-        log.info("ignoring FedML deployment keys (not used by shieldwall): %s", ", ".join(ignored))
+        log.info("ignoring FedML keys not used by shieldwall (accepted, no effect here): %s",
+                 ", ".join(dict.fromkeys(ignored)))
+    for warning in behaviour_warnings(given):
+        log.warning("%s", warning)
 
     sections = {name_: _build_section(name_, values.get(name_, {})) for name_ in SECTIONS}
+    common = sections["common_args"]
+    if normalize_name(common.fedml_semantics) == "auto":  # resolved once: resumes keep it
+        markers = fedml_markers(given, ignored)
+        common.fedml_semantics = "on" if markers else "off"
+        sources["common_args.fedml_semantics"] = (
+            f"auto: FedML's {markers[0]}" if markers else "auto: no FedML-only key")
+    sources.update({key: "unused" for key in ignored})
     cfg = ExperimentConfig(**sections, sources=sources, name=name)
     _check_consistency(cfg)
     return cfg
@@ -108,6 +133,17 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
             body.update(params)
         out[section] = body
     return out
+
+
+_OPEN_SECTION_UNUSED = frozenset({"add_attack", "add_defense", "federated_optimizer"})
+
+
+def _unused_fedml_key(section: str, key: str) -> bool:
+    """A key FedML knows that shieldwall's ``section`` has no field for (named, not used)."""
+    if section in OPEN_SECTIONS:  # unknown keys there are attack/defense parameters
+        return key in _OPEN_SECTION_UNUSED
+    fields = {f.name for f in dataclasses.fields(SECTIONS[section])}
+    return key not in fields and is_fedml_key(section, key)
 
 
 def _known_section(section: str) -> str:

@@ -53,6 +53,11 @@ class CommonArgs:
     """Seed of every random choice: partitions, client sampling, batches, attacks, init."""
     scenario: str = choice("horizontal", "horizontal", "hierarchical")
     """``hierarchical``: silos that train with DDP inside (see ``client_silo_args``)."""
+    fedml_semantics: str = choice("auto", "auto", "on", "off")
+    """Follow FedML's behaviour where it differs from shieldwall's defaults (Byzantine clients
+    redrawn every round, ``model: lr`` with FedML's sigmoid, tests on FedML's rounds, per-round
+    data-part selection in cross-silo runs; see ``docs/fedml_compat.md``). ``auto``: on when the
+    config sets any key only FedML uses (``training_type``, ``backend``, ``worker_num``, …)."""
 
 
 @dataclass(kw_only=True)
@@ -89,7 +94,9 @@ class ModelArgs:
 @dataclass(kw_only=True)
 class TrainArgs:
     federated_optimizer: str = choice(
-        "FedAvg", "FedAvg", "PS-SGD", "PSSGD", "SGD", "BTARD", "HierarchicalFedAvg"
+        "FedAvg", "FedAvg", "PS-SGD", "PSSGD", "SGD", "BTARD", "HierarchicalFedAvg",
+        "FedAvg_seq", "FedOpt", "FedAdam", "FedYogi", "FedAdagrad", "FedAvgM", "FedProx",
+        "HierarchicalFL",
     )
     """Algorithm: ``FedAvg`` (clients train locally, the server aggregates model updates) or
     ``PS-SGD`` (synchronous SGD: the server aggregates one gradient per worker each step)."""
@@ -116,6 +123,13 @@ class TrainArgs:
     """SGD momentum (local in FedAvg, at the server in PS-SGD)."""
     server_lr: float = 1.0
     """FedAvg: the global model moves by ``server_lr`` times the aggregated update."""
+    server_optimizer: str = "sgd"
+    """FedOpt (Reddi et al. 2021): the server optimizer applied to the pseudo-gradient
+    ``-AGG(Δ)``: ``sgd``, ``adam``, ``yogi`` or ``adagrad`` (FedML's names; read by FedOpt)."""
+    server_momentum: float = 0.0
+    """FedOpt with ``server_optimizer: sgd``: the server's momentum (FedAvgM)."""
+    fedprox_mu: float = 0.0
+    """FedProx (Li et al. 2020): weight μ of the proximal term (μ/2)‖w − w_t‖² in local training."""
     checkpoint_frequency: int = 1
     """Write a checkpoint every this many rounds (0: only at the end)."""
     warmup_steps: int = 0
@@ -165,7 +179,7 @@ class DeviceArgs:
 class CommArgs:
     backend: str = choice(
         "sim", "sim", "simulation", "local", "MPI", "gloo", "nccl", "torch", "GRPC", "MQTT_S3",
-        "TRPC", "MQTT",
+        "TRPC", "MQTT", "sp", "MQTT_S3_MNN", "MQTT_WEB3", "MQTT_THETASTORE",
     )
     """FedML's backend name; mapped to a shieldwall runtime when ``runtime`` is ``auto``."""
     runtime: str = choice("auto", "auto", "simulator", "torch_distributed", "grpc")
@@ -457,7 +471,7 @@ IGNORED_KEYS: dict[str, frozenset[str]] = {
                             "trpc_master_config_path"}),
     "tracking_args": frozenset({"wandb_project", "wandb_name", "wandb_key", "wandb_entity",
                                 "enable_tracking", "log_server_url", "wandb_only_server"}),
-    "train_args": frozenset({"server_optimizer"}),
+    "train_args": frozenset(),
     "validation_args": frozenset(),
     "data_args": frozenset(),
     "attack_args": frozenset(),

@@ -21,6 +21,7 @@ from shieldwall.algorithms.adversary import Adversary, build_adversary
 from shieldwall.algorithms.base import Algorithm, ClientData
 from shieldwall.algorithms.defense import Defense, build_defense, defense_f
 from shieldwall.config import ConfigError, ExperimentConfig
+from shieldwall.config.fedml import fedml_semantics
 from shieldwall.data import Dataset, load_dataset
 from shieldwall.data.partition import class_histogram, format_histogram, partition_indices
 from shieldwall.drivers import DRIVERS
@@ -60,8 +61,22 @@ def select_runtime(cfg: ExperimentConfig) -> str:
         "RANK" in os.environ and "WORLD_SIZE" in os.environ
     )
     if launched and "torch_distributed" in RUNTIMES:
+        world = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or 1)
+        workers = cfg.device_args.worker_num
+        if workers is not None and workers + 1 != world:
+            log.warning("device_args.worker_num is %d but the launcher started %d processes: "
+                        "FedML stops (it needs worker_num + 1); shieldwall runs 1 server and %d "
+                        "worker processes, clients spread over them", workers, world, world - 1)
         return "torch_distributed"
     return "simulator"
+
+
+def fedml_model_name(cfg: ExperimentConfig) -> str:
+    """``model_args.model``, or FedML's own ``lr`` (with its sigmoid) for FedML configs."""
+    name = cfg.model_args.model
+    if fedml_semantics(cfg) and str(name).strip().lower() == "lr":
+        return "fedml_lr"
+    return name
 
 
 def build_components(cfg: ExperimentConfig) -> Components:
@@ -70,7 +85,7 @@ def build_components(cfg: ExperimentConfig) -> Components:
     seed = cfg.common_args.random_seed
     try:
         dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir, cfg.text_args)
-        MODELS.entry(cfg.model_args.model)
+        MODELS.entry(fedml_model_name(cfg))
         algorithm_cls = ALGORITHMS.get(t.federated_optimizer)
     except UnknownNameError as exc:
         raise ConfigError(str(exc)) from None
@@ -92,7 +107,7 @@ def build_components(cfg: ExperimentConfig) -> Components:
         for c, idx in enumerate(parts)
     }
     torch.manual_seed(derive_seed(seed, "init"))
-    model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
+    model = build_model(fedml_model_name(cfg), dataset.input_shape, dataset.num_classes,
                         cfg.text_args, text=dataset.train_y.dim() > 1)
     algorithm = algorithm_cls(t, model, device)
     defense = build_defense(cfg)
@@ -116,11 +131,17 @@ def build_runtime(name: str, cfg: ExperimentConfig, executor: ClientExecutor) ->
 
 
 @DRIVERS.register("rounds", default=True, claim="any other config")
-def rounds(cfg: ExperimentConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
-    """The server's rounds on the serving process, the clients' work on the others."""
+def rounds(
+    cfg: ExperimentConfig, *, resume: str | Path | None = None,
+    components: Components | None = None,
+) -> dict[str, Any]:
+    """The server's rounds on the serving process, the clients' work on the others.
+
+    ``components``: already built (FedML's API with a user's own data set and model), else built
+    from ``cfg``."""
     from shieldwall.algorithms.server import Server
 
-    parts = build_components(cfg)
+    parts = components if components is not None else build_components(cfg)
     executor = ClientExecutor(
         parts.algorithm,
         parts.shards,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from shieldwall.models import MODELS
 
-__all__ = ["LogisticRegression", "MLP"]
+__all__ = ["LogisticRegression", "FedMLLogisticRegression", "MLP"]
 
 
 @MODELS.register("lr", aliases=("logistic_regression", "logreg"))
@@ -22,6 +23,16 @@ class LogisticRegression(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x.flatten(1))
+
+
+@MODELS.register("fedml_lr")
+class FedMLLogisticRegression(LogisticRegression):
+    """FedML's ``lr`` (``fedml/model/linear/lr.py``): ``sigmoid(linear(x))``, trained and tested
+    with cross-entropy on those outputs as FedML does. Used for ``model: lr`` when the config is
+    FedML's (``common_args.fedml_semantics``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.linear(x.flatten(1)))
 
 
 @MODELS.register("mlp", aliases=("fc", "dnn"))

@@ -9,6 +9,7 @@ and writes ``summary.json`` and ``final_params.pt``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ import yaml
 from shieldwall.algorithms.base import Algorithm, evaluate
 from shieldwall.checkpoint import load_checkpoint, save_checkpoint
 from shieldwall.config import ConfigError, ExperimentConfig
+from shieldwall.config.fedml import fedml_semantics
 from shieldwall.data import Dataset
 from shieldwall.metrics import MetricsLogger, read_metrics
 from shieldwall.metrics.text import perplexities
@@ -59,7 +61,19 @@ def device_for(cfg: ExperimentConfig) -> torch.device:
         local = os.environ.get("LOCAL_RANK") or os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK")
         index = int(local or 0) % torch.cuda.device_count()
         return torch.device("cuda", index)
+    if cfg.device_args.using_gpu:
+        log.warning("device_args.using_gpu: true but no CUDA GPU is available: training runs on "
+                    "the CPU")
     return torch.device("cpu")
+
+
+def is_test_round(cfg: ExperimentConfig, r: int) -> bool:
+    """Whether round ``r`` (0-based) is evaluated: FedML's ``r % freq == 0`` for FedML configs,
+    else every ``freq``-th round; always the last."""
+    every, last = cfg.validation_args.frequency_of_the_test, cfg.train_args.comm_round - 1
+    if fedml_semantics(cfg):
+        return r % every == 0 or r == last
+    return (r + 1) % every == 0 or r == last
 
 
 def open_run_dir(
@@ -186,7 +200,6 @@ def _rounds(
     changes = changes_at(run_dir, start) if start else []
     device = params.device
     test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
-    every = cfg.validation_args.frequency_of_the_test
     ckpt_every = t.checkpoint_frequency
     last: dict[str, Any] = {}
     started = time.perf_counter()
@@ -203,7 +216,7 @@ def _rounds(
             entry["round_time"] = time.perf_counter() - round_start
             if r == start and changes:
                 entry["config_changes"] = changes
-            if (r + 1) % every == 0 or r == t.comm_round - 1:
+            if is_test_round(cfg, r):
                 algorithm.flat.load(params)
                 loss, acc = evaluate(algorithm.model, test_x, test_y)
                 entry.update(test_loss=loss, test_accuracy=acc)
@@ -226,6 +239,6 @@ def _rounds(
         **({"eval_split": dataset.eval_split} if dataset.eval_split != "test" else {}),
         **{k: last[k] for k in ("test_perplexity", "train_perplexity") if k in last},
     }
-    (run_dir / SUMMARY_NAME).write_text(yaml.safe_dump(summary))
+    (run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     torch.save(params.cpu(), run_dir / "final_params.pt")
     return summary

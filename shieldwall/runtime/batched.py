@@ -73,6 +73,8 @@ def unbatchable_reason(algorithm: Algorithm) -> str | None:
     base = FedAvg if isinstance(algorithm, FedAvg) else PSSGD
     if cls.client_update is not base.client_update:
         return f"{cls.__name__} overrides client_update"
+    if isinstance(algorithm, FedAvg) and cls.local_loss is not FedAvg.local_loss:
+        return f"{cls.__name__} has its own local objective"
     if isinstance(algorithm, FedAvg) and algorithm.args.client_optimizer.lower() != "sgd":
         return f"FedAvg's local optimizer is {algorithm.args.client_optimizer} (only SGD batched)"
     model = algorithm.model

@@ -64,16 +64,27 @@ def check_rank(cfg: ExperimentConfig, client_id: int) -> int:
     return ids.index(client_id)
 
 
-def build_client_executor(cfg: ExperimentConfig, client_id: int) -> tuple[ClientExecutor, int]:
-    """The executor hosting client ``K``'s shard under its round index; and that index."""
+def build_client_executor(
+    cfg: ExperimentConfig, client_id: int, components: Any = None
+) -> tuple[ClientExecutor, int]:
+    """The executor hosting client ``K``'s shard under its round index; and that index.
+
+    ``components``: already built (FedML's API), else built from ``cfg``. With FedML's semantics
+    and more data parts than silos, the silo hosts every part and trains the one FedML's
+    ``data_silo_selection`` gives it each round (:mod:`.parts`)."""
     from shieldwall.algorithms.base import ClientData
+    from shieldwall.config.fedml import fedml_semantics
     from shieldwall.drivers.rounds import build_components
+    from shieldwall.runtime.net.parts import PartSelectingExecutor
 
     index, part = check_rank(cfg, client_id), client_id - 1
     if _parts(cfg) != cfg.train_args.client_num_in_total:  # the server's recorded view
         cfg = dataclasses.replace(cfg, train_args=dataclasses.replace(
             cfg.train_args, client_num_in_total=_parts(cfg), client_num_per_round=None))
-    parts = build_components(cfg)
+    if fedml_semantics(cfg) and cfg.train_args.client_num_in_total > len(client_ids(cfg)):
+        parts = components if components is not None else build_components(cfg)
+        return PartSelectingExecutor.from_components(cfg, parts, index), index
+    parts = components if components is not None else build_components(cfg)
     shard = parts.shards[part]
     executor = ClientExecutor(
         parts.algorithm, {index: ClientData(index, shard.x, shard.y)},
@@ -87,7 +98,11 @@ def silo_layout(cfg: ExperimentConfig, client_id: int) -> tuple[int, str, int]:
     """``(world size, master address, master port)`` of client ``K``'s silo."""
     s = cfg.client_silo_args
     world = max(s.n_node_in_silo, 1) * max(s.n_proc_per_node, 1)
-    port = s.pg_master_port + client_ids(cfg).index(client_id)
+    ids = client_ids(cfg)
+    if client_id not in ids:
+        raise ConfigError(f"--rank {client_id} is not a client of train_args.client_id_list "
+                          f"{ids} (the server is rank 0)")
+    port = s.pg_master_port + ids.index(client_id)
     return world, s.pg_master_address, port
 
 

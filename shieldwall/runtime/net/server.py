@@ -49,6 +49,8 @@ def sample_caps(cfg: ExperimentConfig, shard_sizes: list[int]) -> dict[int, int]
     count. Client ``K`` trains on part ``K - 1`` of the data split into ``partition_parts``
     parts (the clients' ``client_num_in_total``); ``shard_sizes`` are the server's own parts,
     used when its split is the clients' (else the split is recomputed from the labels)."""
+    from shieldwall.config.fedml import fedml_semantics
+
     ids = client_ids(cfg)
     parts = cfg.comm_args.partition_parts or cfg.train_args.client_num_in_total
     sizes = list(shard_sizes)
@@ -58,6 +60,10 @@ def sample_caps(cfg: ExperimentConfig, shard_sizes: list[int]) -> dict[int, int]
         sizes = [len(p) for p in partition_indices(
             dataset.train_y, parts, d.partition_method, alpha=d.partition_alpha,
             seed=cfg.common_args.random_seed, min_size=d.partition_min_size)]
+    if fedml_semantics(cfg) and parts > len(ids):
+        # FedML's data_silo_selection: a silo trains a different part each round, so its claim
+        # is bounded by the largest part (still a bound: no client may claim more than that).
+        return {i: max(sizes) for i in range(len(ids))}
     return {i: sizes[k - 1] if k - 1 < len(sizes) else 0 for i, k in enumerate(ids)}
 
 

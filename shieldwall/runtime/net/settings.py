@@ -6,8 +6,9 @@ server is rank 0. The client at position ``i`` of ``client_id_list`` is the roun
 training partition for its id ``K``: the data are partitioned over ``client_num_in_total`` parts
 exactly as in the simulator. So with ``client_id_list = [1..N]`` and ``client_num_in_total = N`` a
 networked run is the simulator's run, row for row. With more parts than clients (FedML's
-cross-silo MNIST config: 1000 parts, 2 silos), the parts of absent ids are simply not trained on;
-the server counts only the listed clients (:func:`network_view`).
+cross-silo MNIST config: 1000 parts, 2 silos), a FedML config has every silo train the part
+FedML's per-round ``data_silo_selection`` gives it (:mod:`.parts`), shieldwall's own configs keep
+part ``K - 1``; the server counts only the listed clients (:func:`network_view`).
 """
 
 from __future__ import annotations

@@ -50,17 +50,24 @@ class SiloExecutor(ClientExecutor):
 
     def __init__(self, executor: ClientExecutor, index: int) -> None:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        shard = executor.shards[index]
-        part = torch.arange(len(shard), device=shard.y.device)[self.rank :: self.world]
-        mine = ClientData(index, shard.x[part], shard.y[part])
-        super().__init__(executor.algorithm, {index: mine}, executor.seed, executor.data_attack)
+        self.source = executor  # a part-selecting executor changes the shard every round
+        super().__init__(executor.algorithm, {}, executor.seed, executor.data_attack)
         self.index = index
-        self.total_samples = len(shard)
+        shard = self._take_shard(0)
         self.dtype = self.algorithm.flat.vector().dtype
         self.ddp = DistributedDataParallel(self.algorithm.model)
         self.algorithm.model = self.ddp
         log.info("silo client index %d: DDP rank %d of %d (%d of the shard's %d samples)",
-                 index, self.rank, self.world, len(mine), len(shard))
+                 index, self.rank, self.world, len(self.shards[index]), len(shard))
+
+    def _take_shard(self, round_: int) -> ClientData:
+        """This rank's slice (every ``world``-th sample) of the silo's shard for ``round_``."""
+        select = getattr(self.source, "shard_for", None)
+        shard = select(round_) if select is not None else self.source.shards[self.index]
+        part = torch.arange(len(shard), device=shard.y.device)[self.rank :: self.world]
+        self.shards = {self.index: ClientData(self.index, shard.x[part], shard.y[part])}
+        self.total_samples = len(shard)
+        return shard
 
     def run(self, params: Tensor, plan: RoundPlan, client_id: int) -> LocalResult:
         """Silo rank 0: hand the round to every silo process, then train with them."""
@@ -98,6 +105,8 @@ class SiloExecutor(ClientExecutor):
             dist.broadcast(params.detach().to("cpu", self.dtype).contiguous(), src=0)
 
     def _train(self, params: Tensor, plan: RoundPlan, client_id: int) -> LocalResult:
+        if hasattr(self.source, "shard_for"):
+            self._take_shard(plan.round)
         with self.ddp.join():
             result = super().run(params, plan, client_id)
         loss = torch.tensor([result.loss], dtype=torch.float64)

@@ -1,0 +1,1 @@
+"""FedML's ``fedml.data.MNIST`` helpers (see :mod:`.data_loader`)."""
