@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shieldwall.aggregators import AGGREGATORS
+from shieldwall.aggregators import AGGREGATORS, _select
 from shieldwall.aggregators.base import (
     AggregateResult,
     check_f,
@@ -106,7 +106,9 @@ def bulyan_with_info(updates: Tensor, f: int) -> AggregateResult:
         sorted_values = sort_columns(block.index_select(0, selected))
         return mean_of_closest_sorted(sorted_values, median_of_sorted(sorted_values), beta)
 
-    vector = columnwise(block_average, updates)
+    vector = _select.columns_reduce(updates, _select.CLOSEST_TO_MEDIAN, k=beta, rows=selected)
+    if vector is None:
+        vector = columnwise(block_average, updates)
     return AggregateResult(vector, selected, krum_scores(sq_dists, f))
 
 

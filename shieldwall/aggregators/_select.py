@@ -1,0 +1,183 @@
+"""Fast path of the coordinate-wise rules: sorting networks over cache-sized column blocks.
+
+Median, trimmed mean, MeaMed, Phocas and Bulyan's coordinate phase all reduce each column of the
+``(n, d)`` input to one value from its sorted values. The pure-torch path sorts blocks of columns
+with :func:`torch.sort` (or selects with :func:`torch.median`); this one, where `numba
+<https://numba.pydata.org>`_ is installed, copies ``width`` columns at a time into an ``(n,
+width)`` scratch block that stays in the L1/L2 cache, sorts every column of it at once with
+Batcher's odd-even merge sort (``≈ n log² n / 4`` compare-exchanges, each a SIMD min/max across
+the block's columns, no branch per value) and writes the rule's value of each column. The input
+is read once, nothing ``(n, d)``-sized is allocated (peak extra memory: the ``(d,)`` output and a
+few kilobytes per thread), and the columns are split between ``torch.get_num_threads()`` threads
+(the kernel runs without the GIL).
+
+Results are those of the torch path: the same selections (a sorting network sorts exactly), the
+same median convention (mean of the two middle values for even ``n``, as ``0.5 a + 0.5 b`` in the
+input's dtype), the same windows and tie-breaks (radii computed in the input's dtype, the lowest
+window wins). Only the sums differ in rounding: they are accumulated in float64 here and in the
+input's dtype (in another order) by torch, so float32 means may differ in the last bit.
+
+Used only for CPU float32/float64 tensors that do not require grad; anything else (CUDA,
+float16/bfloat16, numba absent or failing to load) returns ``None`` and the caller runs the torch
+path. ``SHIELDWALL_NO_NUMBA=1`` in the environment or :func:`torch_fallback` force the torch path
+(the tests run every rule on both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MEDIAN",
+    "TRIMMED_MEAN",
+    "CLOSEST_TO_MEDIAN",
+    "CLOSEST_TO_TRIMMED_MEAN",
+    "available",
+    "columns_reduce",
+    "network_pairs",
+    "torch_fallback",
+]
+
+log = logging.getLogger(__name__)
+
+MEDIAN = 0  # median of the column (mean of the two middle values for even n)
+TRIMMED_MEAN = 1  # mean of the sorted values b .. n - b - 1
+CLOSEST_TO_MEDIAN = 2  # mean of the k values nearest to the median
+CLOSEST_TO_TRIMMED_MEAN = 3  # mean of the k values nearest to the b-trimmed mean
+
+SCRATCH_BYTES = 32 << 10  # one scratch block: about the L1 data cache
+MIN_COLUMNS_PER_THREAD = 4096  # below this a thread hand-off costs more than it saves
+
+_forced_off = threading.local()
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def torch_fallback() -> Iterator[None]:
+    """Within this block (in this thread), the coordinate-wise rules use the torch path."""
+    previous = getattr(_forced_off, "value", False)
+    _forced_off.value = True
+    try:
+        yield
+    finally:
+        _forced_off.value = previous
+
+
+def _kernel():
+    """The numba module, or ``None`` when numba is absent, disabled or fails to load."""
+    if "kernel" not in _state:
+        with _lock:
+            if "kernel" not in _state:
+                kernel = None
+                if os.environ.get("SHIELDWALL_NO_NUMBA", "") not in ("", "0"):
+                    log.info("SHIELDWALL_NO_NUMBA set: coordinate-wise rules use torch")
+                else:
+                    try:
+                        from shieldwall.aggregators import _select_numba as kernel
+                    except Exception as exc:  # noqa: BLE001 - absent or broken install
+                        log.info("numba unavailable (%s): coordinate-wise rules use torch", exc)
+                        kernel = None
+                _state["kernel"] = kernel
+    return _state["kernel"]
+
+
+def available() -> bool:
+    """Whether the fast path runs here (numba loads and it is not forced off)."""
+    return not getattr(_forced_off, "value", False) and _kernel() is not None
+
+
+@functools.lru_cache(maxsize=64)
+def network_pairs(n: int) -> np.ndarray:
+    """Compare-exchange pairs ``(i, j)``, ``i < j``, of Batcher's odd-even merge sort of ``n``.
+
+    Built for the next power of two and pruned of every pair with ``j >= n``: a comparator puts
+    the larger value at the larger index, so positions ``>= n`` padded with ``+inf`` would keep
+    it throughout and every pair touching them is a no-op. ``(m, 2)`` int64, in network order.
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs: list[tuple[int, int]] = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    lo, hi = i + j, i + j + k
+                    if lo // (2 * p) == hi // (2 * p) and hi < n:
+                        pairs.append((lo, hi))
+            k //= 2
+        p *= 2
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def _executor() -> ThreadPoolExecutor:
+    """A process-wide pool (recreated after a fork, whose child has none of the threads)."""
+    pool = _state.get("pool")
+    if pool is None or _state.get("pool_pid") != os.getpid():
+        with _lock:
+            pool = _state.get("pool")
+            if pool is None or _state.get("pool_pid") != os.getpid():
+                pool = ThreadPoolExecutor(
+                    max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="shieldwall-select"
+                )
+                _state["pool"], _state["pool_pid"] = pool, os.getpid()
+    return pool  # type: ignore[return-value]
+
+
+def columns_reduce(
+    x: Tensor, op: int, *, b: int = 0, k: int = 0, rows: Tensor | None = None
+) -> Tensor | None:
+    """The rule ``op`` over every column of ``x`` (or of ``x[rows]``), or ``None`` when the fast
+    path does not apply (see the module notes); ``b`` and ``k`` as in the op's comment."""
+    if (
+        x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64)
+        or x.requires_grad
+        or x.dim() != 2
+        or not available()
+    ):
+        return None
+    kernel = _kernel()
+    x = x.contiguous()
+    d = x.shape[1]
+    if rows is None:
+        row_index = np.arange(x.shape[0], dtype=np.int64)
+    else:
+        row_index = rows.to(device="cpu", dtype=torch.int64).numpy()
+    n = row_index.shape[0]
+    out = torch.empty(d, dtype=x.dtype)
+    if d == 0:
+        return out
+    pairs = network_pairs(n)
+    width = max(16, min(256, SCRATCH_BYTES // (n * x.element_size())) // 16 * 16)
+    src, dst = x.numpy(), out.numpy()
+    threads = max(1, min(torch.get_num_threads(), d // MIN_COLUMNS_PER_THREAD))
+    if threads == 1:
+        kernel.sorted_columns_reduce(src, row_index, pairs, dst, 0, d, op, b, k, width)
+        return out
+    # Equal shares of whole scratch blocks for each thread.
+    blocks = -(-d // width)
+    bounds = [min(d, (blocks * t // threads) * width) for t in range(threads + 1)]
+    jobs = [
+        _executor().submit(
+            kernel.sorted_columns_reduce, src, row_index, pairs, dst, lo, hi, op, b, k, width
+        )
+        for lo, hi in zip(bounds[:-1], bounds[1:])
+        if hi > lo
+    ]
+    for job in jobs:
+        job.result()
+    return out
