@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from shieldwall.aggregators import _select
+
 __all__ = [
     "pairwise_sq_distances",
     "row_norms",
@@ -143,6 +145,10 @@ class DistancesToPoint:
     does near a data point) are recomputed exactly from ``x_i - v``, so every distance keeps a
     relative error below ``1e3 * eps``. Half/bfloat16 rows are always computed exactly. Results
     are float64 ``(n,)``; rows of norm ``1e30`` in float32 give ``1e60``, not ``inf``.
+
+    :meth:`combine` forms the next point as a combination of the rows and returns its distances
+    in the same pass over ``x`` where the numba kernels run (one memory pass per iteration, same
+    formula and guard).
     """
 
     GUARD = 1e-3
@@ -152,13 +158,21 @@ class DistancesToPoint:
         self.ref = ref
         self.exact_only = x.dtype not in (torch.float32, torch.float64)
         if not self.exact_only:
-            self.ref_sq = self.exact(ref)
-            self.x_norm = row_norms(x)
+            fast = _select.row_sq_distances(x, ref)
+            if fast is None:
+                self.ref_sq = self.exact(ref)
+                self.x_norm = row_norms(x)
+            else:  # one pass for both
+                self.ref_sq, x_sq = fast
+                self.x_norm = x_sq.sqrt_()
             self.ref_norm = float(row_norms(ref[None, :])[0])
 
     def exact(self, v: Tensor, rows: Tensor | None = None) -> Tensor:
         """Squared distances computed from the differences (all rows, or ``rows``), over blocks
         of columns so that no ``(n, d)`` difference is allocated."""
+        fast = _select.row_sq_distances(self.x, v, rows)
+        if fast is not None:
+            return fast[0]
         x = self.x if rows is None else self.x[rows]
         n, d = x.shape
         width = max(1, COLUMN_BLOCK_BYTES // max(1, n * x.element_size()))
@@ -171,11 +185,33 @@ class DistancesToPoint:
         return total
 
     def __call__(self, v: Tensor) -> Tensor:
+        if v is self.ref:
+            return self.exact(v) if self.exact_only else self.ref_sq.clone()
         if self.exact_only:
             return self.exact(v)
         u = v - self.ref
+        return self._from_cross(v, u, (self.x @ u).double())
+
+    def combine(
+        self, w: Tensor, start: Tensor | None = None, s: float = 0.0, *, distances: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """The point ``v = w @ x`` or ``v = start + (w @ x - start * s)`` (``w`` cast to the rows'
+        dtype, ``s`` a float), and ``self(v)`` (``None`` when ``distances`` is false and they
+        would cost a second pass)."""
+        fused = None
+        if not self.exact_only:
+            fused = _select.combine_and_dot(self.x, w, self.ref, start, s)
+        if fused is None:
+            y = w.to(self.x.dtype) @ self.x
+            v = y if start is None else start + (y - start * s)
+            return v, self(v) if distances else None
+        v, x_u = fused
+        return v, self._from_cross(v, v - self.ref, x_u)
+
+    def _from_cross(self, v: Tensor, u: Tensor, x_u: Tensor) -> Tensor:
+        """Squared distances from ``x_u = x @ u`` (float64), ``u = v - ref``, with the guard."""
         u_norm = float(row_norms(u[None, :])[0])
-        cross = (self.x @ u).double() - float(torch.dot(self.ref, u))
+        cross = x_u - float(torch.dot(self.ref, u))
         sq = self.ref_sq - 2.0 * cross + u_norm**2
         scale = self.ref_sq + u_norm**2 + 2.0 * (self.x_norm + self.ref_norm) * u_norm
         inexact = sq < self.GUARD * scale

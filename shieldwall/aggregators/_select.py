@@ -181,3 +181,99 @@ def columns_reduce(
     for job in jobs:
         job.result()
     return out
+
+
+MATVEC_SCRATCH_BYTES = 256 << 10  # columns per block of the fused pass: about an L2 cache
+
+
+def combine_and_dot(
+    x: Tensor, w: Tensor, ref: Tensor, start: Tensor | None = None, s: float = 0.0
+) -> tuple[Tensor, Tensor] | None:
+    """One pass over ``x`` for Weiszfeld / CenteredClip steps, or ``None`` (torch path).
+
+    Returns ``v`` and ``x @ (v - ref)`` (as float64), where ``v = w @ x``, or
+    ``v = start + (w @ x - start * s)`` when ``start`` is given, computed in the input's dtype
+    like the torch path. Each cache-sized block of columns is read once for both products: one
+    memory pass instead of two matrix-vector products.
+    """
+    if (
+        x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64)
+        or x.requires_grad
+        or x.dim() != 2
+        or not available()
+    ):
+        return None
+    kernel = _kernel()
+    x = x.contiguous()
+    n, d = x.shape
+    weights = w.to(device="cpu", dtype=torch.float64).contiguous().numpy()
+    centre = ref.to(dtype=x.dtype).contiguous().numpy()
+    if start is None:
+        previous = np.empty(0, dtype=x.numpy().dtype)
+    else:
+        previous = start.to(dtype=x.dtype).contiguous().numpy()
+    out = torch.empty(d, dtype=x.dtype)
+    width = max(64, min(8192, MATVEC_SCRATCH_BYTES // max(1, n * x.element_size())))
+    threads = max(1, min(torch.get_num_threads(), d // MIN_COLUMNS_PER_THREAD))
+    blocks = -(-d // width) if d else 0
+    bounds = [min(d, (blocks * t // threads) * width) for t in range(threads + 1)]
+    shares = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    partial = np.zeros((max(1, len(shares)), n), dtype=np.float64)
+    src, dst = x.numpy(), out.numpy()
+    if len(shares) <= 1:
+        for lo, hi in shares:
+            kernel.combine_and_dot(
+                src, weights, previous, s, centre, dst, partial[0], lo, hi, width
+            )
+    else:
+        jobs = [
+            _executor().submit(
+                kernel.combine_and_dot,
+                *(src, weights, previous, s, centre, dst, partial[t], lo, hi, width),
+            )
+            for t, (lo, hi) in enumerate(shares)
+        ]
+        for job in jobs:
+            job.result()
+    return out, torch.from_numpy(partial.sum(axis=0))
+
+
+def row_sq_distances(
+    x: Tensor, v: Tensor, rows: Tensor | None = None
+) -> tuple[Tensor, Tensor] | None:
+    """``(|x_i - v|^2, |x_i|^2)`` for every row (or ``rows``) as float64 in one pass, or ``None``
+    (torch path). Rows are split between threads."""
+    if (
+        x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64)
+        or x.requires_grad
+        or x.dim() != 2
+        or not available()
+    ):
+        return None
+    kernel = _kernel()
+    x = x.contiguous()
+    n, d = x.shape
+    if rows is None:
+        index = np.arange(n, dtype=np.int64)
+    else:
+        index = rows.to(device="cpu", dtype=torch.int64).contiguous().numpy()
+    point = v.to(dtype=x.dtype).contiguous().numpy()
+    diff = np.zeros(index.shape[0], dtype=np.float64)
+    norm = np.zeros(index.shape[0], dtype=np.float64)
+    src = x.numpy()
+    threads = max(1, min(torch.get_num_threads(), index.shape[0], n * d // MIN_COLUMNS_PER_THREAD))
+    if threads == 1:
+        kernel.row_sq_distances(src, point, index, diff, norm)
+    else:
+        bounds = [index.shape[0] * t // threads for t in range(threads + 1)]
+        jobs = [
+            _executor().submit(
+                kernel.row_sq_distances, src, point, index[lo:hi], diff[lo:hi], norm[lo:hi]
+            )
+            for lo, hi in zip(bounds[:-1], bounds[1:])
+        ]
+        for job in jobs:
+            job.result()
+    return torch.from_numpy(diff), torch.from_numpy(norm)

@@ -95,26 +95,92 @@ def sorted_columns_reduce(x, rows, pairs, out, start, stop, op, b, k, block):
     for lo in range(start, stop, block):
         width = min(block, stop - lo)
         for i in range(n):
-            src = x[rows[i]]
-            dst = buf[i]
-            for c in range(width):
-                dst[c] = src[lo + c]
+            buf[i, :width] = x[rows[i], lo : lo + width]
         _network(buf, pairs, width)
         if op == MEDIAN:
             _median_rows(buf, width, n, centre)
-            for c in range(width):
-                out[lo + c] = centre[c]
+            out[lo : lo + width] = centre[:width]
             continue
         if op == TRIMMED_MEAN or op == CLOSEST_TO_TRIMMED_MEAN:
             _sum_rows(buf, width, b, n - b, total)
             for c in range(width):
                 centre[c] = total[c] / (n - 2 * b)
             if op == TRIMMED_MEAN:
-                for c in range(width):
-                    out[lo + c] = centre[c]
+                out[lo : lo + width] = centre[:width]
                 continue
         else:
             _median_rows(buf, width, n, centre)
         _closest_sum(buf, width, n, k, centre, radius, first, total)
+        o = out[lo : lo + width]
         for c in range(width):
-            out[lo + c] = total[c] / k
+            o[c] = total[c] / k
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _dot(row, vec):
+    """``row @ vec`` in the input's dtype, as a BLAS matrix-vector product would (``reassoc``
+    only lets the sum run in SIMD lanes)."""
+    total = row.dtype.type(0.0)
+    for c in range(row.shape[0]):
+        total += row[c] * vec[c]
+    return total
+
+
+@njit(nogil=True, cache=True)
+def combine_and_dot(x, w, v_old, s, ref, out, dots, start, stop, block):
+    """One pass over the columns ``start:stop`` of ``x`` for the iterative rules.
+
+    ``out = w @ x`` (``v_old`` empty) or ``out = v_old + (w @ x - v_old * s)`` (CenteredClip's
+    step), and ``dots += x @ (out - ref)``, all in the input's dtype like the torch path (``w``
+    and ``s`` cast to it; the dot products summed into float64 per block): each cache-sized
+    block of columns is read from memory once and used for both products.
+    """
+    n = x.shape[0]
+    dtype = x.dtype.type
+    acc = np.empty(block, dtype=x.dtype)
+    diff = np.empty(block, dtype=x.dtype)
+    step = v_old.shape[0] > 0
+    scale = dtype(s)
+    for lo in range(start, stop, block):
+        width = min(block, stop - lo)
+        a = acc[:width]
+        a[:] = 0
+        for i in range(n):
+            wi = dtype(w[i])
+            row = x[i, lo : lo + width]
+            for c in range(width):
+                a[c] += wi * row[c]
+        o = out[lo : lo + width]
+        r = ref[lo : lo + width]
+        u = diff[:width]
+        if step:
+            prev = v_old[lo : lo + width]
+            for c in range(width):
+                o[c] = prev[c] + (a[c] - prev[c] * scale)
+        else:
+            for c in range(width):
+                o[c] = a[c]
+        for c in range(width):
+            u[c] = o[c] - r[c]
+        for i in range(n):
+            dots[i] += _dot(x[i, lo : lo + width], u)
+
+
+@njit(nogil=True, cache=True, fastmath={"reassoc"})
+def _sq_norms_of_row(row, v):
+    diff = 0.0
+    norm = 0.0
+    for c in range(row.shape[0]):
+        a = np.float64(row[c])
+        b = a - np.float64(v[c])
+        diff += b * b
+        norm += a * a
+    return diff, norm
+
+
+@njit(nogil=True, cache=True)
+def row_sq_distances(x, v, rows, diff, norm):
+    """``diff[t] = |x[rows[t]] - v|^2`` and ``norm[t] = |x[rows[t]]|^2`` in float64 (no
+    overflow or underflow for float32 rows), reading each row once."""
+    for t in range(rows.shape[0]):
+        diff[t], norm[t] = _sq_norms_of_row(x[rows[t]], v)
