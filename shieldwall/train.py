@@ -31,6 +31,7 @@ from shieldwall.metrics import MetricsLogger
 from shieldwall.models import MODELS
 from shieldwall.registry import UnknownNameError
 from shieldwall.runtime import RUNTIMES, ClientExecutor, Runtime
+from shieldwall.runtime.launch import configure_threads
 from shieldwall.seeding import derive_seed
 
 __all__ = [
@@ -75,8 +76,7 @@ def select_runtime(cfg: ExperimentConfig) -> str:
 
 
 def _device(cfg: ExperimentConfig) -> torch.device:
-    if cfg.device_args.num_threads:
-        torch.set_num_threads(cfg.device_args.num_threads)
+    configure_threads(cfg.device_args.num_threads)  # or from the launch (shared cores)
     if cfg.device_args.device:
         return torch.device(cfg.device_args.device)
     if cfg.device_args.using_gpu and torch.cuda.is_available():
