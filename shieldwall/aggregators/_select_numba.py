@@ -117,13 +117,18 @@ def sorted_columns_reduce(x, rows, pairs, out, start, stop, op, b, k, block):
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
-def _dot(row, vec):
-    """``row @ vec`` in the input's dtype, as a BLAS matrix-vector product would (``reassoc``
-    only lets the sum run in SIMD lanes)."""
-    total = row.dtype.type(0.0)
-    for c in range(row.shape[0]):
-        total += row[c] * vec[c]
-    return total
+def _dot4(r0, r1, r2, r3, vec):
+    """Four rows' dot products with ``vec`` in the input's dtype, as a BLAS matrix-vector
+    product would (``reassoc`` only lets the sums run in SIMD lanes); ``vec`` is read once."""
+    zero = vec.dtype.type(0.0)
+    t0 = t1 = t2 = t3 = zero
+    for c in range(vec.shape[0]):
+        u = vec[c]
+        t0 += r0[c] * u
+        t1 += r1[c] * u
+        t2 += r2[c] * u
+        t3 += r3[c] * u
+    return t0, t1, t2, t3
 
 
 @njit(nogil=True, cache=True)
@@ -133,7 +138,7 @@ def combine_and_dot(x, w, v_old, s, ref, out, dots, start, stop, block):
     ``out = w @ x`` (``v_old`` empty) or ``out = v_old + (w @ x - v_old * s)`` (CenteredClip's
     step), and ``dots += x @ (out - ref)``, all in the input's dtype like the torch path (``w``
     and ``s`` cast to it; the dot products summed into float64 per block): each cache-sized
-    block of columns is read from memory once and used for both products.
+    block of columns is read from memory once and used for both products, four rows at a time.
     """
     n = x.shape[0]
     dtype = x.dtype.type
@@ -141,20 +146,27 @@ def combine_and_dot(x, w, v_old, s, ref, out, dots, start, stop, block):
     diff = np.empty(block, dtype=x.dtype)
     step = v_old.shape[0] > 0
     scale = dtype(s)
+    quads = n - n % 4
     for lo in range(start, stop, block):
-        width = min(block, stop - lo)
+        hi = min(lo + block, stop)
+        width = hi - lo
         a = acc[:width]
         a[:] = 0
-        for i in range(n):
+        for i in range(0, quads, 4):
+            w0, w1, w2, w3 = dtype(w[i]), dtype(w[i + 1]), dtype(w[i + 2]), dtype(w[i + 3])
+            r0, r1, r2, r3 = x[i, lo:hi], x[i + 1, lo:hi], x[i + 2, lo:hi], x[i + 3, lo:hi]
+            for c in range(width):
+                a[c] += (w0 * r0[c] + w1 * r1[c]) + (w2 * r2[c] + w3 * r3[c])
+        for i in range(quads, n):
             wi = dtype(w[i])
-            row = x[i, lo : lo + width]
+            row = x[i, lo:hi]
             for c in range(width):
                 a[c] += wi * row[c]
-        o = out[lo : lo + width]
-        r = ref[lo : lo + width]
+        o = out[lo:hi]
+        r = ref[lo:hi]
         u = diff[:width]
         if step:
-            prev = v_old[lo : lo + width]
+            prev = v_old[lo:hi]
             for c in range(width):
                 o[c] = prev[c] + (a[c] - prev[c] * scale)
         else:
@@ -162,8 +174,18 @@ def combine_and_dot(x, w, v_old, s, ref, out, dots, start, stop, block):
                 o[c] = a[c]
         for c in range(width):
             u[c] = o[c] - r[c]
-        for i in range(n):
-            dots[i] += _dot(x[i, lo : lo + width], u)
+        for i in range(0, quads, 4):
+            t0, t1, t2, t3 = _dot4(
+                x[i, lo:hi], x[i + 1, lo:hi], x[i + 2, lo:hi], x[i + 3, lo:hi], u
+            )
+            dots[i] += t0
+            dots[i + 1] += t1
+            dots[i + 2] += t2
+            dots[i + 3] += t3
+        for i in range(quads, n):
+            row = x[i, lo:hi]
+            t0, t1, t2, t3 = _dot4(row, row, row, row, u)
+            dots[i] += t0
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
