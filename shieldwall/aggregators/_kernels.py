@@ -6,8 +6,10 @@ coordinates or over pairs of rows, and no ``(n, n, d)`` temporary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -198,15 +200,26 @@ class DistancesToPoint:
         """The point ``v = w @ x`` or ``v = start + (w @ x - start * s)`` (``w`` cast to the rows'
         dtype, ``s`` a float), and ``self(v)`` (``None`` when ``distances`` is false and they
         would cost a second pass)."""
-        fused = None
-        if not self.exact_only:
-            fused = _select.combine_and_dot(self.x, w, self.ref, start, s)
+        if not hasattr(self, "_fused"):
+            self._fused = None if self.exact_only else _select.fused_steps(self.x, self.ref)
+        fused = None if self._fused is None else self._fused(w, start, s)
         if fused is None:
             y = w.to(self.x.dtype) @ self.x
             v = y if start is None else start + (y - start * s)
             return v, self(v) if distances else None
-        v, x_u = fused
-        return v, self._from_cross(v, v - self.ref, x_u)
+        # The guard of _from_cross in NumPy on (n,) arrays: a few microseconds, not a few torch
+        # calls, per iteration.
+        v, x_u, u_sq, ref_u = fused
+        if not hasattr(self, "_np"):
+            self._np = (self.ref_sq.numpy(), self.x_norm.numpy())
+        ref_sq, x_norm = self._np
+        u_norm = math.sqrt(u_sq)
+        sq = ref_sq - 2.0 * (x_u - ref_u) + u_sq
+        scale = ref_sq + u_sq + 2.0 * (x_norm + self.ref_norm) * u_norm
+        rows = np.flatnonzero(sq < self.GUARD * scale)
+        if rows.size:
+            sq[rows] = self.exact(v, torch.from_numpy(rows)).numpy()
+        return v, torch.from_numpy(np.maximum(sq, 0.0, out=sq))
 
     def _from_cross(self, v: Tensor, u: Tensor, x_u: Tensor) -> Tensor:
         """Squared distances from ``x_u = x @ u`` (float64), ``u = v - ref``, with the guard."""

@@ -44,6 +44,9 @@ __all__ = [
     "CLOSEST_TO_TRIMMED_MEAN",
     "available",
     "columns_reduce",
+    "fused_steps",
+    "FusedSteps",
+    "row_sq_distances",
     "network_pairs",
     "torch_fallback",
 ]
@@ -196,16 +199,61 @@ def columns_reduce(
 MATVEC_SCRATCH_BYTES = 256 << 10  # columns per block of the fused pass: about an L2 cache
 
 
-def combine_and_dot(
-    x: Tensor, w: Tensor, ref: Tensor, start: Tensor | None = None, s: float = 0.0
-) -> tuple[Tensor, Tensor] | None:
-    """One pass over ``x`` for Weiszfeld / CenteredClip steps, or ``None`` (torch path).
+class FusedSteps:
+    """One pass over ``x`` per Weiszfeld / CenteredClip step (make it with :func:`fused_steps`).
 
-    Returns ``v`` and ``x @ (v - ref)`` (as float64), where ``v = w @ x``, or
-    ``v = start + (w @ x - start * s)`` when ``start`` is given, computed in the input's dtype
-    like the torch path. Each cache-sized block of columns is read once for both products: one
-    memory pass instead of two matrix-vector products.
+    ``steps(w, start, s)`` returns ``v``, ``x @ u`` (float64 NumPy), ``|u|^2`` and ``ref @ u``
+    with ``u = v - ref``, where ``v = w @ x``, or ``v = start + (w @ x - start * s)`` when
+    ``start`` is given, computed in the input's dtype like the torch path. Each cache-sized
+    block of columns is read once for both products: one memory pass instead of two
+    matrix-vector products. What does not change between steps is prepared once.
     """
+
+    def __init__(self, x: Tensor, ref: Tensor) -> None:
+        self.kernel = _kernel()
+        self.x = x.contiguous()
+        n, d = self.x.shape
+        self.src = self.x.numpy()
+        self.ref = ref.to(dtype=x.dtype).contiguous()
+        self.centre = self.ref.numpy()
+        self.no_start = np.empty(0, dtype=self.src.dtype)
+        self.width = max(64, min(8192, MATVEC_SCRATCH_BYTES // max(1, n * x.element_size())))
+        threads = max(1, min(torch.get_num_threads(), d // MIN_COLUMNS_PER_THREAD))
+        blocks = -(-d // self.width) if d else 0
+        bounds = [min(d, (blocks * t // threads) * self.width) for t in range(threads + 1)]
+        self.shares = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+    def __call__(
+        self, w: Tensor, start: Tensor | None = None, s: float = 0.0
+    ) -> tuple[Tensor, np.ndarray, float, float]:
+        n, d = self.src.shape
+        weights = w.to(device="cpu", dtype=torch.float64).contiguous().numpy()
+        previous = self.no_start
+        if start is not None:
+            previous = start.to(dtype=self.x.dtype).contiguous().numpy()
+        out = torch.empty(d, dtype=self.x.dtype)
+        dst = out.numpy()
+        partial = np.zeros((max(1, len(self.shares)), n + 2), dtype=np.float64)
+        args = (self.src, weights, previous, s, self.centre, dst)
+        if len(self.shares) <= 1:
+            for lo, hi in self.shares:
+                self.kernel.combine_and_dot(*args, partial[0], lo, hi, self.width)
+            total = partial[0]
+        else:
+            jobs = [
+                _executor().submit(
+                    self.kernel.combine_and_dot, *args, partial[t], lo, hi, self.width
+                )
+                for t, (lo, hi) in enumerate(self.shares)
+            ]
+            for job in jobs:
+                job.result()
+            total = partial.sum(axis=0)
+        return out, total[:n], float(total[n]), float(total[n + 1])
+
+
+def fused_steps(x: Tensor, ref: Tensor) -> FusedSteps | None:
+    """A :class:`FusedSteps` over ``x``, or ``None`` where the fast path does not apply."""
     if (
         x.device.type != "cpu"
         or x.dtype not in (torch.float32, torch.float64)
@@ -214,39 +262,7 @@ def combine_and_dot(
         or not available()
     ):
         return None
-    kernel = _kernel()
-    x = x.contiguous()
-    n, d = x.shape
-    weights = w.to(device="cpu", dtype=torch.float64).contiguous().numpy()
-    centre = ref.to(dtype=x.dtype).contiguous().numpy()
-    if start is None:
-        previous = np.empty(0, dtype=x.numpy().dtype)
-    else:
-        previous = start.to(dtype=x.dtype).contiguous().numpy()
-    out = torch.empty(d, dtype=x.dtype)
-    width = max(64, min(8192, MATVEC_SCRATCH_BYTES // max(1, n * x.element_size())))
-    threads = max(1, min(torch.get_num_threads(), d // MIN_COLUMNS_PER_THREAD))
-    blocks = -(-d // width) if d else 0
-    bounds = [min(d, (blocks * t // threads) * width) for t in range(threads + 1)]
-    shares = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-    partial = np.zeros((max(1, len(shares)), n), dtype=np.float64)
-    src, dst = x.numpy(), out.numpy()
-    if len(shares) <= 1:
-        for lo, hi in shares:
-            kernel.combine_and_dot(
-                src, weights, previous, s, centre, dst, partial[0], lo, hi, width
-            )
-    else:
-        jobs = [
-            _executor().submit(
-                kernel.combine_and_dot,
-                *(src, weights, previous, s, centre, dst, partial[t], lo, hi, width),
-            )
-            for t, (lo, hi) in enumerate(shares)
-        ]
-        for job in jobs:
-            job.result()
-    return out, torch.from_numpy(partial.sum(axis=0))
+    return FusedSteps(x, ref)
 
 
 def row_sq_distances(

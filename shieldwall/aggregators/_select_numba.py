@@ -136,9 +136,11 @@ def combine_and_dot(x, w, v_old, s, ref, out, dots, start, stop, block):
     """One pass over the columns ``start:stop`` of ``x`` for the iterative rules.
 
     ``out = w @ x`` (``v_old`` empty) or ``out = v_old + (w @ x - v_old * s)`` (CenteredClip's
-    step), and ``dots += x @ (out - ref)``, all in the input's dtype like the torch path (``w``
-    and ``s`` cast to it; the dot products summed into float64 per block): each cache-sized
-    block of columns is read from memory once and used for both products, four rows at a time.
+    step), and ``dots[:n] += x @ (out - ref)``, all in the input's dtype like the torch path
+    (``w`` and ``s`` cast to it; the dot products summed into float64 per block), with
+    ``dots[n] += |u|^2`` and ``dots[n + 1] += ref @ u`` (float64), ``u = out - ref``: each
+    cache-sized block of columns is read from memory once and used for both products, four rows
+    at a time.
     """
     n = x.shape[0]
     dtype = x.dtype.type
@@ -172,8 +174,14 @@ def combine_and_dot(x, w, v_old, s, ref, out, dots, start, stop, block):
         else:
             for c in range(width):
                 o[c] = a[c]
+        u_sq = 0.0
+        ref_u = 0.0
         for c in range(width):
             u[c] = o[c] - r[c]
+            u_sq += np.float64(u[c]) * np.float64(u[c])
+            ref_u += np.float64(r[c]) * np.float64(u[c])
+        dots[n] += u_sq
+        dots[n + 1] += ref_u
         for i in range(0, quads, 4):
             t0, t1, t2, t3 = _dot4(
                 x[i, lo:hi], x[i + 1, lo:hi], x[i + 2, lo:hi], x[i + 3, lo:hi], u
