@@ -70,7 +70,6 @@ def test_fast_path_matches_torch_path(name, params, n, dtype, monkeypatch):
     # middle values), beside plain random ones; odd width, several scratch blocks and threads.
     ties = torch.randint(-2, 3, (n, 700), generator=g).to(dtype) * 0.5
     x = torch.cat([ties, torch.randn(n, 333, generator=g, dtype=dtype)], dim=1)
-    monkeypatch.setattr(_select, "SCRATCH_BYTES", 16 * n * 8)
     monkeypatch.setattr(_select, "MIN_COLUMNS_PER_THREAD", 100)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)

@@ -3,8 +3,8 @@
 Median, trimmed mean, MeaMed, Phocas and Bulyan's coordinate phase all reduce each column of the
 ``(n, d)`` input to one value from its sorted values. The pure-torch path sorts blocks of columns
 with :func:`torch.sort` (or selects with :func:`torch.median`); this one, where `numba
-<https://numba.pydata.org>`_ is installed, copies ``width`` columns at a time into an ``(n,
-width)`` scratch block that stays in the L1/L2 cache, sorts every column of it at once with
+<https://numba.pydata.org>`_ is installed, copies 32 columns at a time into an ``(n,
+32)`` scratch block that stays in the L1/L2 cache, sorts every column of it at once with
 Batcher's odd-even merge sort (``≈ n log² n / 4`` compare-exchanges, each a SIMD min/max across
 the block's columns, no branch per value) and writes the rule's value of each column. The input
 is read once, nothing ``(n, d)``-sized is allocated (peak extra memory: the ``(d,)`` output and a
@@ -58,7 +58,6 @@ TRIMMED_MEAN = 1  # mean of the sorted values b .. n - b - 1
 CLOSEST_TO_MEDIAN = 2  # mean of the k values nearest to the median
 CLOSEST_TO_TRIMMED_MEAN = 3  # mean of the k values nearest to the b-trimmed mean
 
-SCRATCH_BYTES = 32 << 10  # one scratch block: about the L1 data cache
 MIN_COLUMNS_PER_THREAD = 4096  # below this a thread hand-off costs more than it saves
 
 _forced_off = threading.local()
@@ -175,18 +174,18 @@ def columns_reduce(
     if d == 0:
         return out
     pairs = network_pairs(n, tuple(sorted({(n - 1) // 2, n // 2})) if op == MEDIAN else None)
-    width = max(16, min(256, SCRATCH_BYTES // (n * x.element_size())) // 16 * 16)
+    width = kernel.BLOCK
     src, dst = x.numpy(), out.numpy()
     threads = max(1, min(torch.get_num_threads(), d // MIN_COLUMNS_PER_THREAD))
     if threads == 1:
-        kernel.sorted_columns_reduce(src, row_index, pairs, dst, 0, d, op, b, k, width)
+        kernel.sorted_columns_reduce(src, row_index, pairs, dst, 0, d, op, b, k)
         return out
     # Equal shares of whole scratch blocks for each thread.
     blocks = -(-d // width)
     bounds = [min(d, (blocks * t // threads) * width) for t in range(threads + 1)]
     jobs = [
         _executor().submit(
-            kernel.sorted_columns_reduce, src, row_index, pairs, dst, lo, hi, op, b, k, width
+            kernel.sorted_columns_reduce, src, row_index, pairs, dst, lo, hi, op, b, k
         )
         for lo, hi in zip(bounds[:-1], bounds[1:])
         if hi > lo
