@@ -149,18 +149,23 @@ def _executor() -> ThreadPoolExecutor:
     return pool  # type: ignore[return-value]
 
 
+def _applies(x: Tensor) -> bool:
+    """CPU float32/float64 ``(n, d)`` without grad, and the kernels available."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and not x.requires_grad
+        and x.dim() == 2
+        and available()
+    )
+
+
 def columns_reduce(
     x: Tensor, op: int, *, b: int = 0, k: int = 0, rows: Tensor | None = None
 ) -> Tensor | None:
     """The rule ``op`` over every column of ``x`` (or of ``x[rows]``), or ``None`` when the fast
     path does not apply (see the module notes); ``b`` and ``k`` as in the op's comment."""
-    if (
-        x.device.type != "cpu"
-        or x.dtype not in (torch.float32, torch.float64)
-        or x.requires_grad
-        or x.dim() != 2
-        or not available()
-    ):
+    if not _applies(x):
         return None
     kernel = _kernel()
     x = x.contiguous()
@@ -168,7 +173,7 @@ def columns_reduce(
     if rows is None:
         row_index = np.arange(x.shape[0], dtype=np.int64)
     else:
-        row_index = rows.to(device="cpu", dtype=torch.int64).numpy()
+        row_index = rows.to(device="cpu", dtype=torch.int64).contiguous().numpy()
     n = row_index.shape[0]
     out = torch.empty(d, dtype=x.dtype)
     if d == 0:
@@ -253,13 +258,7 @@ class FusedSteps:
 
 def fused_steps(x: Tensor, ref: Tensor) -> FusedSteps | None:
     """A :class:`FusedSteps` over ``x``, or ``None`` where the fast path does not apply."""
-    if (
-        x.device.type != "cpu"
-        or x.dtype not in (torch.float32, torch.float64)
-        or x.requires_grad
-        or x.dim() != 2
-        or not available()
-    ):
+    if not _applies(x):
         return None
     return FusedSteps(x, ref)
 
@@ -269,13 +268,7 @@ def row_sq_distances(
 ) -> tuple[Tensor, Tensor] | None:
     """``(|x_i - v|^2, |x_i|^2)`` for every row (or ``rows``) as float64 in one pass, or ``None``
     (torch path). Rows are split between threads."""
-    if (
-        x.device.type != "cpu"
-        or x.dtype not in (torch.float32, torch.float64)
-        or x.requires_grad
-        or x.dim() != 2
-        or not available()
-    ):
+    if not _applies(x):
         return None
     kernel = _kernel()
     x = x.contiguous()
