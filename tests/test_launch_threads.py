@@ -59,22 +59,25 @@ def test_configure_threads_user_choice_wins_and_launch_is_logged_once(monkeypatc
 
 
 CHILD = """
-import os, torch
+import os, sys, torch
 from shieldwall.runtime.launch import configure_threads
 cores = len(os.sched_getaffinity(0))
-print("threads", configure_threads(None), torch.get_num_threads(), "cores", cores, flush=True)
+rank = os.environ["OMPI_COMM_WORLD_RANK"]
+with open(os.path.join(sys.argv[1], "rank-" + rank), "w") as out:
+    out.write(f"{configure_threads(None)} {torch.get_num_threads()} {cores}")
 """
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun not on PATH (openmpi-bin)")
-def test_mpirun_oversubscribed_processes_get_a_share_of_the_cores():
+def test_mpirun_oversubscribed_processes_get_a_share_of_the_cores(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "3", "-x", "PYTHONPATH",
-           sys.executable, "-c", CHILD]
+           sys.executable, "-c", CHILD, str(tmp_path)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    lines = [line.split() for line in out.stdout.splitlines() if line.startswith("threads")]
-    assert len(lines) == 3, out.stdout
-    for _, chosen, actual, _, cores in lines:
-        assert int(chosen) == int(actual) == max(1, int(cores) // 3)
+    answers = sorted(tmp_path.glob("rank-*"))
+    assert [p.name for p in answers] == ["rank-0", "rank-1", "rank-2"]
+    for path in answers:
+        chosen, actual, cores = map(int, path.read_text().split())
+        assert chosen == actual == max(1, cores // 3)
