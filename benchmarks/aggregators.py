@@ -5,9 +5,12 @@ Run::
     python benchmarks/aggregators.py            # n in {16, 64, 256}, d in {1e4, 1e6}
     python benchmarks/aggregators.py --quick    # n in {16, 64}, d = 1e4
     python benchmarks/aggregators.py --sizes 256x1000000 --rules krum,median,geomed
+    python benchmarks/aggregators.py --device cuda       # on a GPU (times synchronised)
+    SHIELDWALL_NO_NUMBA=1 python benchmarks/aggregators.py   # the pure-torch fallback
 
 For every size: float32 rows from a seeded ``torch.randn``, ``f = (n - 3) // 4`` (what Bulyan
-tolerates), ``torch.set_num_threads(2)``. Reported per rule:
+tolerates), ``torch.set_num_threads(2)``, on ``--device`` (``cpu``; on ``cuda`` every timed call
+ends with ``torch.cuda.synchronize()``). Reported per rule:
 
 * ``time``: median wall time over repeats (after one warm-up call; cases slower than a second
   get fewer repeats, see ``--budget``).
@@ -15,9 +18,10 @@ tolerates), ``torch.set_num_threads(2)``. Reported per rule:
   same run, and the ratio. Distance rules (Krum, Multi-Krum, Bulyan, MDA, NNM): one
   ``x @ x.T`` plus one ``x.mean(0)`` pass (Bulyan: plus ``median(0)`` of ``n - 2f`` rows, its
   coordinate-wise phase). Coordinate rules (median, trimmed mean, MeaMed, Phocas):
-  ``x.median(0)``. Geometric median / CenteredClip: iterations x one mean pass (plus
-  ``x.median(0)`` where the rule starts from the coordinate median). Sign majority: one mean
-  pass. Clipping, ARC, bucketing, which must write new rows: one ``x.clone()``. NNM's floor is
+  ``x.median(0)``. Geometric median / CenteredClip with a known number of iterations: that
+  many ``x.mean(0)`` passes (the time includes the coordinate-median start where there is one);
+  geomed(default), whose number of steps is not known here: ``x.median(0)``. Sign majority: one
+  mean pass. Clipping, ARC, bucketing, which must write new rows: one ``x.clone()``. NNM's floor is
   the distance rules' although it does two GEMM-sized products (the Gram matrix and the mixing).
 * ``naive``: the distance rules' score computed with a Python loop over pairs of rows (one
   ``(x_i - x_j).pow(2).sum()`` each), only where ``pairs * d <= --naive-cap``.
@@ -28,11 +32,14 @@ tolerates), ``torch.set_num_threads(2)``. Reported per rule:
   after the input is allocated and the rule warmed up on a small input, the kernel's peak-RSS
   mark is reset (``/proc/self/clear_refs``) and the peak during the call (``VmHWM``) minus the
   resident size before it is reported (elsewhere: the growth of ``ru_maxrss``); ``xin`` is
-  that as a multiple of the input's size. It counts every temporary the call touches (and allocator
-  slack), not what it returns to the OS. Only for inputs of at least ``--memory-min-mb``
-  (32 MB): below that the growth is lost in the interpreter's own heap.
+  that as a multiple of the input's size (on CUDA: ``torch.cuda.max_memory_allocated`` over
+  the call minus the memory allocated before it). It counts every temporary the call touches
+  (and allocator slack), not what it returns to the OS. Only for inputs of at least
+  ``--memory-min-mb`` (32 MB): below that the growth is lost in the interpreter's own heap.
 
 The machine may be shared: absolute times are noisy, the ratios (taken in the same run) less so.
+On a busy machine ``--threads 1 --clock cpu`` times the CPU time of the calling thread (torch and
+the numba kernels then run in it), which other jobs delay but do not inflate.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ CCLIP_ITERS = 5
 class Case:
     label: str
     call: Callable[[torch.Tensor, int], object]
-    floor: str  # "gemm", "median", "mean", "iters", "iters+median"
+    floor: str  # "gemm", "median", "median_theta", "mean", "iters", "clone", ...
     iters: int = 1
     naive: Callable[[torch.Tensor, int], object] | None = None
     byzfl: Callable[[object, int], Callable[[torch.Tensor], object]] | None = None
@@ -102,9 +109,18 @@ def naive_multikrum(x: torch.Tensor, f: int) -> torch.Tensor:
     return x[best].mean(dim=0)
 
 
+def _bulyan_phase(x: torch.Tensor, f: int):
+    """Bulyan's second phase alone, on the first n - 2f rows as the selection."""
+    from shieldwall.aggregators.bulyan import bulyan_coordinate_phase
+
+    theta = x.shape[0] - 2 * f
+    selected = torch.arange(theta, device=x.device)
+    return bulyan_coordinate_phase(x, selected, theta - 2 * f)
+
+
 def _cclip_init(x: torch.Tensor, f: int):
     return AGGREGATORS.get("centered_clip")(
-        x, f, iterations=CCLIP_ITERS, init=torch.zeros(x.shape[1], dtype=x.dtype)
+        x, f, iterations=CCLIP_ITERS, init=torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
     )
 
 
@@ -118,6 +134,7 @@ CASES = [
         byzfl=lambda B, f: B.MultiKrum(f=f),
     ),
     Case("bulyan", _agg("bulyan"), "gemm+median_theta"),
+    Case("bulyan:coordinate-phase", lambda x, f: _bulyan_phase(x, f), "median_theta"),
     Case(
         "mda",
         _agg("mda"),
@@ -132,15 +149,15 @@ CASES = [
     Case(
         f"geomed(T={GEOMED_ITERS})",
         _agg("geomed", max_iter=GEOMED_ITERS, tol=0.0),
-        "iters+median",
+        "iters",
         iters=GEOMED_ITERS,
         byzfl=lambda B, f: B.GeometricMedian(nu=1e-6, T=GEOMED_ITERS),
     ),
-    Case("geomed(default)", _agg("geomed"), "iters+median", iters=0),
+    Case("geomed(default)", _agg("geomed"), "median"),
     Case(
         f"cclip(L={CCLIP_ITERS},init=median)",
         _agg("cclip", iterations=CCLIP_ITERS),
-        "iters+median",
+        "iters",
         iters=CCLIP_ITERS,
     ),
     Case(
@@ -213,6 +230,15 @@ def load_byzfl():
     return module
 
 
+DEVICE = torch.device("cpu")
+CLOCK = time.perf_counter  # --clock cpu: time.thread_time (one thread: the work, not the wait)
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timeit(fn: Callable[[], object], repeats: int, budget: float) -> float:
     """Median wall time of ``fn`` over up to ``repeats`` calls after one warm-up call."""
     return timeit_paired([fn], repeats, budget)[0]
@@ -230,9 +256,11 @@ def timeit_paired(fns: list[Callable[[], object]], repeats: int, budget: float) 
     def one_round() -> float:
         total = 0.0
         for fn, bucket in zip(fns, samples):
-            start = time.perf_counter()
+            _sync()
+            start = CLOCK()
             fn()
-            bucket.append(time.perf_counter() - start)
+            _sync()
+            bucket.append(CLOCK() - start)
             total += bucket[-1]
         return total
 
@@ -245,6 +273,13 @@ def timeit_paired(fns: list[Callable[[], object]], repeats: int, budget: float) 
     return [statistics.median(bucket) for bucket in samples]
 
 
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return _load()
+
+
 def _load() -> str:
     try:
         return " ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
@@ -253,12 +288,14 @@ def _load() -> str:
 
 
 def make_input(n: int, d: int, seed: int = 0) -> torch.Tensor:
-    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    return x.to(DEVICE)
 
 
 def peak_memory_mb(label: str, n: int, d: int) -> float | None:
     """Peak extra RSS (MB) of one call, from a fresh subprocess."""
     cmd = [sys.executable, os.path.abspath(__file__), "--_memcase", label, str(n), str(d)]
+    cmd.append(str(DEVICE))
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True)
         return float(out.stdout.strip().splitlines()[-1])
@@ -266,12 +303,22 @@ def peak_memory_mb(label: str, n: int, d: int) -> float | None:
         return None
 
 
-def _memcase(label: str, n: int, d: int) -> None:
+def _memcase(label: str, n: int, d: int, device: str = "cpu") -> None:
+    global DEVICE
+    DEVICE = torch.device(device)
     torch.set_num_threads(THREADS)
     case = next(c for c in CASES if c.label == label)
     f = (n - 3) // 4
     case.call(make_input(n, 64, seed=1), f)  # warm the code paths on a small input
     x = make_input(n, d)
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+        before = torch.cuda.memory_allocated(DEVICE)
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        case.call(x, f)
+        torch.cuda.synchronize(DEVICE)
+        print(max(0, torch.cuda.max_memory_allocated(DEVICE) - before) / 2**20)
+        return
     if _reset_peak_rss():
         before = _proc_status_kib("VmRSS")
         case.call(x, f)
@@ -314,6 +361,10 @@ def fmt_ratio(r: float | None) -> str:
 
 # --------------------------------------------------------------------------- main
 def run(args) -> None:
+    global DEVICE, CLOCK
+    DEVICE = torch.device(args.device)
+    if args.clock == "cpu":
+        CLOCK = time.thread_time
     torch.set_num_threads(args.threads)
     byzfl = None if args.no_byzfl else load_byzfl()
     cases = CASES
@@ -321,10 +372,22 @@ def run(args) -> None:
         wanted = [w.strip() for w in args.rules.split(",") if w.strip()]
         prefixes = [CASE_ALIASES.get(w, w) for w in wanted]
         cases = [c for c in CASES if any(c.label == p or c.label.startswith(p) for p in prefixes)]
+    from shieldwall.aggregators import _select
+
+    where = platform.processor() or platform.machine()
+    if DEVICE.type == "cuda":
+        where = f"{torch.cuda.get_device_name(DEVICE)} (CUDA {torch.version.cuda})"
     print(
         f"# shieldwall aggregator benchmark — torch {torch.__version__}, "
-        f"{args.threads} threads, {platform.processor() or platform.machine()}, float32"
+        f"{args.threads} threads, {where}, float32, device {DEVICE}, clock: "
+        + ("CPU time of the calling thread" if args.clock == "cpu" else "wall")
     )
+    numba_note = "off: pure-torch fallback"
+    if _select.available():
+        import numba
+
+        numba_note = f"numba {numba.__version__} kernels (CPU tensors only)"
+    print(f"# coordinate-wise rules: {numba_note}; uptime: {_uptime()}")
     print(f"# byzfl: {'version ' + byzfl.version if byzfl else 'not installed: skipped'}")
     print(
         "# times in ms (median over repeats); x = ours / floor; naive and byzfl: ms and "
@@ -334,6 +397,11 @@ def run(args) -> None:
         "# floor and byzfl are timed in the same rounds as ours (calls alternate); "
         f"load average at start: {_load()}"
     )
+    for case in cases:  # compile numba kernels / warm code paths before any timing
+        try:
+            case.call(make_input(11, 64, seed=2), 2)
+        except Exception:  # noqa: BLE001 - reported where the case is timed
+            pass
     for n, d in args.sizes:
         f = (n - 3) // 4
         x = make_input(n, d)
@@ -367,8 +435,7 @@ def run(args) -> None:
                 "mean": [lambda x=x: x.mean(dim=0)],
                 "clone": [lambda x=x: x.clone()],
                 "iters": [lambda x=x: x.mean(dim=0)] * case.iters,
-                "iters+median": [lambda x=x: x.mean(dim=0)] * case.iters
-                + [lambda x=x: x.median(dim=0)],
+                "median_theta": [lambda x=x, f=f: x[: x.shape[0] - 2 * f].median(dim=0)],
             }[case.floor]
 
             def floor_fn(fns=floor_fns):
@@ -406,7 +473,7 @@ def run(args) -> None:
                 flush=True,
             )
         del x
-    print(f"\n# load average at end: {_load()}")
+    print(f"\n# load average at end: {_load()}; uptime: {_uptime()}")
     print(
         "# Notes. geomed(default) stops on RFA's criterion (tol=1e-6, at most 100 steps): its"
         "\n# floor column counts only the median start, the steps it took are not known here."
@@ -432,7 +499,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_memcase":
-        _memcase(argv[1], int(argv[2]), int(argv[3]))
+        _memcase(argv[1], int(argv[2]), int(argv[3]), *argv[4:5])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="n in {16, 64}, d = 1e4")
@@ -466,7 +533,21 @@ def main(argv: list[str] | None = None) -> None:
         "below what ru_maxrss resolves next to the interpreter's own heap)",
     )
     parser.add_argument("--no-byzfl", action="store_true", help="do not time ByzFL")
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of the inputs (cpu, cuda, cuda:1)"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: time.perf_counter; cpu: CPU time of the calling thread (needs --threads 1: "
+        "robust to other jobs on a shared machine, which only delay the thread)",
+    )
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        parser.error("--clock cpu measures the calling thread: use it with --threads 1 on cpu")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here")
     if args.sizes is None:
         args.sizes = (
             [(16, 10_000), (64, 10_000)]

@@ -30,3 +30,18 @@ def shared_configs() -> Path:
     if not SHARED_CONFIGS.is_dir():
         pytest.skip(f"shared configs not found at {SHARED_CONFIGS} (set SHIELDWALL_SHARED)")
     return SHARED_CONFIGS
+
+
+@pytest.fixture(params=["numba", "torch"])
+def select_path(request):
+    """Run a test on the numba fast path of the coordinate-wise rules and on their pure-torch
+    fallback (``aggregators._select``); the numba run skips where numba is not installed."""
+    from shieldwall.aggregators import _select
+
+    if request.param == "torch":
+        with _select.torch_fallback():
+            yield request.param
+    else:
+        if not _select.available():
+            pytest.skip("numba not installed: the coordinate-wise fast path is off")
+        yield request.param

@@ -56,7 +56,7 @@ def test_multikrum_exact():
     close(AGGREGATORS.get("multi-krum")(x, 1), [3.25, 1.0])
 
 
-def test_bulyan_exact():
+def test_bulyan_exact(select_path):
     # n=7, f=1: theta = 5 picks by iterated Krum, then beta = 3 values nearest the median.
     # Rows 0, 1, 2, 3, 4, 100, 101. Ties in score go to the smaller sum of squared distances to
     # the rows left ("total").
@@ -76,7 +76,7 @@ def test_bulyan_exact():
     close(AGGREGATORS.get("bulyan")(x, 1), [3.0])
 
 
-def test_median_exact_even_n_is_mean_of_middle_values():
+def test_median_exact_even_n_is_mean_of_middle_values(select_path):
     # Column 0: 1, 2, 10, 3 -> sorted 1, 2, 3, 10 -> (2 + 3) / 2 = 2.5 (torch.median says 2).
     # Column 1: 5, 5, 5, -1 -> sorted -1, 5, 5, 5 -> (5 + 5) / 2 = 5 (repeated middle value).
     # Column 2: 4, 4, 0, 0 -> (0 + 4) / 2 = 2.
@@ -87,7 +87,7 @@ def test_median_exact_even_n_is_mean_of_middle_values():
     close(AGGREGATORS.get("cwmed")(t([[3.0], [1.0], [2.0]]), 1), [2.0])
 
 
-def test_trimmed_mean_exact():
+def test_trimmed_mean_exact(select_path):
     # n=5, f=1: column 0: 1 2 3 4 100 -> drop 1 and 100 -> (2+3+4)/3 = 3;
     # column 1: -50 0 1 2 3 -> drop -50 and 3 -> (0+1+2)/3 = 1.
     x = t([[100.0, 0.0], [2.0, -50.0], [3.0, 1.0], [1.0, 2.0], [4.0, 3.0]])
@@ -96,7 +96,7 @@ def test_trimmed_mean_exact():
     close(AGGREGATORS.get("cwtm")(x, 1, b=2), [3.0, 1.0])
 
 
-def test_meamed_and_phocas_exact():
+def test_meamed_and_phocas_exact(select_path):
     # One column 20, 0, 9, 21, 8 (sorted 0 8 9 20 21), n=5, f=1: average the 4 values nearest
     # to a centre, i.e. drop either 0 or 21.
     # MeaMed: centre = median 9; distances 9, 1, 0, 11, 12 -> drop 21 -> (0+8+9+20)/4 = 9.25.
@@ -107,7 +107,7 @@ def test_meamed_and_phocas_exact():
     close(AGGREGATORS.get("phocas")(x, 1), [14.5])
 
 
-def test_geometric_median_exact():
+def test_geometric_median_exact(select_path):
     # The geometric median of an equilateral triangle is its centroid (its Fermat point).
     s3 = math.sqrt(3.0)
     x = t([[0.0, 0.0], [2.0, 0.0], [1.0, s3]])
@@ -121,7 +121,7 @@ def test_geometric_median_exact():
     close(res, [0.0], atol=1e-5)
 
 
-def test_centered_clip_exact():
+def test_centered_clip_exact(select_path):
     # Rows 0, 2, 10 (first coordinate), v0 = 0, tau = 1:
     # step 1: differences 0, 2, 10 -> clipped 0, 1, 1 -> v1 = 0 + 2/3 = 2/3;
     # step 2: differences -2/3, 4/3, 28/3 -> clipped -2/3, 1, 1 -> v2 = 2/3 + (4/3)/3 = 10/9.
@@ -160,14 +160,14 @@ def test_agrees_with_loop_reference(case):
 
 
 @pytest.mark.parametrize("name", ["multikrum", "trimmed_mean", "phocas"])
-def test_agrees_with_loop_reference_with_params(name):
+def test_agrees_with_loop_reference_with_params(name, select_path):
     case = RULES[RULE_IDS.index(name)]
     x = honest_rows(11, 5, seed=7)
     params = {"m": 3} if name == "multikrum" else {"b": 4}
     torch.testing.assert_close(case.fn(x, 2, **params), t(case.reference(rows_of(x), 2, **params)))
 
 
-def test_reference_even_median_matches_float32_path():
+def test_reference_even_median_matches_float32_path(select_path):
     x = honest_rows(10, 1000, seed=3, dtype=torch.float32)
     expected = x.double().sort(dim=0).values[4:6].mean(dim=0).float()
     torch.testing.assert_close(coordinate_median(x), expected)

@@ -8,6 +8,7 @@ definitions, in float64, for the agreement tests. This module holds no tests its
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import statistics
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from shieldwall.aggregators import AGGREGATORS
+from shieldwall.aggregators import AGGREGATORS, _select
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -196,6 +197,8 @@ class RuleCase:
         box_any: the output stays in the honest box whatever the ``f`` other rows hold.
         aliases: spellings that must resolve to ``name``.
         info: whether ``aggregate`` returns the selected rows.
+        path: ``"default"`` (the numba kernels of the coordinate-wise rules where numba is
+            installed) or ``"torch"`` (their pure-torch fallback forced, id ``name@torch``).
     """
 
     name: str
@@ -209,13 +212,22 @@ class RuleCase:
     box_any: bool = False
     aliases: tuple[str, ...] = ()
     info: bool = False
+    path: str = "default"
 
     @property
     def fn(self):
-        return AGGREGATORS.get(self.name)
+        rule = AGGREGATORS.get(self.name)
+        if self.path == "default":
+            return rule
+
+        def on_torch_path(*args, **kwargs):
+            with _select.torch_fallback():
+                return rule(*args, **kwargs)
+
+        return on_torch_path
 
     def __repr__(self) -> str:  # readable pytest ids
-        return self.name
+        return self.name if self.path == "default" else f"{self.name}@{self.path}"
 
 
 RULES: list[RuleCase] = [
@@ -281,7 +293,21 @@ RULES: list[RuleCase] = [
     RuleCase("mda", [(9, 2), (8, 3), (5, 2)], lambda f: 2 * f + 1, ref_mda, info=True),
 ]
 
-RULE_IDS = [case.name for case in RULES]
+# Rules with a coordinate-wise phase (aggregators._select): every generic test runs them again
+# with the pure-torch fallback forced (ids "name@torch"); the default rows use the numba kernels
+# where numba is installed.
+SELECT_RULES = (
+    "median",
+    "trimmed_mean",
+    "meamed",
+    "phocas",
+    "bulyan",
+    "geometric_median",
+    "centered_clip",
+)
+RULES += [dataclasses.replace(case, path="torch") for case in RULES if case.name in SELECT_RULES]
+
+RULE_IDS = [repr(case) for case in RULES]
 
 
 def rows_of(x: torch.Tensor) -> Rows:

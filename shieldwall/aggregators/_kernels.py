@@ -6,10 +6,14 @@ coordinates or over pairs of rows, and no ``(n, n, d)`` temporary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from shieldwall.aggregators import _select
 
 __all__ = [
     "pairwise_sq_distances",
@@ -143,6 +147,10 @@ class DistancesToPoint:
     does near a data point) are recomputed exactly from ``x_i - v``, so every distance keeps a
     relative error below ``1e3 * eps``. Half/bfloat16 rows are always computed exactly. Results
     are float64 ``(n,)``; rows of norm ``1e30`` in float32 give ``1e60``, not ``inf``.
+
+    :meth:`combine` forms the next point as a combination of the rows and returns its distances
+    in the same pass over ``x`` where the numba kernels run (one memory pass per iteration, same
+    formula and guard).
     """
 
     GUARD = 1e-3
@@ -152,13 +160,21 @@ class DistancesToPoint:
         self.ref = ref
         self.exact_only = x.dtype not in (torch.float32, torch.float64)
         if not self.exact_only:
-            self.ref_sq = self.exact(ref)
-            self.x_norm = row_norms(x)
+            fast = _select.row_sq_distances(x, ref)
+            if fast is None:
+                self.ref_sq = self.exact(ref)
+                self.x_norm = row_norms(x)
+            else:  # one pass for both
+                self.ref_sq, x_sq = fast
+                self.x_norm = x_sq.sqrt_()
             self.ref_norm = float(row_norms(ref[None, :])[0])
 
     def exact(self, v: Tensor, rows: Tensor | None = None) -> Tensor:
         """Squared distances computed from the differences (all rows, or ``rows``), over blocks
         of columns so that no ``(n, d)`` difference is allocated."""
+        fast = _select.row_sq_distances(self.x, v, rows)
+        if fast is not None:
+            return fast[0]
         x = self.x if rows is None else self.x[rows]
         n, d = x.shape
         width = max(1, COLUMN_BLOCK_BYTES // max(1, n * x.element_size()))
@@ -171,11 +187,44 @@ class DistancesToPoint:
         return total
 
     def __call__(self, v: Tensor) -> Tensor:
+        if v is self.ref:
+            return self.exact(v) if self.exact_only else self.ref_sq.clone()
         if self.exact_only:
             return self.exact(v)
         u = v - self.ref
+        return self._from_cross(v, u, (self.x @ u).double())
+
+    def combine(
+        self, w: Tensor, start: Tensor | None = None, s: float = 0.0, *, distances: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """The point ``v = w @ x`` or ``v = start + (w @ x - start * s)`` (``w`` cast to the rows'
+        dtype, ``s`` a float), and ``self(v)`` (``None`` when ``distances`` is false and they
+        would cost a second pass)."""
+        if not hasattr(self, "_fused"):
+            self._fused = None if self.exact_only else _select.fused_steps(self.x, self.ref)
+        fused = None if self._fused is None else self._fused(w, start, s)
+        if fused is None:
+            y = w.to(self.x.dtype) @ self.x
+            v = y if start is None else start + (y - start * s)
+            return v, self(v) if distances else None
+        # The guard of _from_cross in NumPy on (n,) arrays: a few microseconds, not a few torch
+        # calls, per iteration.
+        v, x_u, u_sq, ref_u = fused
+        if not hasattr(self, "_np"):
+            self._np = (self.ref_sq.numpy(), self.x_norm.numpy())
+        ref_sq, x_norm = self._np
+        u_norm = math.sqrt(u_sq)
+        sq = ref_sq - 2.0 * (x_u - ref_u) + u_sq
+        scale = ref_sq + u_sq + 2.0 * (x_norm + self.ref_norm) * u_norm
+        rows = np.flatnonzero(sq < self.GUARD * scale)
+        if rows.size:
+            sq[rows] = self.exact(v, torch.from_numpy(rows)).numpy()
+        return v, torch.from_numpy(np.maximum(sq, 0.0, out=sq))
+
+    def _from_cross(self, v: Tensor, u: Tensor, x_u: Tensor) -> Tensor:
+        """Squared distances from ``x_u = x @ u`` (float64), ``u = v - ref``, with the guard."""
         u_norm = float(row_norms(u[None, :])[0])
-        cross = (self.x @ u).double() - float(torch.dot(self.ref, u))
+        cross = x_u - float(torch.dot(self.ref, u))
         sq = self.ref_sq - 2.0 * cross + u_norm**2
         scale = self.ref_sq + u_norm**2 + 2.0 * (self.x_norm + self.ref_norm) * u_norm
         inexact = sq < self.GUARD * scale

@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from shieldwall.aggregators import AGGREGATORS
+from shieldwall.aggregators import AGGREGATORS, _select
 from shieldwall.aggregators.base import (
     AggregateResult,
     check_f,
@@ -44,7 +44,7 @@ from shieldwall.aggregators.base import (
 from shieldwall.aggregators.krum import krum_scores
 from shieldwall.aggregators.median import median_of_sorted
 
-__all__ = ["bulyan", "bulyan_with_info", "iterated_krum"]
+__all__ = ["bulyan", "bulyan_with_info", "bulyan_coordinate_phase", "iterated_krum"]
 
 
 def iterated_krum(sq_dists: Tensor, f: int, count: int) -> Tensor:
@@ -101,13 +101,22 @@ def bulyan_with_info(updates: Tensor, f: int) -> AggregateResult:
     beta = theta - 2 * f
     sq_dists = pairwise_sq_distances(updates)
     selected = iterated_krum(sq_dists, f, theta)
+    vector = bulyan_coordinate_phase(updates, selected, beta)
+    return AggregateResult(vector, selected, krum_scores(sq_dists, f))
+
+
+def bulyan_coordinate_phase(updates: Tensor, selected: Tensor, beta: int) -> Tensor:
+    """Phase 2: per coordinate, the mean of the ``beta`` values of the ``selected`` rows nearest
+    to their median (numba sorting networks on the CPU, else torch sorts over column blocks)."""
+    fast = _select.columns_reduce(updates, _select.CLOSEST_TO_MEDIAN, k=beta, rows=selected)
+    if fast is not None:
+        return fast
 
     def block_average(block: Tensor) -> Tensor:
         sorted_values = sort_columns(block.index_select(0, selected))
         return mean_of_closest_sorted(sorted_values, median_of_sorted(sorted_values), beta)
 
-    vector = columnwise(block_average, updates)
-    return AggregateResult(vector, selected, krum_scores(sq_dists, f))
+    return columnwise(block_average, updates)
 
 
 @AGGREGATORS.register("bulyan", info=bulyan_with_info, selects=True, min_n=lambda f, **_: 4 * f + 3)

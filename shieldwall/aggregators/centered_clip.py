@@ -20,8 +20,10 @@ Choices (the papers leave them to the user):
   length: set it to a few times the honest rows' spread around their mean for your model (the
   theory takes :math:`\tau \propto \rho / \sqrt{\delta}`); the rule is *not* scale-equivariant.
 
-Each step costs two matrix-vector products over the rows
-(:class:`~shieldwall.aggregators.base.DistancesToPoint`), no ``(n, d)`` temporary.
+Each step costs one pass over the rows where numba is installed (the new centre and its
+distances to every row from each cache-sized block of columns at once), two matrix-vector
+products otherwise (:meth:`~shieldwall.aggregators.base.DistancesToPoint.combine`); no ``(n, d)``
+temporary.
 
 References: S. P. Karimireddy, L. He, M. Jaggi, "Learning from History for Byzantine Robust
 Optimization", ICML 2021; E. Gorbunov, A. Borzunov, M. Diskin, M. Ryabinin, "Secure Distributed
@@ -91,12 +93,14 @@ def centered_clip(
         if not bool(torch.isfinite(v).all()):
             raise ValueError("CenteredClip init must be finite")
     sq_dist = DistancesToPoint(updates, v)
-    for _ in range(iterations):
+    sq = sq_dist(v)
+    for step in range(iterations):
         # scale_i = min(1, tau / ||x_i - v||); a distance of 0 gives tau / 0 = inf -> 1.
-        scale = (tau / sq_dist(v).sqrt_()).clamp_(max=1.0)
-        # v + (1/n) sum_i scale_i (x_i - v) = v (1 - sum(scale)/n) + (scale/n) @ x
-        step = (scale / n).to(updates.dtype) @ updates - v * float(scale.sum() / n)
-        v = v + step
-        if tol is not None and float(step.norm()) <= tol * float((v - step).norm()):
+        scale = (tau / sq.sqrt_()).clamp_(max=1.0)
+        # v + (1/n) sum_i scale_i (x_i - v) = v + ((scale/n) @ x - v * sum(scale)/n)
+        previous = v
+        last = step == iterations - 1
+        v, sq = sq_dist.combine(scale / n, previous, float(scale.sum() / n), distances=not last)
+        if tol is not None and float((v - previous).norm()) <= tol * float(previous.norm()):
             break
     return v

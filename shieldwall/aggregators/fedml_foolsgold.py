@@ -131,12 +131,13 @@ class ClientMemory:
         return stored, known
 
     def store(self, updates: Tensor, client_ids: Sequence[int], keep: Tensor | None = None) -> None:
+        kept = None if keep is None else keep.tolist()  # one device sync, not one per row
         for i, c in enumerate(client_ids):
-            if keep is not None and not bool(keep[i]):
+            if kept is not None and not kept[i]:
                 continue
-            row = updates[i].detach().cpu().clone()
+            row = updates[i].detach().clone()  # stays on the updates' device (no host copy)
             if self.mode == "sum" and int(c) in self.rows:
-                row = self.rows[int(c)] + row
+                row = self.rows[int(c)].to(device=row.device, dtype=row.dtype) + row
             self.rows[int(c)] = row
 
     def state_dict(self) -> dict[str, Any]:

@@ -20,8 +20,9 @@ Start: RFA starts from the weighted mean, which a single row of norm ``1e30`` dr
 Weiszfeld needs dozens of steps to come back (the error shrinks by about ``f / (n - f)`` per
 step). Here the start is the coordinate-wise median (robust, inside the honest rows' bounding box
 when :math:`n \ge 2f + 1`), or ``init`` when given (e.g. the previous round's aggregate). Each
-step costs two matrix-vector products over the rows
-(:class:`~shieldwall.aggregators.base.DistancesToPoint`), no ``(n, d)`` temporary.
+step costs one pass over the rows where numba is installed (the new point and its distances to
+every row from each cache-sized block of columns at once), two matrix-vector products otherwise
+(:meth:`~shieldwall.aggregators.base.DistancesToPoint.combine`); no ``(n, d)`` temporary.
 
 Breakdown point 1/2: needs :math:`n \ge 2f + 1`.
 
@@ -114,8 +115,8 @@ def geometric_median(
     objective = float(alpha @ dist)
     for _ in range(max_iter):
         beta = alpha / dist.clamp(min=nu)
-        v = (beta / beta.sum()).to(updates.dtype) @ updates
-        dist = sq_dist(v).sqrt_()
+        v, sq = sq_dist.combine(beta / beta.sum())
+        dist = sq.sqrt_()
         previous, objective = objective, float(alpha @ dist)
         if tol > 0 and abs(previous - objective) <= tol * objective:
             break

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from shieldwall.aggregators import AGGREGATORS
+from shieldwall.aggregators import AGGREGATORS, _select
 from shieldwall.aggregators.base import (
     check_f,
     columnwise,
@@ -46,10 +46,14 @@ def meamed(updates: Tensor, f: int) -> Tensor:
             are dropped first, each one spending one unit of ``f``.
 
     Returns:
-        ``(d,)``. Costs one sort of every column (in blocks of columns); the median and the
-        ``n - f`` nearest values (a window of the sorted column) both come from it.
+        ``(d,)``. Costs one sort of every column (in blocks of columns: sorting networks on the
+        CPU with numba, :mod:`~shieldwall.aggregators._select`); the median and the ``n - f``
+        nearest values (a window of the sorted column) both come from it.
     """
     keep = updates.shape[0] - f
+    fast = _select.columns_reduce(updates, _select.CLOSEST_TO_MEDIAN, k=keep)
+    if fast is not None:
+        return fast
 
     def block_meamed(block: Tensor) -> Tensor:
         sorted_values = sort_columns(block)

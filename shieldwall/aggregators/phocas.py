@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from shieldwall.aggregators import AGGREGATORS
+from shieldwall.aggregators import AGGREGATORS, _select
 from shieldwall.aggregators.base import (
     check_f,
     columnwise,
@@ -56,13 +56,17 @@ def phocas(updates: Tensor, f: int, *, b: int | None = None) -> Tensor:
             dropped first (each spends one unit of ``f``); an explicit ``b`` is kept as given.
 
     Returns:
-        ``(d,)``. Costs one sort of every column (in blocks of columns), shared by the trimmed
-        mean and the selection.
+        ``(d,)``. Costs one sort of every column (in blocks of columns: sorting networks on the
+        CPU with numba, :mod:`~shieldwall.aggregators._select`), shared by the trimmed mean and
+        the selection.
     """
     trim = _trim(f, b)
     n = updates.shape[0]
     if n <= 2 * trim:  # an explicit b may exceed what is left after dropping NaN rows
         raise ValueError(f"Phocas needs n > 2b, got n={n}, f={f}, b={trim}")
+    fast = _select.columns_reduce(updates, _select.CLOSEST_TO_TRIMMED_MEAN, b=trim, k=n - trim)
+    if fast is not None:
+        return fast
 
     def block_phocas(block: Tensor) -> Tensor:
         sorted_values = sort_columns(block)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from shieldwall.aggregators import AGGREGATORS
+from shieldwall.aggregators import AGGREGATORS, _select
 from shieldwall.aggregators.base import check_f, columnwise, nonfinite_safe, sort_columns
 
 __all__ = ["trimmed_mean", "trimmed_mean_of_sorted"]
@@ -59,7 +59,9 @@ def trimmed_mean(updates: Tensor, f: int, *, b: int | None = None) -> Tensor:
 
     Returns:
         ``(d,)``: each coordinate lies within the honest rows' range for it. Costs one sort of
-        every column, done in blocks of columns (:func:`~shieldwall.aggregators.base.columnwise`).
+        every column, done in blocks of columns (sorting networks on the CPU with numba,
+        :mod:`~shieldwall.aggregators._select`; else
+        :func:`~shieldwall.aggregators.base.columnwise`).
     """
     trim = _trim(f, b)
     n = updates.shape[0]
@@ -67,4 +69,7 @@ def trimmed_mean(updates: Tensor, f: int, *, b: int | None = None) -> Tensor:
         raise ValueError(f"TrimmedMean needs n > 2b, got n={n}, f={f}, b={trim}")
     if trim == 0:
         return updates.mean(dim=0)
+    fast = _select.columns_reduce(updates, _select.TRIMMED_MEAN, b=trim)
+    if fast is not None:
+        return fast
     return columnwise(lambda block: trimmed_mean_of_sorted(sort_columns(block), trim), updates)

@@ -49,6 +49,7 @@ from shieldwall.models import build_model
 from shieldwall.registry import Entry
 from shieldwall.rundir import finished_summary, open_run_dir, release_run_dir
 from shieldwall.runtime.agreement import check_data_agreement
+from shieldwall.runtime.launch import configure_threads
 from shieldwall.seeding import derive_seed
 
 __all__ = ["run_btard", "build", "BTARDRun", "protocol_config", "byzantine_peers",
@@ -178,8 +179,7 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
     """Data, model, peers, transport and ledger for ``cfg`` (the transport from the config
     unless given)."""
     t, seed = cfg.train_args, cfg.common_args.random_seed
-    if cfg.device_args.num_threads:
-        torch.set_num_threads(cfg.device_args.num_threads)
+    configure_threads(cfg.device_args.num_threads)  # or from the launch (shared cores)
     device = torch.device(cfg.device_args.device or "cpu")
     n = t.client_num_in_total
     proto = protocol_config(cfg)

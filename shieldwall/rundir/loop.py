@@ -35,6 +35,7 @@ from shieldwall.rundir.directory import (
     record_config,
     release_run_dir,
 )
+from shieldwall.runtime.launch import configure_threads
 
 __all__ = ["Stateful", "device_for", "finished_summary", "open_run", "open_run_dir",
            "run_rounds", "SUMMARY_NAME"]
@@ -52,8 +53,7 @@ class Stateful(Protocol):
 
 def device_for(cfg: ExperimentConfig) -> torch.device:
     """The torch device of this process (``device_args``); sets torch's thread count."""
-    if cfg.device_args.num_threads:
-        torch.set_num_threads(cfg.device_args.num_threads)
+    configure_threads(cfg.device_args.num_threads)  # or from the launch (shared cores)
     if cfg.device_args.device:
         return torch.device(cfg.device_args.device)
     if cfg.device_args.using_gpu and torch.cuda.is_available():
