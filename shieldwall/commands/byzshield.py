@@ -10,7 +10,8 @@ see ``docs/redundancy.md``) and the run starts
   this process is one rank;
 * with ``--hostfile`` outside a launcher: through ``mpirun -n N --hostfile HOSTS``, the
   rendezvous on the hostfile's first host;
-* otherwise: ``--n`` local processes on 127.0.0.1 (logs in ``LOG_DIR/RUN_NAME.ranks/``);
+* otherwise: ``--n`` local processes on 127.0.0.1, forked from a fork server that imported
+  torch once (logs in ``LOG_DIR/RUN_NAME.ranks/``);
 * with ``--simulate``: in this process (the simulator; same numbers).
 
 Batch sizes follow ByzShield: for ``mols``/``rama_one``/``rama_two`` the ``--batch-size``
@@ -166,8 +167,8 @@ def build_config(args: argparse.Namespace, num_workers: int, run_name: str) -> A
         "redundancy_args": red,
     }
     cfg = config_from_dict(raw, args.overrides, name="byzshield")
+    files = resolve_setup(cfg.redundancy_args, num_workers).placement.num_files  # checks names
     if _approach_batch(args.approach):
-        files = resolve_setup(cfg.redundancy_args, num_workers).placement.num_files
         per_file = args.batch_size // files
         if per_file < 1:
             raise ValueError(f"--batch-size {args.batch_size} is smaller than the F = {files} "
@@ -246,7 +247,7 @@ def _mpirun(hostfile: str, n: int, words: list[str]) -> int:
 def _local(n: int, words: list[str], log_dir: Path, round_timeout: float) -> int:
     from shieldwall.runtime.spawn import spawn_local
 
-    ranks = spawn_local(n, ["byzshield", *words], log_dir=log_dir)
+    ranks = spawn_local(n, ["byzshield", *words], log_dir=log_dir, method="forkserver")
     print(f"started a parameter server and {n - 1} workers on 127.0.0.1 (logs: {log_dir})")
     code = ranks[0].wait()
     for r in ranks[1:]:
