@@ -139,3 +139,46 @@ def test_world_size_must_be_k_plus_one(tmp_path):
     assert codes[0] == 2
     log0 = (tmp_path / "logs" / "rank-0.log").read_text()
     assert "n = K + 1 = 7 processes for K = 6" in log0 and "world size is 3" in log0
+
+
+BYZ = ["--approach=mols", "--group-size=2", "--worker-fail=1", "--byzantine-gen=hard_coded",
+       "--err-mode=constant", "--mode=coord-median", "--dataset=digits", "--network=lr",
+       "--batch-size=36", "--lr=0.1", "--momentum=0.9", "--max-steps=6", "--eval-freq=3",
+       "--gamma=0.5", "--lr-step=2", "--epochs=100"]
+
+
+def test_byzshield_command_starts_ps_and_workers(tmp_path, capsys):
+    from shieldwall.cli import main
+
+    assert main(["byzshield", *BYZ, "--n=7", f"--log-dir={tmp_path}", "--run-name=d"]) == 0
+    out = capsys.readouterr().out
+    assert "started a parameter server and 6 workers on 127.0.0.1" in out
+    assert "6 worker processes" in (tmp_path / "d.ranks" / "rank-0.log").read_text()
+    assert main(["byzshield", *BYZ, "--n=7", f"--log-dir={tmp_path}", "--run-name=s",
+                 "--simulate"]) == 0
+    dist, sim = tmp_path / "d", tmp_path / "s"
+    assert sorted(p.name for p in (dist / "backups").glob("model_step_*")) == [
+        "model_step_3", "model_step_6"]
+    for step in (3, 6):
+        got = torch.load(dist / "backups" / f"model_step_{step}")
+        want = torch.load(sim / "backups" / f"model_step_{step}")
+        assert all(torch.allclose(got[k], want[k], atol=1e-5, rtol=0) for k in want)
+    assert [r["lr"] for r in records(dist)] == [0.1, 0.05, 0.05, 0.025, 0.025, 0.0125]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("mpirun") is None, reason="mpirun not on PATH")
+def test_byzshield_hostfile_goes_through_mpirun(tmp_path, monkeypatch, capsys):
+    from shieldwall.cli import main
+
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("localhost slots=7\n")
+    assert main(["byzshield", *BYZ, "--n=7", f"--hostfile={hosts}", f"--log-dir={tmp_path}",
+                 "--run-name=m"]) == 0
+    assert main(["byzshield", *BYZ, "--n=7", f"--log-dir={tmp_path}", "--run-name=s",
+                 "--simulate"]) == 0
+    got = torch.load(tmp_path / "m" / "final_params.pt")
+    want = torch.load(tmp_path / "s" / "final_params.pt")
+    assert torch.allclose(got, want, atol=1e-5, rtol=0)

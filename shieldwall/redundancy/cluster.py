@@ -182,6 +182,10 @@ class RedundancyCluster:
                 f"worker: n = K + 1 = {k + 1} processes for K = {k} "
                 f"(train_args.client_num_in_total), but the world size is {launch.world_size}"
             )
+        # every rank checks what would otherwise fail one rank after the rendezvous (the PS
+        # would then wait for workers that already left)
+        step_indices(int(executor.train_y.shape[0]), p.num_files, executor.per_file,
+                     executor.seed, 0, executor.epochs)
         self.setup = setup
         self.num_workers = k
         self.load = p.load
