@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="run folders (default: OUT/runs, removed)")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--eval-freq", type=int, default=15)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--gamma", type=float, default=0.96)
     parser.add_argument("--lr-step", type=int, default=15)
     parser.add_argument("--seed", type=int, default=1)
