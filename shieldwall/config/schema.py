@@ -377,6 +377,24 @@ class RedundancyArgs:
     """Absolute tolerance of replica agreement in the vote."""
     files_batch_size: int | None = None
     """Samples per file; ``None``: ``train_args.batch_size``."""
+    detox_attack: str = choice("worst", "worst", "benign", "whole_group")
+    """ByzShield's ``detox-attack`` (with ``draco_lite_attack``): ``worst`` = r′ adversaries per
+    group, group after group; ``benign`` = one per group in turn; ``whole_group`` = workers
+    0 … q − 1 (whole groups first)."""
+    epochs: int | None = None
+    """ByzShield's ``epochs``: passes over the training set, each a fresh seeded permutation cut
+    into steps of F·b samples (the last partial step dropped); the run stops at
+    min(``train_args.comm_round``, epochs · steps per epoch). ``None``: not counted (every step
+    draws a fresh random batch)."""
+    gamma: float = 1.0
+    """ByzShield's learning-rate decay: at 1-based step i the rate is lr·gamma^⌊i/lr_step⌋."""
+    lr_step: int | None = None
+    """ByzShield's ``lr-step``: decay period in steps; ``None``: no decay."""
+    eval_freq: int | None = None
+    """ByzShield's ``eval-freq``: write a model backup ``model_step_<i>`` every this many steps
+    (1-based i) into ``train_dir``, for ``shieldwall evaluate``; ``None``: no backups."""
+    train_dir: str | None = None
+    """ByzShield's ``train-dir``: folder of the backups; ``None``: ``<run_dir>/backups``."""
 
 
 @dataclass(kw_only=True)

@@ -9,7 +9,10 @@ Worst case (closed form): a group's files are lost once r′ = ⌊r/2⌋ + 1 of 
 liar helps only its own group, so q adversaries control ⌊q/r′⌋ groups:
 c_max(q) = min(⌊q/r′⌋, K/r) · files_per_group. The adversary set attains it by taking the first
 r′ workers of groups 0, 1, … and putting the q mod r′ left over in the next group (ByzShield's
-``detox-attack worst``).
+``detox-attack worst``). ByzShield's two other attacks on DETOX: ``benign`` spreads the
+adversaries one per group (workers 0, r, 2r, …, then 1, r + 1, …), so no group is lost while
+q < (r′ − 1)·K/r + 1; ``whole_group`` takes workers 0 … q − 1, filling whole groups (it loses
+⌊q/r⌋ groups, plus one if q mod r ≥ r′).
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from shieldwall.redundancy.placement import (
     majority_threshold,
 )
 
-__all__ = ["detox", "detox_cmax", "detox_worst_adversaries"]
+__all__ = [
+    "detox",
+    "detox_cmax",
+    "detox_worst_adversaries",
+    "detox_benign_adversaries",
+    "detox_whole_group_adversaries",
+    "detox_adversaries",
+    "DETOX_ATTACK_MODES",
+]
 
 
 @PLACEMENTS.register("detox", aliases=("draco-lite", "draco_lite", "draco"))
@@ -64,3 +75,41 @@ def detox_worst_adversaries(q: int, num_workers: int, replication: int) -> list[
     order = [g * r + j for g in range(num_workers // r) for j in range(rp)]
     order += [w for w in range(num_workers) if w not in set(order)]
     return sorted(order[:q])
+
+
+def _check_q(q: int, num_workers: int) -> None:
+    if not 0 <= q <= num_workers:
+        raise ValueError(f"q must be in 0..{num_workers}, got {q}")
+
+
+def detox_benign_adversaries(q: int, num_workers: int, replication: int) -> list[int]:
+    """One adversary per group in turn: workers 0, r, 2r, …, then 1, r + 1, … (ByzShield)."""
+    _check_q(q, num_workers)
+    r = replication
+    order = [x for start in range(r) for x in range(start, num_workers, r)]
+    return sorted(order[:q])
+
+
+def detox_whole_group_adversaries(q: int, num_workers: int, replication: int) -> list[int]:
+    """Workers 0 … q − 1: whole groups, one after the other (ByzShield's ``whole_group``)."""
+    _check_q(q, num_workers)
+    return list(range(q))
+
+
+DETOX_ATTACK_MODES = {
+    "worst": detox_worst_adversaries,
+    "benign": detox_benign_adversaries,
+    "whole_group": detox_whole_group_adversaries,
+}
+"""ByzShield's ``detox-attack`` values → adversary set builders ``fn(q, K, r)``."""
+
+
+def detox_adversaries(mode: str, q: int, num_workers: int, replication: int) -> list[int]:
+    """The adversary set of ByzShield's attack ``mode`` on DETOX (``worst``, ``benign``,
+    ``whole_group``)."""
+    key = mode.strip().lower().replace("-", "_")
+    if key not in DETOX_ATTACK_MODES:
+        raise ValueError(
+            f"unknown detox-attack {mode!r}; valid: {', '.join(DETOX_ATTACK_MODES)}"
+        )
+    return DETOX_ATTACK_MODES[key](q, num_workers, replication)

@@ -20,7 +20,7 @@ from shieldwall.config import ConfigError
 from shieldwall.config.schema import RedundancyArgs
 from shieldwall.redundancy.analysis import distortion
 from shieldwall.redundancy.byzshield_names import APPROACHES, ERR_MODES, MODES
-from shieldwall.redundancy.detox import detox_worst_adversaries
+from shieldwall.redundancy.detox import detox_adversaries, detox_cmax, detox_worst_adversaries
 from shieldwall.redundancy.placement import PLACEMENTS, Placement, PlacementError, build_placement
 from shieldwall.registry import UnknownNameError, normalize_name
 from shieldwall.seeding import torch_generator
@@ -35,6 +35,10 @@ DASHED_KEYS: dict[str, str] = {
     "rama-m": "rama_m",
     "lis-simulation": "lis_simulation",
     "byzantine-gen": "adversary_choice",
+    "detox-attack": "detox_attack",
+    "lr-step": "lr_step",
+    "eval-freq": "eval_freq",
+    "train-dir": "train_dir",
 }
 
 
@@ -138,7 +142,11 @@ def resolve_setup(args: RedundancyArgs, num_workers: int) -> RedundantSetup:
     q = int(args.worker_fail)
     if not 0 <= q <= num_workers:
         raise ConfigError(f"redundancy_args.worker_fail must be in 0..{num_workers}, got {q}")
-    if scheme == "detox" or detox_attack:
+    if detox_attack:  # ByzShield's attack on DETOX picks the set; f stays the worst case's
+        worst = detox_adversaries(args.detox_attack, q, num_workers, placement.replication)
+        c_max = detox_cmax(q, num_workers, placement.replication,
+                           int(placement.params.get("files_per_group", 1)))
+    elif scheme == "detox":
         worst = detox_worst_adversaries(q, num_workers, placement.replication)
         from shieldwall.redundancy.analysis import distorted_files
 

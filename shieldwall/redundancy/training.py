@@ -221,30 +221,40 @@ def run_redundant(cfg: Any, resume: str | Path | None = None) -> dict[str, Any]:
     model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
                         cfg.text_args, text=dataset.train_y.dim() > 1)
     algorithm = PSSGD(t, model, device)
-    run_dir, params, start = open_run(cfg, resume, algorithm.flat.vector(), algorithm)
-    log.info(
-        "redundant run %s: %s, q=%d (%s, c_max=%d), attack %s, aggregator %s (f=%d), b=%d",
-        run_dir, setup.placement.summary(), setup.q, setup.adversary_choice, setup.c_max,
-        setup.attack, setup.aggregator, setup.f, per_file,
-    )
-    train_x, train_y = dataset.train_x.to(device), dataset.train_y.to(device)
+    from shieldwall.redundancy.cluster import FileExecutor, RedundancyCluster, launched
+    from shieldwall.redundancy.driver import RedundantSteps
+    from shieldwall.redundancy.schedule import steps_per_epoch, total_steps
 
-    def step(params: Tensor, r: int) -> tuple[Tensor, dict[str, Any]]:
-        x, y = draw_files(train_x, train_y, setup.placement.num_files, per_file, seed, r)
-        res = redundant_step(
-            setup, algorithm.model, algorithm.flat, params, x, y, step=r, seed=seed,
-            rtol=ra.vote_rtol, atol=ra.vote_atol, num_classes=dataset.num_classes,
+    if ra.epochs is not None:  # ByzShield's --epochs: the run ends after that many passes
+        per_epoch = steps_per_epoch(len(dataset.train_y), setup.placement.num_files, per_file)
+        t.comm_round = total_steps(t.comm_round, ra.epochs, per_epoch)
+    cluster = None
+    if launched(cfg):  # rank 0 is the PS, ranks 1..K the workers (redundancy/cluster.py)
+        executor = FileExecutor(
+            algorithm, setup, None, dataset.train_x.to(device), dataset.train_y.to(device),
+            per_file, seed, epochs=ra.epochs is not None, num_classes=dataset.num_classes,
+            file_gradients=file_gradients,
         )
-        params = algorithm.server_step(params, res.aggregate, r)
-        return params, {
-            "round": r,
-            "train_loss": res.train_loss,
-            "adversaries": res.adversaries,
-            "distorted_files": res.distorted_files,
-            "fallback_files": res.fallback_files,
-            "num_files": setup.placement.num_files,
-            "c_max": setup.c_max,
-            "aggregate_norm": float(res.aggregate.norm()),
-        }
-
-    return run_rounds(cfg, run_dir, params, start, step, algorithm, dataset)
+        cluster = RedundancyCluster(cfg, setup, executor)
+        if not cluster.is_server:
+            try:
+                cluster.serve()
+            finally:
+                cluster.close()
+            return {}
+    try:
+        run_dir, params, start = open_run(cfg, resume, algorithm.flat.vector(), algorithm)
+        log.info(
+            "redundant run %s: %s, q=%d (%s, c_max=%d), attack %s, aggregator %s (f=%d), b=%d, "
+            "%s", run_dir, setup.placement.summary(), setup.q, setup.adversary_choice,
+            setup.c_max, setup.attack, setup.aggregator, setup.f, per_file,
+            f"{setup.placement.num_workers} worker processes" if cluster else "in-process",
+        )
+        kernels = {"redundant_step": redundant_step, "draw_files": draw_files, "vote": _vote}
+        steps = RedundantSteps(cfg, setup, algorithm, dataset, per_file, run_dir, cluster,
+                               kernels=kernels, resuming=resume is not None)
+        summary = run_rounds(cfg, run_dir, params, start, steps, algorithm, dataset)
+        return steps.finish(summary, run_dir)
+    finally:
+        if cluster is not None:
+            cluster.close()
