@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="matrix", help="output folder (default: ./matrix)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="parallel processes (default: the core count)")
-    g = p.add_argument_group("where cells run (docs/matrix/README.md, 'On a cluster')")
+    g = p.add_argument_group("where cells run (docs/cluster.md)")
     g.add_argument("--executor", choices=("local", "ray", "dask"), default="local",
                    help="local processes (default), Ray tasks or Dask futures")
     g.add_argument("--address", default="auto",

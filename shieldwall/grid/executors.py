@@ -172,8 +172,14 @@ class RayExecutor(Executor):
         self._ray = ray
         self._owns = False
         if not ray.is_initialized():
-            ray.init(address=None if address in (None, "local") else address,
-                     include_dashboard=False, log_to_driver=False)
+            try:
+                ray.init(address=None if address in (None, "local") else address,
+                         include_dashboard=False, log_to_driver=False)
+            except ConnectionError as exc:
+                raise ValueError(
+                    f"no Ray cluster at --address {address}: start one with `ray start --head` "
+                    f"(then join workers), or use --address local ({exc})"
+                ) from exc
             self._owns = True
         self._remote = ray.remote(_call_payload)
         self._refs: dict[Any, str] = {}
@@ -234,7 +240,10 @@ class DaskExecutor(Executor):
         if not scheduler:
             raise ValueError("--executor dask needs --scheduler HOST:PORT")
         address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
-        self._client = Client(address)
+        try:
+            self._client = Client(address, timeout="30s")
+        except OSError as exc:  # TimeoutError, connection refused
+            raise ValueError(f"no Dask scheduler at --scheduler {scheduler} ({exc})") from exc
         self._futures: dict[Any, str] = {}
 
     def capacity(self, resources: Resources) -> int:
