@@ -136,3 +136,26 @@ def test_dask_executor_runs_cells(tmp_path):
         ex.close()
     assert set(out.results) == {"a", "b", "c"} and out.failed == {}
     assert os.path.isfile(tmp_path / "status.json")
+
+
+def test_task_ships_its_run_dir_and_takes_the_node_data_dir(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from shieldwall.grid.task import CellTask, run_cell_task
+
+    def fake_run(raw):
+        run_dir = Path(raw["tracking_args"]["log_file_dir"]) / raw["tracking_args"]["run_name"]
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text('{"final_test_accuracy": 0.5}')
+        return {"data": raw["data_args"]["data_cache_dir"]}
+
+    raw = {"data_args": {"data_cache_dir": "/driver/data"},
+           "tracking_args": {"log_file_dir": str(tmp_path / "cells"), "run_name": "c"}}
+    monkeypatch.setenv("SHIELDWALL_DATA_DIR", "/node/data")
+    got = run_cell_task(CellTask(name="c", raw=raw, fn=fake_run, results="auto",
+                                 marker=str(tmp_path / "no-such-marker")))
+    assert got["summary"] == {"data": "/node/data"}
+    assert raw["data_args"]["data_cache_dir"] == "/driver/data"  # the caller's config untouched
+    assert not (tmp_path / "cells").exists() and got["tar"]  # marker unseen: shipped, not written
+    unpack_run_dir(got["tar"], "c", tmp_path / "cells")
+    assert (tmp_path / "cells" / "c" / "summary.json").read_text().endswith("0.5}")
