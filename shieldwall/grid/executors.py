@@ -178,7 +178,8 @@ class RayExecutor(Executor):
             except ConnectionError as exc:
                 raise ValueError(
                     f"no Ray cluster at --address {address}: start one with `ray start --head` "
-                    f"(then join workers), or use --address local ({exc})"
+                    f"(then join workers), or use --address local; a cluster with token "
+                    f"authentication needs RAY_AUTH_MODE=token and its token here ({exc})"
                 ) from exc
             self._owns = True
         self._remote = ray.remote(_call_payload)
