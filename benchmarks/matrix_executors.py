@@ -61,7 +61,7 @@ def executors():
         print("ray not installed: skipped", file=sys.stderr)
     else:
         t0 = time.perf_counter()
-        ray.init(num_cpus=SLOTS, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=SLOTS, include_dashboard=False, log_to_driver=False)
         yield "ray", time.perf_counter() - t0, RayExecutor(), ray.shutdown
     try:
         from distributed import LocalCluster

@@ -36,7 +36,8 @@ def _raw(tmp_path, name):
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="Ray not installed (pip install shieldwall[cluster])")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a private instance, never a cluster someone else started here.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -173,7 +173,9 @@ class RayExecutor(Executor):
         self._owns = False
         if not ray.is_initialized():
             try:
-                ray.init(address=None if address in (None, "local") else address,
+                # "local" always starts a private instance (None would join a cluster that
+                # `ray start` left on this machine).
+                ray.init(address="local" if address in (None, "local") else address,
                          include_dashboard=False, log_to_driver=False)
             except ConnectionError as exc:
                 raise ValueError(
