@@ -4,8 +4,8 @@ A cell is (attack, defense, seed). Each runs :func:`shieldwall.train.train` on t
 with the attack and defense replaced, in its own run directory
 ``OUT/cells/<attack>__<defense>__s<seed>``; a cell whose ``summary.json`` exists is finished and
 is not run again, so an interrupted matrix resumes where it stopped (a cell cut off mid-run
-continues from its checkpoint). Cells run in parallel
-processes (``spawn``, one torch thread each).
+continues from its checkpoint). Cells run on an executor (:mod:`shieldwall.grid`): by default
+parallel local processes (``spawn``, one torch thread each), or tasks on a Ray or Dask cluster.
 
 Spellings: an attack is a registered attack name or ``none``; a defense is an aggregator name,
 optionally preceded by pre-aggregators joined with ``+`` (``nnm+krum``,
@@ -22,17 +22,18 @@ import re
 import shutil
 import statistics
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from shieldwall.algorithms.adversary import build_adversary
 from shieldwall.algorithms.defense import build_defense
 from shieldwall.config import ExperimentConfig, config_from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    from shieldwall.grid import Executor
 
 __all__ = ["Cell", "cell_config", "parse_spec", "run_matrix", "write_csv", "plot_heatmap"]
 
@@ -141,8 +142,13 @@ def run_matrix(
     out_dir: str | Path,
     *,
     jobs: int = 2,
+    executor: Executor | None = None,
+    **grid_options: Any,
 ) -> dict[Cell, float]:
-    """Run every missing cell; return each cell's final test accuracy."""
+    """Run every missing cell; return each cell's final test accuracy (failed cells are left
+    out and listed in ``OUT/status.json``). ``grid_options`` go to
+    :func:`shieldwall.grid.run_cells` (``results``, ``cpus_per_cell``, ``gpus_per_cell``,
+    ``echo``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = [Cell(a, d, s) for a in attacks for d in defenses for s in seeds]
@@ -160,12 +166,20 @@ def run_matrix(
         else:
             todo.append(cell)
     log.info("matrix: %d cells, %d already finished", len(cells), len(cells) - len(todo))
-    if todo:
-        with ProcessPoolExecutor(max_workers=max(jobs, 1), mp_context=get_context("spawn")) as ex:
-            futures = {cell: ex.submit(_run_cell, configs[cell]) for cell in todo}
-            for cell, fut in futures.items():
-                results[cell] = fut.result()["final_test_accuracy"]
-                log.info("cell %s: %.4f", cell.name, results[cell])
+    if todo:  # on `executor` (default: `jobs` local processes); see shieldwall.grid
+        from shieldwall.grid import LocalProcessExecutor, run_cells
+
+        local = executor is None
+        ex = LocalProcessExecutor(max(jobs, 1)) if local else executor
+        try:
+            outcome = run_cells(ex, {c.name: configs[c] for c in todo}, _run_cell, out_dir,
+                                already_done=len(cells) - len(todo), **grid_options)
+        finally:
+            if local:
+                ex.close()
+        for cell in todo:
+            if cell.name in outcome.results:
+                results[cell] = outcome.results[cell.name]["final_test_accuracy"]
     return results
 
 

@@ -1,13 +1,16 @@
 """``shieldwall matrix CONFIG --attacks a,b --defenses x,y [--seeds k]``: the attack × defense grid.
 
 The no-attack row and the no-defense column are always included as references. Writes
-``OUT/matrix.csv`` and ``OUT/matrix.png``; rerunning the same command resumes.
+``OUT/matrix.csv``, ``OUT/matrix.png`` and ``OUT/status.json`` (progress, failed cells);
+rerunning the same command resumes. ``--executor ray|dask`` runs the cells on a cluster.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 from pathlib import Path
 
 __all__ = ["register", "matrix_command"]
@@ -38,6 +41,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="matrix", help="output folder (default: ./matrix)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="parallel processes (default: the core count)")
+    g = p.add_argument_group("where cells run (docs/cluster.md)")
+    g.add_argument("--executor", choices=("local", "ray", "dask"), default="local",
+                   help="local processes (default), Ray tasks or Dask futures")
+    g.add_argument("--address", default="auto",
+                   help="ray: 'auto' (the cluster this node joined), HEAD_HOST:PORT, or 'local' "
+                        "(a private single-node Ray); default auto")
+    g.add_argument("--scheduler", default=None, metavar="HOST:PORT",
+                   help="dask: the distributed scheduler's address")
+    g.add_argument("--results", choices=("auto", "shared", "ship"), default="auto",
+                   help="shared: workers write into --out (same path on every node); ship: "
+                        "run dirs come back as tar; auto (default): shared where a worker "
+                        "sees --out, else ship")
+    g.add_argument("--cpus-per-cell", type=float, default=1.0, help="CPUs a cell asks for")
+    g.add_argument("--gpus-per-cell", type=float, default=1.0,
+                   help="GPU share a CUDA cell asks for (0.25 packs 4 per GPU); default 1")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="override a base config value")
     p.set_defaults(func=matrix_command)
@@ -54,10 +72,27 @@ def matrix_command(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     out = Path(args.out)
-    results = run_matrix(base, attacks, defenses, range(args.seeds), out, jobs=args.jobs)
+    executor = None
+    if args.executor != "local":
+        from shieldwall.grid import build_executor
+
+        executor = build_executor(args.executor, address=args.address, scheduler=args.scheduler)
+    try:
+        results = run_matrix(
+            base, attacks, defenses, range(args.seeds), out, jobs=args.jobs, executor=executor,
+            results=args.results, cpus_per_cell=args.cpus_per_cell,
+            gpus_per_cell=args.gpus_per_cell, echo=lambda line: print(line, file=sys.stderr),
+        )
+    finally:
+        if executor is not None:
+            executor.close()
     csv_path = write_csv(results, attacks, defenses, out / "matrix.csv")
     png_path = plot_heatmap(results, attacks, defenses, out / "matrix.png",
                             title=f"{base.name}: final test accuracy (%)")
     print(csv_path.read_text().rstrip())
     print(f"wrote {csv_path} and {png_path}")
-    return 0
+    status = out / "status.json"
+    failed = json.loads(status.read_text()).get("failed", {}) if status.is_file() else {}
+    for name, why in failed.items():
+        print(f"cell {name} FAILED: {why} (rerun the same command to retry it)")
+    return 1 if failed else 0
