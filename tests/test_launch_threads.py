@@ -16,8 +16,8 @@ import sys
 import pytest
 import torch
 
-from shieldwall.runtime import launch
-from shieldwall.runtime.launch import configure_threads, launch_threads
+from shieldwall import threads as launch
+from shieldwall.threads import configure_threads, launch_threads
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_configure_threads_user_choice_wins_and_launch_is_logged_once(monkeypatc
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
         monkeypatch.setattr(launch, "_told", False)
         assert configure_threads(3) == 3 and torch.get_num_threads() == 3  # num_threads wins
-        with caplog.at_level(logging.INFO, logger="shieldwall.runtime.launch"):
+        with caplog.at_level(logging.INFO, logger="shieldwall.threads"):
             assert configure_threads(None) == 1 and torch.get_num_threads() == 1
             configure_threads(None)
         said = [r.getMessage() for r in caplog.records if "per process" in r.getMessage()]

@@ -49,8 +49,8 @@ from shieldwall.models import build_model
 from shieldwall.registry import Entry
 from shieldwall.rundir import finished_summary, open_run_dir, release_run_dir
 from shieldwall.runtime.agreement import check_data_agreement
-from shieldwall.runtime.launch import configure_threads
 from shieldwall.seeding import derive_seed
+from shieldwall.threads import configure_threads
 
 __all__ = ["run_btard", "build", "BTARDRun", "protocol_config", "byzantine_peers",
            "uses_processes"]

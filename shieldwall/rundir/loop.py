@@ -35,7 +35,7 @@ from shieldwall.rundir.directory import (
     record_config,
     release_run_dir,
 )
-from shieldwall.runtime.launch import configure_threads
+from shieldwall.threads import configure_threads
 
 __all__ = ["Stateful", "device_for", "finished_summary", "open_run", "open_run_dir",
            "run_rounds", "SUMMARY_NAME"]
