@@ -144,7 +144,8 @@ def report(args: argparse.Namespace) -> str:
             cells.append(f"{loss:.2f} (ppl {ppl:.0f}{note})")
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    (docs / "language_model_table.md").write_text(table + "\n")
+    (docs / "language_model_table.md").write_text(
+        "# Language model: final validation loss per attack and defense\n\n" + table + "\n")
     return table
 
 

@@ -117,6 +117,16 @@ FAMILIES: tuple[Family, ...] = (
         "claim holds for a config runs it; a config two drivers claim is an error.",
     ),
     Family(
+        "server_optimizers", "Server optimizers",
+        "shieldwall.algorithms.server_opt:SERVER_OPTIMIZERS",
+        ("shieldwall.algorithms.server_opt",),
+        ("train_args.server_optimizer",),
+        "train_args:\n  federated_optimizer: FedOpt\n  server_optimizer: {name}\n"
+        "  server_lr: 0.1\n",
+        "The server's optimizer in FedOpt: one step on the negated aggregate of the clients' "
+        "model changes, with ``server_lr`` and ``server_momentum``.",
+    ),
+    Family(
         "placements", "Redundancy placements", "shieldwall.redundancy.placement:PLACEMENTS",
         ("shieldwall.redundancy",),
         ("redundancy_args.approach",),

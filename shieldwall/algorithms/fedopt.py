@@ -61,19 +61,28 @@ class FedOpt(FedAvg):
 
 @ALGORITHMS.register("FedAdam", aliases=("fed_adam",))
 class FedAdam(FedOpt):
+    """FedOpt with the ``adam`` server optimizer (Reddi et al., 2021)."""
+
     optimizer_name = "adam"
 
 
 @ALGORITHMS.register("FedYogi", aliases=("fed_yogi",))
 class FedYogi(FedOpt):
+    """FedOpt with the ``yogi`` server optimizer (Reddi et al., 2021)."""
+
     optimizer_name = "yogi"
 
 
 @ALGORITHMS.register("FedAdagrad", aliases=("fed_adagrad",))
 class FedAdagrad(FedOpt):
+    """FedOpt with the ``adagrad`` server optimizer (Reddi et al., 2021)."""
+
     optimizer_name = "adagrad"
 
 
 @ALGORITHMS.register("FedAvgM", aliases=("fedavgm",))
 class FedAvgM(FedOpt):
+    """FedOpt with ``sgd`` and ``server_momentum``: FedAvg with server momentum (Hsu et al.,
+    2019)."""
+
     optimizer_name = "sgd"

@@ -63,16 +63,28 @@ class Yogi(torch.optim.Optimizer):
                 p.sub_(group["lr"] * m / (v.sqrt() + group["tau"]))
 
 
-def _sgd(params: list[Tensor], lr: float, momentum: float) -> torch.optim.Optimizer:
+@SERVER_OPTIMIZERS.register("sgd")
+def sgd(params: list[Tensor], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """``torch.optim.SGD`` with ``server_momentum`` (FedAvgM; with lr 1 and no momentum, FedAvg)."""
     return torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
-SERVER_OPTIMIZERS.register("sgd")(_sgd)
-SERVER_OPTIMIZERS.register("adam")(lambda params, lr, momentum: torch.optim.Adam(params, lr=lr))
-SERVER_OPTIMIZERS.register("adagrad")(
-    lambda params, lr, momentum: torch.optim.Adagrad(params, lr=lr)
-)
-SERVER_OPTIMIZERS.register("yogi")(lambda params, lr, momentum: Yogi(params, lr=lr))
+@SERVER_OPTIMIZERS.register("adam")
+def adam(params: list[Tensor], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` with torch's default betas (FedAdam); ``server_momentum`` unused."""
+    return torch.optim.Adam(params, lr=lr)
+
+
+@SERVER_OPTIMIZERS.register("adagrad")
+def adagrad(params: list[Tensor], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """``torch.optim.Adagrad`` (FedAdagrad); ``server_momentum`` unused."""
+    return torch.optim.Adagrad(params, lr=lr)
+
+
+@SERVER_OPTIMIZERS.register("yogi")
+def yogi(params: list[Tensor], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """:class:`Yogi`, Algorithm 2 of Reddi et al. (FedYogi); ``server_momentum`` unused."""
+    return Yogi(params, lr=lr)
 
 
 class ServerOptimizer:
