@@ -155,8 +155,9 @@ def run_client(
 def _warm_up(executor: ClientExecutor, client_id: int, index: int) -> None:
     started = time.perf_counter()
     executor.warm_up()
+    hosted = getattr(executor, "parts", executor.shards)  # every part, for FedML's selection
     log.info("client %d: %d samples loaded, warmed up in %.1fs; ready for rounds", client_id,
-             len(executor.shards[index]), time.perf_counter() - started)
+             sum(len(shard) for shard in hosted.values()), time.perf_counter() - started)
 
 
 def _runtime(cfg: ExperimentConfig, client_id: int, token: str | None,

@@ -96,3 +96,10 @@ class PartSelectingExecutor(ClientExecutor):
     def run(self, params: Tensor, plan: RoundPlan, client_id: int) -> LocalResult:
         self.shards = {client_id: self.shard_for(plan.round)}
         return super().run(params, plan, client_id)
+
+    def warm_up(self) -> None:
+        """One throw-away update on the first part (FedML's draw is for rounds >= 0 only)."""
+        first = self.parts[next(iter(self.parts))]
+        self.shards = {self.index: ClientData(self.index, first.x, first.y)}
+        ClientExecutor.run(self, self.algorithm.flat.vector(), RoundPlan(-1, (self.index,)),
+                           self.index)
