@@ -11,6 +11,14 @@ with the configured (robust) rule into :math:`\hat g_t` and steps its optimizer:
 This is the setting of Krum (Blanchard et al., 2017), Bulyan (El Mhamdi et al., 2018), DETOX and
 ByzShield. Batch-norm running statistics travel as the last ``num_buffers`` entries of each row
 (their change during the worker's forward pass) and are aggregated with the gradients.
+
+Worker momentum (``train_args.worker_momentum`` = β > 0; Karimireddy, He & Jaggi, "Learning from
+history for Byzantine robust optimization", ICML 2021, and the bucketing paper, ICLR 2022): each
+honest worker ``i`` keeps :math:`m_i \leftarrow \beta m_i + g_i` (first :math:`m_i = g_i`, no
+dampening, as the papers' ``MomentumWorker``) and sends :math:`m_i` instead of :math:`g_i`; the
+server steps on the aggregate. Byzantine workers' own rows stay raw gradients (in the papers' code
+they are plain workers), but omniscient attacks see the honest momenta. The buffers live here,
+at the server side of the simulator, and are checkpointed with the optimizer.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ class PSSGD(Algorithm):
 
     def __init__(self, train_args: TrainArgs, model: nn.Module, device: torch.device) -> None:
         super().__init__(train_args, model, device)
+        self._momenta: dict[int, Tensor] = {}
         self._server_param = nn.Parameter(torch.zeros(self.flat.num_params, device=device))
         if train_args.client_optimizer.lower() == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
@@ -89,9 +98,36 @@ class PSSGD(Algorithm):
         new_buffers = params[p:] + aggregate[p:]
         return torch.cat([self._server_param.detach().clone(), new_buffers])
 
+    def worker_momentum_rows(
+        self, updates: Tensor, client_ids: tuple[int, ...], honest: list[bool]
+    ) -> Tensor:
+        """Replace each honest row's gradient part by that worker's momentum (in place)."""
+        beta = float(getattr(self.args, "worker_momentum", 0.0) or 0.0)
+        if beta == 0.0:
+            return updates
+        p = self.flat.num_params
+        for i, client in enumerate(client_ids):
+            if not honest[i]:
+                continue
+            buf = self._momenta.get(client)
+            if buf is None or buf.shape[0] != p:
+                buf = updates[i, :p].detach().clone()
+            else:
+                buf.mul_(beta).add_(updates[i, :p])
+            self._momenta[client] = buf
+            updates[i, :p] = buf
+        return updates
+
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
+        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
+        if self._momenta:
+            state["worker_momenta"] = {c: m.cpu() for c, m in self._momenta.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+        device = self._server_param.device
+        self._momenta = {
+            int(c): m.to(device) for c, m in state.get("worker_momenta", {}).items()
+        }

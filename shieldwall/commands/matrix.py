@@ -1,7 +1,9 @@
 """``shieldwall matrix CONFIG --attacks a,b --defenses x,y [--seeds k]``: the attack × defense grid.
 
 The no-attack row and the no-defense column are always included as references. Writes
-``OUT/matrix.csv`` and ``OUT/matrix.png``; rerunning the same command resumes.
+``OUT/matrix.csv`` and ``OUT/matrix.png`` (one ``OUT/matrix__key=value.png`` per combination of
+``--axis`` values); rerunning the same command resumes. ``--axis SECTION.KEY=v1,v2`` (repeatable)
+adds a grid axis over a config key, e.g. ``--axis train_args.worker_momentum=0,0.9``.
 """
 
 from __future__ import annotations
@@ -36,25 +38,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="matrix", help="output folder (default: ./matrix)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="parallel processes (default: the core count)")
+    p.add_argument("--axis", dest="axes", action="append", default=[],
+                   metavar="SECTION.KEY=V1,V2",
+                   help="a further grid axis over a config key (repeatable)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="override a base config value")
     p.set_defaults(func=matrix_command)
 
 
+def parse_axes(specs: list[str]) -> dict[str, list]:
+    """``["train_args.momentum=0,0.9"]`` → ``{"train_args.momentum": [0, 0.9]}`` (YAML values)."""
+    import yaml
+
+    axes: dict[str, list] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or "." not in key or not values.strip():
+            raise ValueError(f"--axis {spec!r}: expected SECTION.KEY=V1,V2")
+        if key in axes:
+            raise ValueError(f"--axis {key!r} given twice")
+        axes[key] = [yaml.safe_load(v) for v in _names(values)]
+    return axes
+
+
 def matrix_command(args: argparse.Namespace) -> int:
     from shieldwall.config import load_config
-    from shieldwall.matrix import NONE, plot_heatmap, run_matrix, write_csv
+    from shieldwall.matrix import NONE, plot_heatmaps, run_matrix, write_csv
 
     base = load_config(args.config, args.overrides)
     attacks = [NONE, *[a for a in _names(args.attacks) if a != NONE]]
     defenses = [NONE, *[d for d in _names(args.defenses) if d != NONE]]
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    axes = parse_axes(args.axes)
     out = Path(args.out)
-    results = run_matrix(base, attacks, defenses, range(args.seeds), out, jobs=args.jobs)
+    results = run_matrix(base, attacks, defenses, range(args.seeds), out, jobs=args.jobs,
+                         axes=axes)
     csv_path = write_csv(results, attacks, defenses, out / "matrix.csv")
-    png_path = plot_heatmap(results, attacks, defenses, out / "matrix.png",
-                            title=f"{base.name}: final test accuracy (%)")
+    pngs = plot_heatmaps(results, attacks, defenses, out,
+                         title=f"{base.name}: final test accuracy (%)")
     print(csv_path.read_text().rstrip())
-    print(f"wrote {csv_path} and {png_path}")
+    print(f"wrote {csv_path} and {', '.join(str(p) for p in pngs)}")
     return 0

@@ -242,6 +242,10 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
     _positive("train_args.batch_size", t.batch_size)
     _positive("train_args.learning_rate", t.learning_rate)
     _positive("train_args.weight_decay", t.weight_decay, allow_zero=True)
+    if not 0.0 <= t.worker_momentum < 1.0:
+        raise ConfigError(
+            f"train_args.worker_momentum must be in [0, 1), got {t.worker_momentum}"
+        )
     _positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
     _positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
     _positive("data_args.partition_alpha", cfg.data_args.partition_alpha)

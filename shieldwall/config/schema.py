@@ -68,9 +68,11 @@ class DataArgs:
     """Folder holding the data set's files, or a parent holding them under the data set's name.
     Nothing is ever downloaded."""
     partition_method: str = choice(
-        "iid", "iid", "homo", "homogeneous", "hetero", "dirichlet", "non-iid", "noniid"
+        "iid", "iid", "homo", "homogeneous", "hetero", "dirichlet", "non-iid", "noniid",
+        "sorted", "label_sorted",
     )
-    """How training data is split over clients: ``iid``/``homo`` or ``hetero``/``dirichlet``."""
+    """How training data is split over clients: ``iid``/``homo``, ``hetero``/``dirichlet``, or
+    ``sorted`` (the bucketing paper's label-sorted shards; Byzantine clients get i.i.d. data)."""
     partition_alpha: float = 0.5
     """Dirichlet concentration for ``hetero``: smaller is more skewed."""
     partition_min_size: int = 10
@@ -110,6 +112,10 @@ class TrainArgs:
     """L2 weight decay of ``client_optimizer``."""
     momentum: float = 0.0
     """SGD momentum (local in FedAvg, at the server in PS-SGD)."""
+    worker_momentum: float = 0.0
+    """PS-SGD: each honest worker sends its momentum ``m = β·m + g`` (β = this value, first
+    ``m = g``) instead of its gradient, as in the bucketing paper (Karimireddy et al. 2022);
+    Byzantine workers' own rows stay raw gradients, as in its code. 0: off."""
     server_lr: float = 1.0
     """FedAvg: the global model moves by ``server_lr`` times the aggregated update."""
     checkpoint_frequency: int = 1
@@ -226,8 +232,10 @@ class AttackArgs:
     """Last round (inclusive) of the attack; ``None``: until the end."""
     byzantine_redraw: bool = False
     """Redraw which clients are Byzantine every round (else one seeded draw)."""
-    knowledge: str = choice("omniscient", "omniscient", "own")
-    """What update attacks see: all honest updates of the round, or only their own."""
+    knowledge: str = choice("omniscient", "omniscient", "own", "honest")
+    """What update attacks see: ``omniscient``: their own rows first, then every honest row of
+    the round; ``own``: only their own rows; ``honest``: only the honest workers' rows, not their
+    own (the bucketing paper's code: its IPM, ALIE and mimic read the good workers' momenta)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Parameters of the chosen attack (any other key of this section lands here and is
     checked against the attack's signature)."""
