@@ -22,7 +22,7 @@ its checkpoint.
     python experiments/reproduce_bucketing.py --report                   # tables + heatmaps only
     python experiments/reproduce_bucketing.py --list                     # the cells, in order
 
-``--report`` rewrites ``docs/reproductions/bucketing_table.md`` (ours beside the paper's, from
+``--report`` rewrites ``docs/bucketing/bucketing_table.md`` (ours beside the paper's, from
 ``experiments/results/bucketing_paper_exp3.csv``) and one heatmap per (β, s).
 """
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import statistics
 import sys
@@ -44,7 +45,7 @@ from shieldwall.matrix import Cell, plot_heatmap, run_cells  # noqa: E402
 BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
 RESULTS = ROOT / "experiments" / "results" / "bucketing_mnist.csv"
 PAPER = ROOT / "experiments" / "results" / "bucketing_paper_exp3.csv"
-DOCS = ROOT / "docs" / "reproductions"
+DOCS = ROOT / "docs" / "bucketing"
 MOMENTUM = "train_args.worker_momentum"
 
 #: paper label → our attack spelling (the paper's variants, see docs/reproductions.md).
@@ -162,6 +163,33 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.1f} ± {std:.1f} ({len(values)})"
 
 
+def progress_lines(results: dict[Cell, float], out: Path | None = None) -> list[str]:
+    """Unfinished cells: our latest test accuracy beside the paper's at the same iteration."""
+    out = out or ROOT / "runs" / "bucketing_mnist"
+    rows = []
+    for c in ordered_cells():
+        path = out / "cells" / c.name / "metrics.jsonl"
+        if c in results or not path.is_file():
+            continue
+        last = None
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if "test_accuracy" in entry:
+                last = entry
+        if last is None:
+            continue
+        step = int(last["round"]) + 1
+        key = labels(c)
+        paper = read_paper(step).get(key, [])
+        rows.append(f"| {key[3]} | {key[2] or 'none'} | {key[1]} | {key[0]} | {step} | "
+                    f"{_fmt(paper)} | {100 * last['test_accuracy']:.1f} |")
+    if not rows:
+        return []
+    return ["", "Cells still running (latest evaluation; the paper's value at the same step):", "",
+            "| β | s | aggregator | attack | step | paper | shieldwall |",
+            "|---|---|---|---|---|---|---|", *rows]
+
+
 def report(results: dict[Cell, float]) -> Path:
     """The side-by-side table (Markdown) and one heatmap per (β, s)."""
     DOCS.mkdir(parents=True, exist_ok=True)
@@ -185,8 +213,17 @@ def report(results: dict[Cell, float]) -> Path:
                              if p and o else "")
                     lines.append(f"| {beta} | {s or 'none'} | {agg} | {atk} | {_fmt(p)} | "
                                  f"{_fmt(o)} | {delta} |")
+    lines += progress_lines(results)
     table = DOCS / "bucketing_table.md"
     table.write_text("\n".join(lines) + "\n")
+    page = ROOT / "docs" / "reproductions.md"
+    if page.is_file():  # the same table inside the page, between its markers
+        text = page.read_text()
+        start, end = "<!-- bucketing-table:start -->", "<!-- bucketing-table:end -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            tail = rest.split(end, 1)[1]
+            page.write_text(f"{head}{start}\n{chr(10).join(lines)}\n{end}{tail}")
     attacks = list(ATTACKS.values())
     for beta in (0.9, 0.0):
         for s in BUCKETS:

@@ -139,7 +139,8 @@ def test_matrix_axes_names_configs_and_summary(tmp_path):
                        {"train_args.worker_momentum": [0, 0.9]})
     assert len(cells) == 8 and len({c.name for c in cells}) == 8
     assert cells[0].name == "none__median__worker_momentum=0__s0"
-    base = config_from_dict({"attack_args": {"byzantine_client_num": 1}})
+    base = config_from_dict({"attack_args": {"byzantine_client_num": 1},
+                             "train_args": {"federated_optimizer": "PS-SGD"}})
     raw = cell_config(base, cells[-1], tmp_path)
     assert config_from_dict(raw).train_args.worker_momentum == 0.9
     with pytest.raises(ValueError, match="SECTION.KEY"):
@@ -187,3 +188,12 @@ def test_mimic_paper_warmup_keeps_its_first_target():
     assert ctx.state["mimic"]["t"] == 2
     with pytest.raises(ValueError, match="ctx.state"):
         mimic(x, 1, AttackContext(n=5, f=2), warmup=1)
+
+
+def test_worker_momentum_is_a_ps_sgd_setting():
+    with pytest.raises(ValueError, match="PS-SGD only"):
+        config_from_dict({"train_args": {"federated_optimizer": "FedAvg", "worker_momentum": 0.9}})
+    cfg = config_from_dict(
+        {"train_args": {"federated_optimizer": "ps_sgd", "worker_momentum": 0.5}}
+    )
+    assert cfg.train_args.worker_momentum == 0.5
