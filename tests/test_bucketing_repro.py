@@ -197,3 +197,41 @@ def test_worker_momentum_is_a_ps_sgd_setting():
         {"train_args": {"federated_optimizer": "ps_sgd", "worker_momentum": 0.5}}
     )
     assert cfg.train_args.worker_momentum == 0.5
+
+
+def test_axis_flag_parsing():
+    from shieldwall.commands.matrix import parse_axes
+
+    axes = parse_axes(["train_args.worker_momentum=0,0.9", "defense_args.tau=1, 2.5"])
+    assert axes == {"train_args.worker_momentum": [0, 0.9], "defense_args.tau": [1, 2.5]}
+    for bad in ("momentum=0,1", "train_args.momentum", "train_args.momentum="):
+        with pytest.raises(ValueError, match="SECTION.KEY"):
+            parse_axes([bad])
+    with pytest.raises(ValueError, match="twice"):
+        parse_axes(["a.b=1", "a.b=2"])
+
+
+def test_an_interrupted_cell_continues_from_its_checkpoint(tmp_path):
+    from shieldwall.matrix import _run_cell
+
+    raw_base = {
+        "data_args": {"dataset": "digits", "partition_method": "sorted"},
+        "train_args": {"federated_optimizer": "PS-SGD", "client_num_in_total": 6,
+                       "comm_round": 2, "batch_size": 8, "learning_rate": 0.1,
+                       "checkpoint_frequency": 2},
+        "validation_args": {"frequency_of_the_test": 2},
+        "device_args": {"num_threads": 1},
+        "tracking_args": {"enable_tensorboard": False},
+        "attack_args": {"byzantine_client_num": 1},
+    }
+    cell = Cell("ipm(knowledge=honest)", "bucketing(s=2)+centered_clip(init=previous)", 0,
+                (("train_args.worker_momentum", 0.9),))
+    first = cell_config(config_from_dict(raw_base), cell, tmp_path)
+    _run_cell(first)
+    run_dir = tmp_path / "cells" / cell.name
+    (run_dir / "summary.json").unlink()  # as if stopped after its round-1 checkpoint
+    raw_base["train_args"]["comm_round"] = 4
+    summary = _run_cell(cell_config(config_from_dict(raw_base), cell, tmp_path))
+    rounds = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    assert summary["rounds"] == 4 and len(rounds) == 4  # rounds 0-1, then 2-3 resumed
+    assert 0.0 <= summary["final_test_accuracy"] <= 1.0
