@@ -61,7 +61,7 @@ ATTACKS = {
 AGGREGATORS = {
     "cm": "median",
     "cp": "centered_clip(tau=10,iterations=3,init=previous)",
-    "krum": "krum",
+    "krum": "krum(power=2)",
     "rfa": "geometric_median(nu=0.1,max_iter=8,tol=0)",
     "tm": "trimmed_mean",
 }

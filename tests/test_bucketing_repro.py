@@ -235,3 +235,48 @@ def test_an_interrupted_cell_continues_from_its_checkpoint(tmp_path):
     rounds = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     assert summary["rounds"] == 4 and len(rounds) == 4  # rounds 0-1, then 2-3 resumed
     assert 0.0 <= summary["final_test_accuracy"] <= 1.0
+
+
+# Transcriptions of the paper's rules (codes/aggregator/{clipping,rfa,krum}.py), list-of-rows API.
+def _paper_cclip(rows, tau, n_iter, momentum):
+    def clip(v):
+        return v * min(1.0, tau / float(v.norm()))
+
+    for _ in range(n_iter):
+        momentum = sum(clip(v - momentum) for v in rows) / len(rows) + momentum
+    return momentum
+
+
+def _paper_rfa(rows, z, nu, T):
+    for _ in range(T):
+        betas = [(1 / len(rows)) / max(float((z - w).norm()), nu) for w in rows]
+        z = sum(w * b for w, b in zip(rows, betas)) / sum(betas)
+    return z
+
+
+def _paper_krum(rows, f):
+    n = len(rows)
+    scores = []
+    for i in range(n):
+        d = sorted(float((rows[i] - rows[j]).norm()) ** 4 for j in range(n) if j != i)
+        scores.append(sum(d[: n - f - 2]))  # the paper squares the squared distances
+    return rows[min(range(n), key=scores.__getitem__)]
+
+
+def test_rules_match_the_papers_code_on_random_rows():
+    from shieldwall.aggregators import AGGREGATORS
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(13, 40, generator=gen, dtype=torch.float64) * 3
+    x[:5] += 8.0  # a far cluster, so clipping and the distances matter
+    prev = torch.randn(40, generator=gen, dtype=torch.float64)
+    rows = list(x)
+    ours = AGGREGATORS.get("centered_clip")(x, 5, tau=10.0, iterations=3, init=prev)
+    assert torch.allclose(ours, _paper_cclip(rows, 10.0, 3, prev), atol=1e-10)
+    start = x.median(dim=0).values
+    ours = AGGREGATORS.get("geometric_median")(x, 5, nu=0.1, max_iter=8, tol=0.0, init=start)
+    assert torch.allclose(ours, _paper_rfa(rows, start, 0.1, 8), atol=1e-10)
+    krum = AGGREGATORS.get("krum")
+    assert torch.equal(krum(x, 5, power=2), _paper_krum(rows, 5))
+    # Blanchard's score (power 1) picks another row here: the paper's code squares twice.
+    assert not torch.equal(krum(x, 5), _paper_krum(rows, 5))
