@@ -191,7 +191,7 @@ def progress_lines(results: dict[Cell, float], out: Path | None = None) -> list[
 
 
 def report(results: dict[Cell, float]) -> Path:
-    """The side-by-side table (Markdown) and one heatmap per (β, s)."""
+    """The side-by-side table (Markdown) and heatmaps per (β, s): ours and the paper's."""
     DOCS.mkdir(parents=True, exist_ok=True)
     paper = read_paper()
     ours: dict[tuple[str, str, int, float], list[float]] = {}
@@ -224,14 +224,20 @@ def report(results: dict[Cell, float]) -> Path:
             head, rest = text.split(start, 1)
             tail = rest.split(end, 1)[1]
             page.write_text(f"{head}{start}\n{chr(10).join(lines)}\n{end}{tail}")
-    attacks = list(ATTACKS.values())
+    aggs = ["avg", "cm", "cp", "krum", "rfa", "tm"]
     for beta in (0.9, 0.0):
         for s in BUCKETS:
-            defenses = ["none", *(defense(a, s) for a in ["cm", "cp", "krum", "rfa", "tm"])]
-            sub = {Cell(c.attack, c.defense, c.seed): v for c, v in results.items()
-                   if dict(c.axes)[MOMENTUM] == beta and (c.defense == "none" or labels(c)[2] == s)}
-            plot_heatmap(sub, attacks, defenses, DOCS / f"bucketing_beta{beta}_s{s}.png",
-                         title=f"non-iid MNIST, β={beta}, s={s or 'none'}")
+            sub = {}
+            for c, v in results.items():
+                atk, agg, cs, cbeta = labels(c)
+                if cbeta == beta and (agg == "avg" or cs == s):
+                    sub[Cell(atk, agg, c.seed)] = v
+            plot_heatmap(sub, list(ATTACKS), aggs, DOCS / f"bucketing_beta{beta}_s{s}.png",
+                         title=f"shieldwall: non-iid MNIST, β={beta}, s={s or 'none'}")
+            ref = {Cell(atk, agg, k): v / 100 for (atk, agg, cs, cbeta), vals in paper.items()
+                   if cbeta == beta and cs == s for k, v in enumerate(vals)}
+            plot_heatmap(ref, list(ATTACKS), aggs, DOCS / f"paper_beta{beta}_s{s}.png",
+                         title=f"paper's exp3 logs: β={beta}, s={s or 'none'}")
     return table
 
 
