@@ -128,7 +128,7 @@ def read_results() -> dict[Cell, float]:
         for row in csv.DictReader(fh):
             c = cell(row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
                      int(row["seed"]))
-            out[c] = float(row["accuracy"])
+            out[c] = float(row["accuracy"]) / 100
     return out
 
 
