@@ -7,6 +7,16 @@ is not run again, so an interrupted matrix resumes where it stopped (a cell cut 
 continues from its checkpoint). Cells run on an executor (:mod:`shieldwall.grid`): by default
 parallel local processes (``spawn``, one torch thread each), or tasks on a Ray or Dask cluster.
 
+Further axes (``axes={"train_args.worker_momentum": [0, 0.9]}``, ``--axis`` on the command
+line) set base-config keys per cell; their values join the cell's name
+(``<attack>__<defense>__<key>=<value>__s<seed>``) and its row in the CSV, and every combination
+of axis values gets its own heatmap. Cells run in the order given (:func:`grid_cells` builds the
+cross product; a caller may reorder it so the most informative cells finish first), and
+``on_result`` sees each cell as it finishes, so tables can be rewritten while the grid runs.
+Execution sits behind :data:`Executor` (default :func:`process_pool`): a function mapping the
+cells' raw configs to ``(cell, summary)`` pairs as they finish, so another backend (Ray, Dask)
+can be swapped in.
+
 Spellings: an attack is a registered attack name or ``none``; a defense is an aggregator name,
 optionally preceded by pre-aggregators joined with ``+`` (``nnm+krum``,
 ``bucketing+centered_clip``), or ``none`` (the undefended weighted mean). Any name may carry
@@ -21,8 +31,8 @@ import math
 import re
 import shutil
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +45,10 @@ from shieldwall.config import ExperimentConfig, config_from_dict, config_to_dict
 if TYPE_CHECKING:
     from shieldwall.grid import Executor
 
-__all__ = ["Cell", "cell_config", "parse_spec", "run_matrix", "write_csv", "plot_heatmap"]
+__all__ = [
+    "Cell", "cell_config", "parse_spec", "grid_cells", "run_cells", "run_matrix",
+    "summarize", "write_csv", "plot_heatmap", "plot_heatmaps",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +57,42 @@ NONE = "none"
 
 @dataclass(frozen=True)
 class Cell:
+    """One run: an attack, a defense, a seed and the values of any further axes."""
+
     attack: str
     defense: str
     seed: int
+    axes: tuple[tuple[str, Any], ...] = field(default=())
 
     @property
     def name(self) -> str:
-        raw = f"{self.attack}__{self.defense}__s{self.seed}"
+        extra = "".join(f"__{_short(k)}={v}" for k, v in self.axes)
+        raw = f"{self.attack}__{self.defense}{extra}__s{self.seed}"
         return re.sub(r"[^\w.+=-]+", "_", raw)
+
+    @property
+    def group(self) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
+        """The cell without its seed (what mean ± std is taken over)."""
+        return self.attack, self.defense, self.axes
+
+
+def _short(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def grid_cells(
+    attacks: Sequence[str],
+    defenses: Sequence[str],
+    seeds: Sequence[int],
+    axes: Mapping[str, Sequence[Any]] | None = None,
+) -> list[Cell]:
+    """Every (axes…, seed, attack, defense) combination, the last varying fastest."""
+    combos: list[tuple[tuple[str, Any], ...]] = [()]
+    for key, values in (axes or {}).items():
+        if not values:
+            raise ValueError(f"axis {key!r} has no values")
+        combos = [(*c, (key, v)) for c in combos for v in values]
+    return [Cell(a, d, s, c) for c in combos for s in seeds for a in attacks for d in defenses]
 
 
 def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
@@ -85,6 +126,13 @@ def cell_config(base: ExperimentConfig, cell: Cell, out_dir: Path) -> dict[str, 
     """The raw config of one cell: ``base`` with the cell's attack, defense and seed."""
     raw = config_to_dict(base)
     raw["common_args"]["random_seed"] = cell.seed
+    for key, value in cell.axes:
+        section, sep, name = key.partition(".")
+        if not sep or section not in raw or not isinstance(raw[section], dict):
+            raise ValueError(
+                f"axis {key!r}: expected SECTION.KEY with SECTION one of {', '.join(raw)}"
+            )
+        raw[section][name] = value
     attack = raw["attack_args"]
     if cell.attack == NONE:
         attack["enable_attack"] = False
@@ -114,6 +162,7 @@ def cell_config(base: ExperimentConfig, cell: Cell, out_dir: Path) -> dict[str, 
 
 
 def _run_cell(raw: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell's config (in whatever process the executor chose); its summary."""
     import torch
 
     from shieldwall.train import train
@@ -134,24 +183,27 @@ def _finished(out_dir: Path, cell: Cell) -> dict[str, Any] | None:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
-def run_matrix(
+def run_cells(
     base: ExperimentConfig,
-    attacks: Sequence[str],
-    defenses: Sequence[str],
-    seeds: Sequence[int],
+    cells: Sequence[Cell],
     out_dir: str | Path,
     *,
     jobs: int = 2,
     executor: Executor | None = None,
+    on_result: Callable[[dict[Cell, float]], None] | None = None,
     **grid_options: Any,
 ) -> dict[Cell, float]:
-    """Run every missing cell; return each cell's final test accuracy (failed cells are left
-    out and listed in ``OUT/status.json``). ``grid_options`` go to
+    """Run every cell without a ``summary.json`` yet, in order; each cell's final accuracy
+    (failed cells are left out and listed in ``OUT/status.json``).
+
+    Every cell's config is validated before any runs. Cells run on ``executor`` (default:
+    ``jobs`` local processes; see :mod:`shieldwall.grid`); ``grid_options`` go to
     :func:`shieldwall.grid.run_cells` (``results``, ``cpus_per_cell``, ``gpus_per_cell``,
-    ``echo``)."""
+    ``echo``). ``on_result(results)`` is called once with the cells already finished and again
+    after each cell that finishes.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cells = [Cell(a, d, s) for a in attacks for d in defenses for s in seeds]
     configs = {c: cell_config(base, c, out_dir) for c in cells}
     for raw in configs.values():  # validate every cell before spending time on any
         cfg = config_from_dict(raw)
@@ -166,74 +218,149 @@ def run_matrix(
         else:
             todo.append(cell)
     log.info("matrix: %d cells, %d already finished", len(cells), len(cells) - len(todo))
+    if on_result is not None:
+        on_result(results)
     if todo:  # on `executor` (default: `jobs` local processes); see shieldwall.grid
-        from shieldwall.grid import LocalProcessExecutor, run_cells
+        from shieldwall.grid import LocalProcessExecutor
+        from shieldwall.grid import run_cells as run_grid
+
+        by_name = {c.name: c for c in todo}
+
+        def done(name: str, summary: dict[str, Any]) -> None:
+            cell = by_name[name]
+            results[cell] = summary["final_test_accuracy"]
+            log.info("cell %s: %.4f", cell.name, results[cell])
+            if on_result is not None:
+                on_result(results)
 
         local = executor is None
         ex = LocalProcessExecutor(max(jobs, 1)) if local else executor
         try:
-            outcome = run_cells(ex, {c.name: configs[c] for c in todo}, _run_cell, out_dir,
-                                already_done=len(cells) - len(todo), **grid_options)
+            run_grid(ex, {c.name: configs[c] for c in todo}, _run_cell, out_dir,
+                     already_done=len(cells) - len(todo), on_done=done, **grid_options)
         finally:
             if local:
                 ex.close()
-        for cell in todo:
-            if cell.name in outcome.results:
-                results[cell] = outcome.results[cell.name]["final_test_accuracy"]
     return results
 
 
-def _summary(
-    results: dict[Cell, float], attacks: Sequence[str], defenses: Sequence[str]
-) -> list[tuple[str, str, float, float, int]]:
+def run_matrix(
+    base: ExperimentConfig,
+    attacks: Sequence[str],
+    defenses: Sequence[str],
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    *,
+    jobs: int = 2,
+    axes: Mapping[str, Sequence[Any]] | None = None,
+    executor: Executor | None = None,
+    **grid_options: Any,
+) -> dict[Cell, float]:
+    """Run every missing cell of the grid; return each cell's final test accuracy (options as
+    :func:`run_cells`)."""
+    cells = grid_cells(attacks, defenses, seeds, axes)
+    return run_cells(base, cells, out_dir, jobs=jobs, executor=executor, **grid_options)
+
+
+def summarize(
+    results: Mapping[Cell, float],
+    attacks: Sequence[str],
+    defenses: Sequence[str],
+    combos: Sequence[tuple[tuple[str, Any], ...]] = ((),),
+) -> list[tuple[tuple[tuple[str, Any], ...], str, str, float, float, int]]:
+    """``(axes, attack, defense, mean, std, seeds)`` per group; NaN mean where none finished."""
+    groups: dict[tuple, list[float]] = {}
+    for cell, acc in results.items():
+        if acc is not None:
+            groups.setdefault(cell.group, []).append(float(acc))
     rows = []
-    for a in attacks:
-        for d in defenses:
-            accs = [v for c, v in results.items() if c.attack == a and c.defense == d]
-            mean = statistics.fmean(accs) if accs else math.nan
-            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            rows.append((a, d, mean, std, len(accs)))
+    for combo in combos:
+        for a in attacks:
+            for d in defenses:
+                accs = groups.get((a, d, tuple(combo)), [])
+                mean = statistics.fmean(accs) if accs else math.nan
+                std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+                rows.append((tuple(combo), a, d, mean, std, len(accs)))
     return rows
 
 
+def _combos(results: Mapping[Cell, float]) -> list[tuple[tuple[str, Any], ...]]:
+    return sorted({c.axes for c in results}, key=repr) or [()]
+
+
 def write_csv(
-    results: dict[Cell, float], attacks: Sequence[str], defenses: Sequence[str], path: Path
+    results: Mapping[Cell, float],
+    attacks: Sequence[str],
+    defenses: Sequence[str],
+    path: Path,
+    combos: Sequence[tuple[tuple[str, Any], ...]] | None = None,
 ) -> Path:
-    with path.open("w", newline="") as fh:
+    """One row per (axes, attack, defense): mean and std of the final accuracy over seeds."""
+    combos = list(combos) if combos is not None else _combos(results)
+    keys = [k for k, _ in combos[0]] if combos else []
+    with Path(path).open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["attack", "defense", "accuracy_mean", "accuracy_std", "num_seeds"])
-        for a, d, mean, std, k in _summary(results, attacks, defenses):
-            writer.writerow([a, d, f"{mean:.4f}", f"{std:.4f}", k])
-    return path
+        writer.writerow(
+            [*keys, "attack", "defense", "accuracy_mean", "accuracy_std", "num_seeds"]
+        )
+        for combo, a, d, mean, std, k in summarize(results, attacks, defenses, combos):
+            writer.writerow([*(v for _, v in combo), a, d, f"{mean:.4f}", f"{std:.4f}", k])
+    return Path(path)
 
 
 def plot_heatmap(
-    results: dict[Cell, float], attacks: Sequence[str], defenses: Sequence[str], path: Path,
+    results: Mapping[Cell, float],
+    attacks: Sequence[str],
+    defenses: Sequence[str],
+    path: Path,
     title: str = "",
+    combo: tuple[tuple[str, Any], ...] = (),
 ) -> Path:
-    """Heatmap of final accuracy: rows are attacks, columns defenses, cells 'mean ± std'."""
+    """Heatmap of final accuracy for one combination of axis values: rows are attacks,
+    columns defenses, cells 'mean ± std' (blank where no seed finished)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = _summary(results, attacks, defenses)
-    grid = np.array([r[2] for r in rows]).reshape(len(attacks), len(defenses))
-    stds = np.array([r[3] for r in rows]).reshape(len(attacks), len(defenses))
+    rows = summarize(results, attacks, defenses, [combo])
+    grid = np.array([r[3] for r in rows]).reshape(len(attacks), len(defenses))
+    stds = np.array([r[4] for r in rows]).reshape(len(attacks), len(defenses))
+    counts = np.array([r[5] for r in rows]).reshape(len(attacks), len(defenses))
     fig, ax = plt.subplots(figsize=(1.3 * len(defenses) + 2.5, 0.6 * len(attacks) + 1.8))
     image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(len(defenses)), labels=defenses, rotation=35, ha="right")
     ax.set_yticks(range(len(attacks)), labels=attacks)
     for i in range(len(attacks)):
         for j in range(len(defenses)):
-            ax.text(j, i, f"{100 * grid[i, j]:.1f}\n±{100 * stds[i, j]:.1f}", ha="center",
-                    va="center", fontsize=7)
+            if counts[i, j]:
+                ax.text(j, i, f"{100 * grid[i, j]:.1f}\n±{100 * stds[i, j]:.1f}", ha="center",
+                        va="center", fontsize=7)
     ax.set_xlabel("defense")
     ax.set_ylabel("attack")
-    ax.set_title(title or "final test accuracy (%)")
+    suffix = ", ".join(f"{_short(k)}={v}" for k, v in combo)
+    ax.set_title((title or "final test accuracy (%)") + (f" [{suffix}]" if suffix else ""))
     fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
-    return path
+    return Path(path)
+
+
+def plot_heatmaps(
+    results: Mapping[Cell, float],
+    attacks: Sequence[str],
+    defenses: Sequence[str],
+    out_dir: Path,
+    stem: str = "matrix",
+    title: str = "",
+    combos: Sequence[tuple[tuple[str, Any], ...]] | None = None,
+) -> list[Path]:
+    """One heatmap per combination of axis values: ``stem.png`` or ``stem__k=v.png``."""
+    paths = []
+    for combo in (list(combos) if combos is not None else _combos(results)):
+        extra = "".join(f"__{_short(k)}={v}" for k, v in combo)
+        name = re.sub(r"[^\w.+=-]+", "_", f"{stem}{extra}") + ".png"
+        paths.append(plot_heatmap(results, attacks, defenses, Path(out_dir) / name, title, combo))
+    return paths

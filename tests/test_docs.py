@@ -109,7 +109,7 @@ def test_config_reference_reads_field_docs_and_fedml_plans():
 def test_parameters_of_a_rule():
     from shieldwall.aggregators.krum import krum, multikrum
 
-    assert ref.parameters(krum) == []
+    assert ref.parameters(krum) == [("power", "float", "1.0")]
     assert ref.parameters(multikrum) == [("m", "int | None", "None")]
 
 

@@ -16,6 +16,11 @@ Both need :math:`n \ge 2f + 3`. All pairwise distances come from one Gram matrix
 neighbours tie whenever one neighbour is scored) go to the row with the smaller sum of squared
 distances to all rows, then to the lower index, so that the choice does not depend on row order.
 
+``power`` (Krum only, default 1) scores with :math:`\sum_{j \in \mathcal{N}_i}
+\|x_i - x_j\|_2^{2p}` instead; the bucketing paper's code (Karimireddy, He & Jaggi 2022,
+``codes/aggregator/krum.py``) squares the already squared distances, i.e. ``power=2``. The
+neighbour sets are the same; the chosen row can differ.
+
 Reference: P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer, "Machine Learning with
 Adversaries: Byzantine Tolerant Gradient Descent", NeurIPS 2017.
 """
@@ -43,10 +48,11 @@ __all__ = [
 ]
 
 
-def krum_scores(sq_dists: Tensor, f: int) -> Tensor:
+def krum_scores(sq_dists: Tensor, f: int, power: float = 1.0) -> Tensor:
     """Krum score of every row from an ``(n, n)`` squared-distance matrix.
 
-    Sum of the ``n - f - 2`` smallest distances to *other* rows (0 when that count is < 1).
+    Sum of the ``n - f - 2`` smallest distances to *other* rows (0 when that count is < 1),
+    each raised to ``power`` first.
     """
     n = sq_dists.shape[0]
     k = n - f - 2
@@ -54,7 +60,8 @@ def krum_scores(sq_dists: Tensor, f: int) -> Tensor:
         return sq_dists.new_zeros(n)
     others = sq_dists.clone()
     others.fill_diagonal_(float("inf"))
-    return others.topk(k, dim=1, largest=False).values.sum(dim=1)
+    nearest = others.topk(k, dim=1, largest=False).values
+    return (nearest if power == 1.0 else nearest.pow(power)).sum(dim=1)
 
 
 def rank_rows(scores: Tensor, totals: Tensor) -> Tensor:
@@ -87,9 +94,9 @@ def _check_multikrum(n: int, f: int, *, m: int | None = None) -> None:
         raise ValueError(f"MultiKrum needs 1 <= m <= n - f, got m={m}, n={n}, f={f}")
 
 
-def _multikrum(updates: Tensor, f: int, m: int) -> AggregateResult:
+def _multikrum(updates: Tensor, f: int, m: int, power: float = 1.0) -> AggregateResult:
     sq_dists = pairwise_sq_distances(updates)
-    scores = krum_scores(sq_dists, f)
+    scores = krum_scores(sq_dists, f, power)
     selected = rank_rows(scores, sq_dists.sum(dim=1))[:m]
     return AggregateResult(_selection_mean(updates, selected), selected, scores)
 
@@ -101,25 +108,29 @@ def multikrum_with_info(updates: Tensor, f: int, *, m: int | None = None) -> Agg
 
 
 @nonfinite_safe_info(check=_check_krum)
-def krum_with_info(updates: Tensor, f: int) -> AggregateResult:
+def krum_with_info(updates: Tensor, f: int, *, power: float = 1.0) -> AggregateResult:
     """:func:`krum` returning the chosen row's index and every row's score."""
-    return _multikrum(updates, f, 1)
+    if not (isinstance(power, (int, float)) and power > 0):
+        raise ValueError(f"Krum needs power > 0, got power={power!r}")
+    return _multikrum(updates, f, 1, float(power))
 
 
 @AGGREGATORS.register("krum", info=krum_with_info, selects=True, min_n=lambda f, **_: 2 * f + 3)
-def krum(updates: Tensor, f: int) -> Tensor:
+def krum(updates: Tensor, f: int, *, power: float = 1.0) -> Tensor:
     r"""The row with the smallest Krum score.
 
     Args:
         updates: ``(n, d)`` rows, any floating dtype and device (kept).
         f: number of Byzantine rows tolerated; needs :math:`n \ge 2f + 3`. Rows with NaN/Inf
             are dropped first, each one spending one unit of ``f``.
+        power: exponent on each squared distance in the score (default 1, Blanchard et al.;
+            2 is the bucketing paper's code).
 
     Returns:
         ``(d,)``: a copy of one input row. Use :func:`krum_with_info` (or
         ``aggregate("krum", ...)``) to learn which.
     """
-    return krum_with_info(updates, f).vector
+    return krum_with_info(updates, f, power=power).vector
 
 
 @AGGREGATORS.register(

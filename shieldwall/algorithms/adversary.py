@@ -193,6 +193,8 @@ class Adversary:
         start, end: first and last round (inclusive; ``end=None``: no end) of the attack.
         redraw: draw the Byzantine clients anew each round.
         omniscient: update attacks see every honest row of the round (else only their own).
+        honest_only: update attacks see only the honest rows, not their own (``knowledge:
+            honest``, as the bucketing paper's attacks).
         num_classes: classes of the task (for label flipping).
         fixed_ids: these clients are the Byzantine ones (overrides the draw).
         rounds: the attack runs only in these rounds (0-based), within the window.
@@ -208,10 +210,12 @@ class Adversary:
     end: int | None = None
     redraw: bool = False
     omniscient: bool = True
+    honest_only: bool = False
     num_classes: int = 10
     fixed_ids: tuple[int, ...] | None = None
     rounds: frozenset[int] | None = None
     prob: float = 1.0
+    _memory: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -277,7 +281,10 @@ class Adversary:
         if not byz_pos:
             return []
         honest_pos = [i for i, c in enumerate(client_ids) if c not in byz and usable[i]]
-        visible_pos = byz_pos + honest_pos if self.omniscient else byz_pos
+        if self.honest_only and honest_pos:
+            visible_pos = honest_pos
+        else:
+            visible_pos = byz_pos + honest_pos if self.omniscient else byz_pos
         ctx = AttackContext(
             n=len(client_ids),
             f=f,
@@ -286,6 +293,7 @@ class Adversary:
             reference=reference,
             aggregator=aggregator,
             num_classes=self.num_classes,
+            state=self._memory,
         )
         rows = self.entry.obj(updates[visible_pos].clone(), len(byz_pos), ctx, **self.params)
         updates[byz_pos] = rows.to(dtype=updates.dtype, device=updates.device)
@@ -311,7 +319,8 @@ def build_adversary(cfg: ExperimentConfig, num_classes: int) -> Adversary | None
         start=plan.start,
         end=plan.end,
         redraw=plan.redraw,
-        omniscient=cfg.attack_args.knowledge.lower() == "omniscient",
+        omniscient=cfg.attack_args.knowledge.lower() in ("omniscient", "honest"),
+        honest_only=cfg.attack_args.knowledge.lower() == "honest",
         num_classes=num_classes,
         fixed_ids=plan.fixed_ids,
         rounds=plan.rounds,

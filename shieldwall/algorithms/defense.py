@@ -269,6 +269,9 @@ def build_defense(cfg: ExperimentConfig) -> Defense:
     if not d.enable_defense or d.defense_type is None or str(d.defense_type).lower() == "none":
         return Defense("mean", weighted=True, seed=seed)
     params = dict(d.params)
+    carry_previous = str(params.get("init")).lower() in ("previous", "previous_aggregate")
+    if carry_previous:  # CClip's centre from the last aggregate (the paper's stateful variant)
+        params.pop("init")
     user_post = _parse_steps(params.pop("postaggregators", []), "postaggregators")
     pre = _checked_steps(PREAGGREGATORS, _parse_steps(d.preaggregators, "preaggregators"),
                          "preaggregators")
@@ -280,6 +283,8 @@ def build_defense(cfg: ExperimentConfig) -> Defense:
             raise _unknown_defense(d.defense_type) from None
         plan = DefensePlan("", Step(entry.name), weighted=entry.name == "mean")
     agg, notes = plan.aggregator, list(plan.notes)
+    if carry_previous:
+        plan.carry["init"] = "previous_aggregate"
     agg_entry = AGGREGATORS.entry(agg.name)
     unknown = {}
     for key, value in params.items():

@@ -17,6 +17,14 @@ the server steps tensor by tensor (:class:`~shieldwall.optim.TensorwiseStepper`:
 ratio is per layer) and clips the aggregate. With ``target_batch_size`` a worker draws that many
 samples and accumulates the gradient over micro-batches of ``batch_size`` (weighted by size), so
 its row is the gradient of the mean loss over the whole target batch.
+
+Worker momentum (``train_args.worker_momentum`` = β > 0; Karimireddy, He & Jaggi, "Learning from
+history for Byzantine robust optimization", ICML 2021, and the bucketing paper, ICLR 2022): each
+honest worker ``i`` keeps :math:`m_i \leftarrow \beta m_i + g_i` (first :math:`m_i = g_i`, no
+dampening, as the papers' ``MomentumWorker``) and sends :math:`m_i` instead of :math:`g_i`; the
+server steps on the aggregate. Byzantine workers' own rows stay raw gradients (in the papers' code
+they are plain workers), but omniscient attacks see the honest momenta. The buffers live here,
+at the server side of the simulator, and are checkpointed with the optimizer.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class PSSGD(Algorithm):
 
     def __init__(self, train_args: TrainArgs, model: nn.Module, device: torch.device) -> None:
         super().__init__(train_args, model, device)
+        self._momenta: dict[int, Tensor] = {}
         self._server_param = nn.Parameter(torch.zeros(self.flat.num_params, device=device))
         self.stepper = TensorwiseStepper(self.flat.params, train_args) if needs_stepper(
             train_args) else None
@@ -122,10 +131,34 @@ class PSSGD(Algorithm):
         new_buffers = params[p:] + aggregate[p:]
         return torch.cat([self._server_param.detach().clone(), new_buffers])
 
+    def worker_momentum_rows(
+        self, updates: Tensor, client_ids: tuple[int, ...], honest: list[bool]
+    ) -> Tensor:
+        """Replace each honest row's gradient part by that worker's momentum (in place)."""
+        beta = float(getattr(self.args, "worker_momentum", 0.0) or 0.0)
+        if beta == 0.0:
+            return updates
+        p = self.flat.num_params
+        for i, client in enumerate(client_ids):
+            if not honest[i]:
+                continue
+            buf = self._momenta.get(client)
+            if buf is None or buf.shape[0] != p:
+                buf = updates[i, :p].detach().clone()
+            else:
+                buf.mul_(beta).add_(updates[i, :p])
+            self._momenta[client] = buf
+            updates[i, :p] = buf
+        return updates
+
     def state_dict(self) -> dict[str, Any]:
-        if self.stepper is not None:
-            return {"stepper": self.stepper.state_dict()}
-        return {"optimizer": self.optimizer.state_dict()}
+        state: dict[str, Any] = (
+            {"stepper": self.stepper.state_dict()} if self.stepper is not None
+            else {"optimizer": self.optimizer.state_dict()}
+        )
+        if self._momenta:
+            state["worker_momenta"] = {c: m.cpu() for c, m in self._momenta.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the optimizer's moments; its hyper-parameters stay those of the config (a
@@ -139,3 +172,7 @@ class PSSGD(Algorithm):
             configured["momentum"] = self.args.momentum
         for group in self.optimizer.param_groups:
             group.update(configured)
+        device = self._server_param.device
+        self._momenta = {
+            int(c): m.to(device) for c, m in state.get("worker_momenta", {}).items()
+        }

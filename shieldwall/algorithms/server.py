@@ -115,6 +115,12 @@ class Server:
         updates, rejected = results.updates, dict(results.rejected)
         usable = [c not in rejected for c in ids]
 
+        momentum = getattr(self.algorithm, "worker_momentum_rows", None)
+        if momentum is not None:
+            byz_now = self.adversary.byzantine_ids(round) if self.adversary else frozenset()
+            honest = [ok and c not in byz_now for ok, c in zip(usable, ids)]
+            updates = momentum(updates, ids, honest)
+
         byzantine: list[int] = []
         reference = params if self.algorithm.update_kind == "model_delta" else None
         if self.adversary is not None:

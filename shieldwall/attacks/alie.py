@@ -16,7 +16,7 @@ the mean than the Byzantine value, so that median-like and distance-based rules 
 with n the number of workers, m the number of Byzantine ones (here ``ctx.n`` and ``ctx.f``) and
 Φ the standard normal CDF. E.g. n = 50, m = 24: s = 2, z = Φ⁻¹(0.96) ≈ 1.7507; n = 25, m = 5:
 s = 8, z = Φ⁻¹(0.68) ≈ 0.4677. (Blades and the bucketing paper's code use the honest-only
-variant Φ⁻¹((n − m − s)/(n − m)); pass ``z`` explicitly to reproduce it.) When m ≥ ⌊n/2 + 1⌋,
+variant Φ⁻¹((n − m − s)/(n − m)); ``z_rule="honest"`` reproduces it.) When m ≥ ⌊n/2 + 1⌋,
 s ≤ 0 and z_max is infinite: the attack then needs an explicit ``z``.
 
 The attack is non-omniscient in the paper (the attackers estimate μ, σ from their own honest
@@ -41,8 +41,11 @@ from shieldwall.attacks.base import AttackContext
 __all__ = ["alie", "alie_adaptive", "alie_z"]
 
 
-def alie_z(n: int, f: int) -> float:
+def alie_z(n: int, f: int, rule: str = "baruch") -> float:
     """The paper's z_max = Φ⁻¹((n − s)/n) with s = ⌊n/2 + 1⌋ − f.
+
+    ``rule="honest"``: the bucketing paper's and Blades' code, Φ⁻¹((n − f − s)/(n − f)) (the
+    supporters counted among the honest workers only; n = 25, f = 5: Φ⁻¹(0.6) ≈ 0.2533).
 
     Raises ``ValueError`` when ``f >= ⌊n/2 + 1⌋`` (s ≤ 0: no finite z) or the inputs are invalid.
     """
@@ -54,7 +57,14 @@ def alie_z(n: int, f: int) -> float:
             f"alie: z_max is infinite for n={n}, f={f} (s = floor(n/2 + 1) - f = {s} <= 0); "
             "pass z explicitly"
         )
-    return NormalDist().inv_cdf((n - s) / n)
+    rule = str(rule).strip().lower()
+    if rule == "baruch":
+        return NormalDist().inv_cdf((n - s) / n)
+    if rule == "honest":
+        if n - f - s <= 0:
+            raise ValueError(f"alie: no finite honest-rule z for n={n}, f={f}; pass z explicitly")
+        return NormalDist().inv_cdf((n - f - s) / (n - f))
+    raise ValueError(f"alie: z_rule must be 'baruch' or 'honest', got {rule!r}")
 
 
 def _alie_row(honest: Tensor, z: float) -> Tensor:
@@ -65,7 +75,12 @@ def _alie_row(honest: Tensor, z: float) -> Tensor:
     "alie", aliases=("a_little_is_enough", "lie", "little"), kind="update", omniscient=False
 )
 def alie(
-    honest: Tensor, num_byzantine: int, ctx: AttackContext, *, z: float | None = None
+    honest: Tensor,
+    num_byzantine: int,
+    ctx: AttackContext,
+    *,
+    z: float | None = None,
+    z_rule: str = "baruch",
 ) -> Tensor:
     """μ − z·σ per coordinate, the same row for every Byzantine worker.
 
@@ -73,10 +88,12 @@ def alie(
         honest: ``(h, d)`` honest updates the attacker sees (h ≥ 2 for a non-zero σ).
         num_byzantine: rows to return.
         ctx: ``ctx.n`` and ``ctx.f`` give the paper's z when ``z`` is None.
-        z: number of standard deviations; ``None`` → :func:`alie_z` (ctx.n, ctx.f).
+        z: number of standard deviations; ``None`` → :func:`alie_z` (ctx.n, ctx.f, z_rule).
+        z_rule: ``"baruch"`` (default, the ALIE paper's Φ⁻¹((n − s)/n)) or ``"honest"`` (the
+            bucketing paper's code, Φ⁻¹((n − f − s)/(n − f))); used when ``z`` is None.
     """
     check_honest(honest, num_byzantine, "alie")
-    z_value = alie_z(ctx.n, ctx.f) if z is None else float(z)
+    z_value = alie_z(ctx.n, ctx.f, z_rule) if z is None else float(z)
     return repeat_row(_alie_row(honest, z_value), num_byzantine)
 
 

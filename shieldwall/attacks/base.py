@@ -37,6 +37,8 @@ class AttackContext:
         aggregator: the configured defense as ``fn(updates, f) -> Tensor[d]``, for adaptive
             attacks that optimise against it; ``None`` when the attacker does not know it.
         num_classes: number of classes (data attacks).
+        state: a dict the caller keeps for the whole run, for attacks with memory across
+            rounds (mimic's warm-up); ``None`` where the caller keeps none.
     """
 
     n: int
@@ -46,3 +48,4 @@ class AttackContext:
     reference: Tensor | None = None
     aggregator: Callable[[Tensor, int], Tensor] | None = None
     num_classes: int | None = None
+    state: dict | None = None

@@ -19,6 +19,18 @@ Choice of :math:`i^\\star` (param ``target``):
   one worker for the whole run;
 * ``"random"``: a uniformly random honest row drawn from ``ctx.generator``.
 
+``warmup=k`` (an int, the paper's code: ``MimicVariantAttacker``, ``--mimic-warmup`` default 1)
+replaces the per-round choice with the paper's stateful one, kept in ``ctx.state``: on the first
+round :math:`\\mu` is the honest mean and, from a standard normal :math:`z_0` (seed 0),
+:math:`z \\propto \\sum_i \\langle x_i - \\mu, z_0 \\rangle (x_i - \\mu)` (one power-iteration
+step); for rounds :math:`1 \\le t < k` the running mean and z are updated,
+:math:`\\mu \\leftarrow \\tfrac{t}{t+1}\\mu + \\tfrac{1}{t+1}\\bar x` and
+:math:`z \\leftarrow \\tfrac{t}{t+1} z + \\tfrac{1}{t+1} c / \\lVert c \\rVert` with
+:math:`c = \\sum_i \\langle x_i - \\mu, z \\rangle (x_i - \\mu)`, renormalised. While
+:math:`t < k` the target is :math:`\\arg\\max_i \\langle x_i, z \\rangle` (uncentred, signed, first
+maximum); afterwards it stays fixed. Needs a caller that keeps ``ctx.state`` (the adversary does;
+it is not checkpointed, so a resumed run re-learns it from its first round after the resume).
+
 Needs every honest update of the round (``omniscient=True``).
 """
 
@@ -52,6 +64,31 @@ def mimic_target(honest: Tensor) -> int:
     return int(torch.argmax(scores).item())
 
 
+def _paper_target(honest: Tensor, memory: dict, warmup: int) -> int:
+    """The bucketing paper's ``MimicVariantAttacker`` target (state in ``memory``)."""
+    t = memory.get("t", 0)
+    x = honest.to(torch.float64)
+    avg = x.mean(dim=0)
+    if t < warmup:
+        if t == 0:
+            mu = avg
+            gen = torch.Generator().manual_seed(0)
+            z = torch.randn(x.shape[1], generator=gen, dtype=torch.float64).to(x.device)
+            centred = x - mu
+            cumu = (centred @ z) @ centred
+            z = cumu / cumu.norm()
+        else:
+            mu = t / (1 + t) * memory["mu"] + avg / (1 + t)
+            centred = x - mu
+            cumu = (centred @ memory["z"]) @ centred
+            z = t / (1 + t) * memory["z"] + cumu / cumu.norm() / (1 + t)
+            z = z / z.norm()
+        memory["mu"], memory["z"] = mu, z
+        memory["target"] = int(torch.argmax(x @ z).item())
+    memory["t"] = t + 1
+    return min(memory["target"], honest.shape[0] - 1)
+
+
 @ATTACKS.register("mimic", aliases=("mimic_attack",), kind="update", omniscient=True)
 def mimic(
     honest: Tensor,
@@ -59,6 +96,7 @@ def mimic(
     ctx: AttackContext,
     *,
     target: int | str | None = None,
+    warmup: int | None = None,
 ) -> Tensor:
     """Every Byzantine row copies honest row ``target``.
 
@@ -68,9 +106,18 @@ def mimic(
         ctx: ``ctx.generator`` is needed only for ``target="random"``.
         target: row index, ``None`` (principal-direction heuristic, see the module docstring) or
             ``"random"``.
+        warmup: the paper's stateful choice over this many rounds (see the module docstring);
+            ``None`` (default): the per-round choice of ``target``.
     """
     check_honest(honest, num_byzantine, "mimic")
     h = honest.shape[0]
+    if warmup is not None:
+        if isinstance(warmup, bool) or int(warmup) != warmup or warmup < 1:
+            raise ValueError(f"mimic: warmup must be an integer >= 1, got {warmup!r}")
+        if ctx.state is None:
+            raise ValueError("mimic: warmup needs a caller that keeps ctx.state")
+        index = _paper_target(honest, ctx.state.setdefault("mimic", {}), int(warmup))
+        return repeat_row(honest[index], num_byzantine)
     if target is None:
         index = mimic_target(honest)
     elif isinstance(target, str):

@@ -1,8 +1,10 @@
 """``shieldwall matrix CONFIG --attacks a,b --defenses x,y [--seeds k]``: the attack × defense grid.
 
 The no-attack row and the no-defense column are always included as references. Writes
-``OUT/matrix.csv``, ``OUT/matrix.png`` and ``OUT/status.json`` (progress, failed cells);
-rerunning the same command resumes. ``--executor ray|dask`` runs the cells on a cluster.
+``OUT/matrix.csv``, ``OUT/matrix.png`` (one ``OUT/matrix__key=value.png`` per combination of
+``--axis`` values) and ``OUT/status.json`` (progress, failed cells); rerunning the same command
+resumes. ``--axis SECTION.KEY=v1,v2`` (repeatable) adds a grid axis over a config key, e.g.
+``--axis train_args.worker_momentum=0,0.9``. ``--executor ray|dask`` runs the cells on a cluster.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="matrix", help="output folder (default: ./matrix)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="parallel processes (default: the core count)")
+    p.add_argument("--axis", dest="axes", action="append", default=[],
+                   metavar="SECTION.KEY=V1,V2",
+                   help="a further grid axis over a config key (repeatable)")
     g = p.add_argument_group("where cells run (docs/cluster.md)")
     g.add_argument("--executor", choices=("local", "ray", "dask"), default="local",
                    help="local processes (default), Ray tasks or Dask futures")
@@ -61,16 +66,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=matrix_command)
 
 
+def parse_axes(specs: list[str]) -> dict[str, list]:
+    """``["train_args.momentum=0,0.9"]`` → ``{"train_args.momentum": [0, 0.9]}`` (YAML values)."""
+    import yaml
+
+    axes: dict[str, list] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or "." not in key or not values.strip():
+            raise ValueError(f"--axis {spec!r}: expected SECTION.KEY=V1,V2")
+        if key in axes:
+            raise ValueError(f"--axis {key!r} given twice")
+        axes[key] = [yaml.safe_load(v) for v in _names(values)]
+    return axes
+
+
 def matrix_command(args: argparse.Namespace) -> int:
     from shieldwall.commands.run import config_path
     from shieldwall.config import load_config
-    from shieldwall.matrix import NONE, plot_heatmap, run_matrix, write_csv
+    from shieldwall.matrix import NONE, plot_heatmaps, run_matrix, write_csv
 
     base = load_config(config_path(args), args.overrides)
     attacks = [NONE, *[a for a in _names(args.attacks) if a != NONE]]
     defenses = [NONE, *[d for d in _names(args.defenses) if d != NONE]]
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    axes = parse_axes(args.axes)
     out = Path(args.out)
     executor = None
     if args.executor != "local":
@@ -80,6 +102,7 @@ def matrix_command(args: argparse.Namespace) -> int:
     try:
         results = run_matrix(
             base, attacks, defenses, range(args.seeds), out, jobs=args.jobs, executor=executor,
+            axes=axes,
             results=args.results, cpus_per_cell=args.cpus_per_cell,
             gpus_per_cell=args.gpus_per_cell, echo=lambda line: print(line, file=sys.stderr),
         )
@@ -87,10 +110,10 @@ def matrix_command(args: argparse.Namespace) -> int:
         if executor is not None:
             executor.close()
     csv_path = write_csv(results, attacks, defenses, out / "matrix.csv")
-    png_path = plot_heatmap(results, attacks, defenses, out / "matrix.png",
-                            title=f"{base.name}: final test accuracy (%)")
+    pngs = plot_heatmaps(results, attacks, defenses, out,
+                         title=f"{base.name}: final test accuracy (%)")
     print(csv_path.read_text().rstrip())
-    print(f"wrote {csv_path} and {png_path}")
+    print(f"wrote {csv_path} and {', '.join(str(p) for p in pngs)}")
     status = out / "status.json"
     failed = json.loads(status.read_text()).get("failed", {}) if status.is_file() else {}
     for name, why in failed.items():

@@ -299,6 +299,16 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
         _positive(f"comm_args.{key}", getattr(c, key))
     for key in ("quorum_timeout", "join_timeout", "reconnect_timeout"):
         _positive(f"comm_args.{key}", getattr(c, key), allow_zero=True)
+    if not 0.0 <= t.worker_momentum < 1.0:
+        raise ConfigError(
+            f"train_args.worker_momentum must be in [0, 1), got {t.worker_momentum}"
+        )
+    optimizer = str(t.federated_optimizer).lower().replace("_", "-")
+    if t.worker_momentum and optimizer not in ("ps-sgd", "pssgd", "sgd", "sync-sgd"):
+        raise ConfigError(
+            "train_args.worker_momentum is read by PS-SGD only; "
+            f"got federated_optimizer {t.federated_optimizer!r}"
+        )
     _positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
     _positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
     _positive("data_args.partition_alpha", cfg.data_args.partition_alpha)

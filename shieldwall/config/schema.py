@@ -75,10 +75,11 @@ class DataArgs:
     Nothing is ever downloaded."""
     partition_method: str = choice(
         "iid", "iid", "homo", "homogeneous", "hetero", "dirichlet", "non-iid", "noniid",
-        "document", "by_document", "documents", "by_group",
+        "document", "by_document", "documents", "by_group", "sorted", "label_sorted", "bucketing",
     )
-    """How training data is split over clients: ``iid``/``homo``, ``hetero``/``dirichlet``, or
-    ``document`` (text: whole documents per client; other data: whole classes per client)."""
+    """How training data is split over clients: ``iid``/``homo``, ``hetero``/``dirichlet``,
+    ``document`` (text: whole documents per client; other data: whole classes per client), or
+    ``sorted`` (the bucketing paper's label-sorted shards; Byzantine clients get i.i.d. data)."""
     partition_alpha: float = 0.5
     """Dirichlet concentration for ``hetero``: smaller is more skewed."""
     partition_min_size: int = 10
@@ -121,6 +122,10 @@ class TrainArgs:
     """L2 weight decay of ``client_optimizer``."""
     momentum: float = 0.0
     """SGD momentum (local in FedAvg, at the server in PS-SGD)."""
+    worker_momentum: float = 0.0
+    """PS-SGD: each honest worker sends its momentum ``m = β·m + g`` (β = this value, first
+    ``m = g``) instead of its gradient, as in the bucketing paper (Karimireddy et al. 2022);
+    Byzantine workers' own rows stay raw gradients, as in its code. 0: off."""
     server_lr: float = 1.0
     """FedAvg: the global model moves by ``server_lr`` times the aggregated update."""
     server_optimizer: str = "sgd"
@@ -263,8 +268,10 @@ class AttackArgs:
     """Last round (inclusive) of the attack; ``None``: until the end."""
     byzantine_redraw: bool = False
     """Redraw which clients are Byzantine every round (else one seeded draw)."""
-    knowledge: str = choice("omniscient", "omniscient", "own")
-    """What update attacks see: all honest updates of the round, or only their own."""
+    knowledge: str = choice("omniscient", "omniscient", "own", "honest")
+    """What update attacks see: ``omniscient``: their own rows first, then every honest row of
+    the round; ``own``: only their own rows; ``honest``: only the honest workers' rows, not their
+    own (the bucketing paper's code: its IPM, ALIE and mimic read the good workers' momenta)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Parameters of the chosen attack (any other key of this section lands here and is
     checked against the attack's signature)."""

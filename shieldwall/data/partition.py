@@ -1,4 +1,4 @@
-"""Splitting a training set among clients: IID and Dirichlet (LDA) label skew.
+"""Splitting a training set among clients: IID, Dirichlet (LDA) label skew, label-sorted shards.
 
 ``partition_indices(labels, num_clients, method)`` returns one int64 index tensor per client; the
 parts are disjoint and together cover every sample. Methods (case-insensitive, ``-``/``_`` alike):
@@ -15,6 +15,17 @@ parts are disjoint and together cover every sample. Methods (case-insensitive, `
   the document each block comes from); whole groups go to clients, in a seeded random order,
   each to the client holding the fewest samples so far (ties: the lowest index), so no document
   is shared and parts stay near-balanced. On class labels this gives each client whole classes.
+
+* ``sorted`` (``label_sorted``, ``bucketing``): the non-i.i.d. split of Karimireddy, He & Jaggi
+  (ICLR 2022, ``NONIIDLTSampler`` with ``alpha=False`` in their code). The honest clients (all
+  but ``byzantine``) get contiguous shards of the training set sorted by label (stable within a
+  label, i.e. in data-set order), in client-id order: with ``h`` honest clients each holds
+  ``ceil(N / h)`` samples, the list being padded with its own first samples as the paper's sampler
+  does, so each honest client sees one or two labels. Each Byzantine client ``j`` (in id order)
+  gets the i.i.d. slice ``perm[j mod h :: h]`` of a random permutation (the paper's Byzantine
+  workers read the data through a plain ``DistributedSampler`` over ``h`` replicas). Here the
+  parts are not disjoint: the Byzantine slices overlap the honest shards, as in the paper. With no
+  ``byzantine`` ids every client gets a sorted shard.
 
 Randomness comes from a private ``numpy.random.RandomState(seed)`` (never the global RNG), so a
 seed gives the same parts on every run whatever other code draws. FedML seeds NumPy's legacy
@@ -46,6 +57,7 @@ __all__ = [
     "iid_partition",
     "dirichlet_partition",
     "group_partition",
+    "sorted_partition",
     "class_histogram",
     "format_histogram",
 ]
@@ -55,6 +67,7 @@ PARTITION_METHODS: dict[str, tuple[str, ...]] = {
     "iid": ("iid", "homo", "homogeneous", "uniform"),
     "dirichlet": ("dirichlet", "hetero", "non-iid", "noniid"),
     "document": ("document", "by_document", "documents", "by_group"),
+    "sorted": ("sorted", "label_sorted", "bucketing"),
 }
 
 
@@ -86,6 +99,30 @@ def iid_partition(
 ) -> list[np.ndarray]:
     """A random permutation of ``range(num_samples)`` cut into ``num_clients`` near-equal parts."""
     return list(np.array_split(rng.permutation(num_samples), num_clients))
+
+
+def sorted_partition(
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.RandomState,
+    byzantine: frozenset[int] = frozenset(),
+) -> list[np.ndarray]:
+    """The bucketing paper's sorted shards for honest clients, i.i.d. slices for Byzantine ones."""
+    honest = [c for c in range(num_clients) if c not in byzantine]
+    h = len(honest)
+    if h == 0:
+        raise ValueError("sorted partition: every client is Byzantine; no one holds sorted shards")
+    order = np.argsort(labels, kind="stable")
+    size = math.ceil(len(order) / h)
+    padded = np.concatenate([order, order[: size * h - len(order)]])
+    parts: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * num_clients
+    for rank, client in enumerate(honest):
+        parts[client] = padded[rank * size:(rank + 1) * size]
+    perm = rng.permutation(len(order))
+    perm = np.concatenate([perm, perm[: size * h - len(perm)]])
+    for j, client in enumerate(sorted(byzantine)):
+        parts[client] = perm[j % h::h]
+    return parts
 
 
 def dirichlet_partition(
@@ -152,6 +189,7 @@ def partition_indices(
     seed: int = 0,
     min_size: int = 10,
     max_tries: int = 1000,
+    byzantine: frozenset[int] | set[int] | tuple[int, ...] = frozenset(),
 ) -> list[Tensor]:
     """Split the samples with these ``labels`` among ``num_clients`` clients.
 
@@ -165,9 +203,12 @@ def partition_indices(
         min_size: fewest samples a client may get (``dirichlet`` only; ``iid`` parts hold
             ``N // num_clients`` or one more).
         max_tries: Dirichlet redraws before giving up with a ValueError.
+        byzantine: Byzantine client ids (``sorted`` only: they get i.i.d. slices instead of
+            sorted shards, as in the bucketing paper's code).
 
     Returns:
-        ``num_clients`` disjoint int64 index tensors covering ``range(N)``.
+        ``num_clients`` int64 index tensors covering ``range(N)``, disjoint except for
+        ``sorted`` with Byzantine clients.
 
     Raises:
         ValueError: unknown method, ``num_clients`` not positive or above N, bad ``alpha`` or
@@ -186,6 +227,11 @@ def partition_indices(
         parts = iid_partition(n, num_clients, rng)
     elif canonical == "document":
         parts = group_partition(arr, num_clients, rng)
+    elif canonical == "sorted":
+        bad = sorted(int(c) for c in byzantine if not 0 <= int(c) < num_clients)
+        if bad:
+            raise ValueError(f"sorted partition: Byzantine ids {bad} not in [0, {num_clients})")
+        parts = sorted_partition(arr, num_clients, rng, frozenset(int(c) for c in byzantine))
     else:
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"dirichlet alpha must be a positive number, got {alpha!r}")

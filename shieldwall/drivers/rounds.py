@@ -90,6 +90,7 @@ def build_components(cfg: ExperimentConfig) -> Components:
     except UnknownNameError as exc:
         raise ConfigError(str(exc)) from None
     device = device_for(cfg)
+    adversary = build_adversary(cfg, dataset.num_classes)
     parts = partition_indices(
         dataset.partition_labels,
         t.client_num_in_total,
@@ -97,6 +98,7 @@ def build_components(cfg: ExperimentConfig) -> Components:
         alpha=cfg.data_args.partition_alpha,
         seed=seed,
         min_size=cfg.data_args.partition_min_size,
+        byzantine=adversary.byzantine_ids(0) if adversary and not adversary.redraw else (),
     )
     if log.isEnabledFor(logging.DEBUG) and dataset.train_y.dim() == 1:
         hist = class_histogram(dataset.train_y, parts, dataset.num_classes)
@@ -111,7 +113,6 @@ def build_components(cfg: ExperimentConfig) -> Components:
                         cfg.text_args, text=dataset.train_y.dim() > 1)
     algorithm = algorithm_cls(t, model, device)
     defense = build_defense(cfg)
-    adversary = build_adversary(cfg, dataset.num_classes)
     f = defense_f(cfg)
     per_round = t.client_num_per_round or t.client_num_in_total
     if cfg.defense_args.enable_defense:

@@ -129,6 +129,7 @@ def run_cells(
     gpus_per_cell: float = 1.0,
     already_done: int = 0,
     echo: Callable[[str], None] | None = None,
+    on_done: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> GridOutcome:
     """Run ``fn(raw)`` for every ``name → raw`` of ``configs`` on ``executor``.
 
@@ -136,7 +137,8 @@ def run_cells(
     ``results``: ``auto``/``shared``/``ship`` (see :mod:`shieldwall.grid.task`). Writes
     ``OUT/status.json`` with ``executor, total, done, done_before, running, pending,
     failed {name: reason}, retried {name: reason}, cells_per_minute, eta_seconds,
-    elapsed_seconds, finished, updated``.
+    elapsed_seconds, finished, updated``. ``on_done(name, summary)`` is called as each cell
+    finishes.
     """
     if results not in RESULTS_MODES:
         raise ValueError(f"unknown results mode {results!r}; choose one of "
@@ -190,6 +192,8 @@ def run_cells(
                     outcome.results[name] = value["summary"]
                     outcome.seconds[name] = float(value["seconds"])
                     event = f"{name} done on {value.get('host', '?')} in {value['seconds']:.1f}s"
+                    if on_done is not None:
+                        on_done(name, value["summary"])
                 except (ValueError, KeyError, TypeError, OSError) as exc:
                     outcome.failed[name] = f"bad result from worker: {exc}"
                     event = f"{name} FAILED: {outcome.failed[name]}"

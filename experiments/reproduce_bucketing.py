@@ -1,0 +1,282 @@
+"""Reproduce the bucketing paper's non-iid MNIST table (Karimireddy, He & Jaggi, ICLR 2022).
+
+The grid of the paper's exp3 (github.com/epfml/byzantine-robust-noniid-optimizer, ``exp3.py`` and
+``run.sh``): n = 25 workers of which f = 5 Byzantine, label-sorted shards, its CNN, batch 32,
+lr 0.01, 600 steps; worker momentum β ∈ {0, 0.9}; bucketing s ∈ {none, 2}; aggregators CM,
+CClip (τ = 10, 3 iterations from the previous aggregate), Krum, RFA (8 smoothed Weiszfeld
+steps, ν = 0.1) and — not in the paper's logs — trimmed mean; attacks BF, LF, mimic, IPM
+(ε = 0.1), ALIE (the code's z = Φ⁻¹(0.6)); 3 seeds. The attacks see the honest
+workers' rows only (``knowledge=honest``), as in the paper's code; mimic uses its warm-up of
+1 round. Base config: ``bucketing_mnist.yaml``.
+
+Cells run in order of information: every β = 0.9 cell with s = 2 and without for seed 0 (the
+attacks with the largest contrasts in the paper first), the attack-free mean, then the same for
+β = 0, then trimmed mean and attack-free references of every rule, then seeds 1 and 2. Each
+finished cell is appended to ``experiments/results/bucketing_mnist.csv`` (committed), and the
+run directories (checkpoints every ``checkpoint_frequency`` steps) live under
+``runs/bucketing_mnist/`` (git-ignored). Rerunning the same command resumes: finished cells
+listed in the CSV or with a ``summary.json`` are skipped; an interrupted cell continues from
+its checkpoint.
+
+    nice -n 15 python experiments/reproduce_bucketing.py --jobs 2 &      # run / resume the grid
+    python experiments/reproduce_bucketing.py --report                   # tables + heatmaps only
+    python experiments/reproduce_bucketing.py --list                     # the cells, in order
+
+``--report`` rewrites ``docs/bucketing/bucketing_table.md`` (ours beside the paper's, from
+``experiments/results/bucketing_paper_exp3.csv``) and one heatmap per (β, s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shieldwall.config import load_config  # noqa: E402
+from shieldwall.matrix import Cell, plot_heatmap, run_cells  # noqa: E402
+
+BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
+RESULTS = ROOT / "experiments" / "results" / "bucketing_mnist.csv"
+PAPER = ROOT / "experiments" / "results" / "bucketing_paper_exp3.csv"
+DOCS = ROOT / "docs" / "bucketing"
+MOMENTUM = "train_args.worker_momentum"
+
+#: paper label → our attack spelling (the paper's variants, see docs/reproductions.md).
+ATTACKS = {
+    "NA": "none",
+    "BF": "sign_flip",
+    "LF": "label_flip",
+    "mimic": "mimic(warmup=1,knowledge=honest)",
+    "IPM": "ipm(epsilon=0.1,knowledge=honest)",
+    "ALIE": "alie(z_rule=honest,knowledge=honest)",
+}
+#: paper label → our aggregator spelling.
+AGGREGATORS = {
+    "cm": "median",
+    "cp": "centered_clip(tau=10,iterations=3,init=previous)",
+    "krum": "krum(power=2)",
+    "rfa": "geometric_median(nu=0.1,max_iter=8,tol=0)",
+    "tm": "trimmed_mean",
+}
+BUCKETS = (2, 0)
+
+
+def defense(agg: str, s: int) -> str:
+    return f"bucketing(s={s})+{AGGREGATORS[agg]}" if s else AGGREGATORS[agg]
+
+
+def cell(atk: str, agg: str, s: int, beta: float, seed: int) -> Cell:
+    d = "none" if agg == "avg" else defense(agg, s)
+    return Cell(ATTACKS[atk], d, seed, ((MOMENTUM, beta),))
+
+
+def ordered_cells() -> list[Cell]:
+    """Most informative first (see the module docstring)."""
+    paper_aggs = ["rfa", "cp", "cm", "krum"]
+    attacks = ["IPM", "ALIE", "BF", "LF", "mimic"]  # largest paper contrasts first
+    out: list[Cell] = []
+    for beta in (0.9, 0.0):
+        for atk in attacks:
+            for agg in paper_aggs:
+                for s in BUCKETS:
+                    out.append(cell(atk, agg, s, beta, 0))
+        out.append(cell("NA", "avg", 0, beta, 0))
+    for beta in (0.9, 0.0):
+        for agg in ["cp", "cm", "krum", "rfa", "tm"]:
+            for s in BUCKETS:
+                out.append(cell("NA", agg, s, beta, 0))
+        for atk in attacks:
+            for s in BUCKETS:
+                out.append(cell(atk, "tm", s, beta, 0))
+    for seed in (1, 2):
+        for beta in (0.9, 0.0):
+            out.append(cell("NA", "avg", 0, beta, seed))
+            for atk in attacks:
+                for agg in paper_aggs:
+                    for s in BUCKETS:
+                        out.append(cell(atk, agg, s, beta, seed))
+    seen: set[Cell] = set()
+    return [c for c in out if not (c in seen or seen.add(c))]
+
+
+def labels(c: Cell) -> tuple[str, str, int, float]:
+    """(paper attack, paper aggregator, s, β) of a cell."""
+    atk = next(k for k, v in ATTACKS.items() if v == c.attack)
+    if c.defense == "none":
+        return atk, "avg", 0, dict(c.axes)[MOMENTUM]
+    s = 0
+    rest = c.defense
+    if rest.startswith("bucketing("):
+        s = int(rest[len("bucketing(s="):rest.index(")")])
+        rest = rest[rest.index("+") + 1:]
+    agg = next(k for k, v in AGGREGATORS.items() if v == rest)
+    return atk, agg, s, dict(c.axes)[MOMENTUM]
+
+
+def read_results() -> dict[Cell, float]:
+    if not RESULTS.is_file():
+        return {}
+    out = {}
+    with RESULTS.open() as fh:
+        for row in csv.DictReader(fh):
+            c = cell(row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
+                     int(row["seed"]))
+            out[c] = float(row["accuracy"]) / 100
+    return out
+
+
+def write_results(results: dict[Cell, float]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted((*labels(c), c.seed, acc) for c, acc in results.items() if acc is not None)
+    tmp = RESULTS.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["attack", "aggregator", "s", "beta", "seed", "accuracy"])
+        for atk, agg, s, beta, seed, acc in rows:
+            w.writerow([atk, agg, s, beta, seed, f"{100 * acc:.2f}"])
+    tmp.replace(RESULTS)
+
+
+def read_paper(iterations: int = 600) -> dict[tuple[str, str, int, float], list[float]]:
+    """The paper's accuracies (%) after ``iterations`` steps, per (attack, agg, s, β)."""
+    out: dict[tuple[str, str, int, float], list[float]] = {}
+    with PAPER.open() as fh:
+        for row in csv.DictReader(line for line in fh if not line.startswith("#")):
+            if int(row["iterations"]) == iterations:
+                key = (row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]))
+                out.setdefault(key, []).append(float(row["accuracy"]))
+    return out
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {std:.1f} ({len(values)})"
+
+
+def progress_lines(results: dict[Cell, float], out: Path | None = None) -> list[str]:
+    """Unfinished cells: our latest test accuracy beside the paper's at the same iteration."""
+    out = out or ROOT / "runs" / "bucketing_mnist"
+    rows = []
+    for c in ordered_cells():
+        path = out / "cells" / c.name / "metrics.jsonl"
+        if c in results or not path.is_file():
+            continue
+        last = None
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if "test_accuracy" in entry:
+                last = entry
+        if last is None:
+            continue
+        step = int(last["round"]) + 1
+        key = labels(c)
+        paper = read_paper(step).get(key, [])
+        rows.append(f"| {key[3]} | {key[2] or 'none'} | {key[1]} | {key[0]} | {step} | "
+                    f"{_fmt(paper)} | {100 * last['test_accuracy']:.1f} |")
+    if not rows:
+        return []
+    return ["", "Cells still running (latest evaluation; the paper's value at the same step):", "",
+            "| β | s | aggregator | attack | step | paper | shieldwall |",
+            "|---|---|---|---|---|---|---|", *rows]
+
+
+def report(results: dict[Cell, float]) -> Path:
+    """The side-by-side table (Markdown) and heatmaps per (β, s): ours and the paper's."""
+    DOCS.mkdir(parents=True, exist_ok=True)
+    paper = read_paper()
+    ours: dict[tuple[str, str, int, float], list[float]] = {}
+    for c, acc in results.items():
+        ours.setdefault(labels(c), []).append(100 * acc)
+    lines = [
+        "| β | s | aggregator | attack | paper (exp3 logs) | shieldwall | Δ mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for beta in (0.9, 0.0):
+        for s in BUCKETS:
+            for agg in ["avg", "cm", "cp", "krum", "rfa", "tm"]:
+                for atk in ATTACKS:
+                    key = (atk, agg, s, beta)
+                    p, o = paper.get(key, []), ours.get(key, [])
+                    if not p and not o:
+                        continue
+                    delta = (f"{statistics.fmean(o) - statistics.fmean(p):+.1f}"
+                             if p and o else "")
+                    lines.append(f"| {beta} | {s or 'none'} | {agg} | {atk} | {_fmt(p)} | "
+                                 f"{_fmt(o)} | {delta} |")
+    lines += progress_lines(results)
+    table = DOCS / "bucketing_table.md"
+    table.write_text("\n".join(lines) + "\n")
+    page = ROOT / "docs" / "reproductions.md"
+    if page.is_file():  # the same table inside the page, between its markers
+        text = page.read_text()
+        start, end = "<!-- bucketing-table:start -->", "<!-- bucketing-table:end -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            tail = rest.split(end, 1)[1]
+            page.write_text(f"{head}{start}\n{chr(10).join(lines)}\n{end}{tail}")
+    aggs = ["avg", "cm", "cp", "krum", "rfa", "tm"]
+    for beta in (0.9, 0.0):
+        for s in BUCKETS:
+            sub = {}
+            for c, v in results.items():
+                atk, agg, cs, cbeta = labels(c)
+                if cbeta == beta and (agg == "avg" or cs == s):
+                    sub[Cell(atk, agg, c.seed)] = v
+            plot_heatmap(sub, list(ATTACKS), aggs, DOCS / f"bucketing_beta{beta}_s{s}.png",
+                         title=f"shieldwall: non-iid MNIST, β={beta}, s={s or 'none'}")
+            ref = {Cell(atk, agg, k): v / 100 for (atk, agg, cs, cbeta), vals in paper.items()
+                   if cbeta == beta and cs == s for k, v in enumerate(vals)}
+            plot_heatmap(ref, list(ATTACKS), aggs, DOCS / f"paper_beta{beta}_s{s}.png",
+                         title=f"paper's exp3 logs: β={beta}, s={s or 'none'}")
+    return table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=1, help="parallel cell processes (default 1)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bucketing_mnist"),
+                    help="run directories (default: runs/bucketing_mnist)")
+    ap.add_argument("--limit", type=int, default=None, help="run at most this many cells")
+    ap.add_argument("--report", action="store_true", help="only rewrite the table and heatmaps")
+    ap.add_argument("--list", action="store_true", help="print the cells in run order")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="SECTION.KEY=VALUE", help="override a base config value")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cells = ordered_cells()
+    done = read_results()
+    if args.list:
+        for i, c in enumerate(cells):
+            print(i, "done" if c in done else "todo", c.name)
+        return 0
+    if args.report:
+        print(report(done))
+        return 0
+    todo = [c for c in cells if c not in done]
+    if args.limit is not None:
+        todo = todo[: args.limit]
+    base = load_config(str(BASE), args.overrides)
+
+    def on_result(results: dict[Cell, float]) -> None:
+        merged = {**done, **{c: v for c, v in results.items() if v is not None}}
+        write_results(merged)
+        for c in results:  # a finished cell's checkpoint (worker momenta: ~125 MB) is not needed
+            (Path(args.out) / "cells" / c.name / "checkpoint.pt").unlink(missing_ok=True)
+
+    run_cells(base, todo, args.out, jobs=args.jobs, on_result=on_result)
+    report({**done, **read_results()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,297 @@
+"""Pieces of the bucketing-paper reproduction: its split, its attack variants, worker momentum,
+CClip from the previous aggregate, and the matrix's extra axes (all small and fast)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from shieldwall.algorithms.adversary import build_adversary
+from shieldwall.algorithms.defense import build_defense
+from shieldwall.attacks import ATTACKS
+from shieldwall.attacks.alie import alie_z
+from shieldwall.attacks.base import AttackContext
+from shieldwall.config import config_from_dict
+from shieldwall.data.partition import partition_indices
+from shieldwall.matrix import Cell, cell_config, grid_cells, run_cells, summarize, write_csv
+
+
+def _paper_noniid(labels: list[int], h: int, rank: int) -> list[int]:
+    """Transcription of the paper's NONIIDLTSampler(alpha=False, beta=1) index list, unshuffled."""
+    indices = []
+    for c in range(max(labels) + 1):
+        indices += [i for i, y in enumerate(labels) if y == c]
+    size = math.ceil(len(indices) / h)
+    indices += indices[: size * h - len(indices)]
+    return indices[rank * size:(rank + 1) * size]
+
+
+def test_sorted_partition_matches_the_papers_sampler_on_a_small_label_set():
+    labels = [2, 0, 1, 0, 2, 1, 1, 0, 2, 2, 0]  # 11 samples, 3 classes
+    parts = partition_indices(torch.tensor(labels), 5, "sorted", byzantine={1, 4}, seed=0)
+    honest = [0, 2, 3]
+    # Hand-checked: sorted order 1,3,7,10 | 2,5,6 | 0,4,8,9, padded by its first sample to 12.
+    assert [parts[c].tolist() for c in honest] == [[1, 3, 7, 10], [2, 5, 6, 0], [4, 8, 9, 1]]
+    for rank, c in enumerate(honest):
+        assert sorted(parts[c].tolist()) == sorted(_paper_noniid(labels, 3, rank))
+    # Byzantine clients: i.i.d. strided slices (ranks 0 and 1 of 3) of one permutation.
+    byz = [parts[1].tolist(), parts[4].tolist()]
+    assert [len(b) for b in byz] == [4, 4]
+    assert set(byz[0]).isdisjoint(byz[1]) and set(byz[0] + byz[1]) <= set(range(11))
+    # Without Byzantine ids every client gets a sorted shard; the union covers everything.
+    parts = partition_indices(torch.tensor(labels), 3, "label_sorted")
+    assert [p.tolist() for p in parts] == [[1, 3, 7, 10], [2, 5, 6, 0], [4, 8, 9, 1]]
+    assert set(torch.cat(parts).tolist()) == set(range(11))
+
+
+def test_sorted_partition_gives_honest_workers_one_or_two_labels():
+    labels = torch.arange(10).repeat_interleave(60)[torch.randperm(600)]
+    parts = partition_indices(labels, 25, "sorted", byzantine=set(range(20, 25)), seed=1)
+    for c in range(20):
+        assert len(parts[c]) == 30 and len(set(labels[parts[c]].tolist())) <= 2
+    for c in range(20, 25):
+        assert len(set(labels[parts[c]].tolist())) >= 5  # i.i.d. slices see most labels
+    with pytest.raises(ValueError, match="not in"):
+        partition_indices(labels, 25, "sorted", byzantine={25})
+
+
+def _ctx(n=5, f=2):
+    return AttackContext(n=n, f=f, generator=torch.Generator().manual_seed(0), num_classes=10)
+
+
+HONEST = torch.tensor([[0.0, 0.0], [2.0, 4.0], [4.0, 2.0]])  # mean [2, 2], std [2, 2]
+
+
+def test_alie_honest_z_rule_and_formula():
+    assert alie_z(25, 5, "honest") == pytest.approx(0.2533471, abs=1e-6)  # Φ⁻¹(0.6)
+    assert alie_z(25, 5) == pytest.approx(0.4676988, abs=1e-6)  # Φ⁻¹(0.68)
+    z = alie_z(5, 1, "honest")  # s = 2, Φ⁻¹((5 - 1 - 2) / 4) = Φ⁻¹(0.5) = 0
+    assert z == pytest.approx(0.0, abs=1e-12)
+    out = ATTACKS.get("alie")(HONEST, 2, _ctx(25, 5), z_rule="honest")
+    expected = torch.tensor([2.0, 2.0]) - 0.2533471 * 2.0
+    assert torch.allclose(out, expected.expand(2, 2), atol=1e-5)
+    with pytest.raises(ValueError, match="z_rule"):
+        ATTACKS.get("alie")(HONEST, 1, _ctx(), z_rule="other")
+
+
+def test_ipm_bit_flip_and_label_flip_formulas():
+    assert torch.allclose(ATTACKS.get("ipm")(HONEST, 2, _ctx(), epsilon=0.1),
+                          torch.tensor([[-0.2, -0.2]] * 2))
+    assert torch.equal(ATTACKS.get("sign_flip")(HONEST, 2, _ctx()), -HONEST[:2])
+    _, y = ATTACKS.get("label_flip")(torch.zeros(3, 1), torch.tensor([0, 3, 9]), _ctx())
+    assert y.tolist() == [9, 6, 0]
+
+
+def _cfg(tmp_path, **attack):
+    raw = {
+        "data_args": {"dataset": "digits"},
+        "train_args": {"federated_optimizer": "PS-SGD", "client_num_in_total": 5,
+                       "comm_round": 1, "worker_momentum": 0.9},
+        "attack_args": {"enable_attack": True, "byzantine_client_num": 2, **attack},
+        "defense_args": {"enable_defense": True, "defense_type": "centered_clip",
+                         "init": "previous", "tau": 10.0, "iterations": 3},
+        "tracking_args": {"log_file_dir": str(tmp_path)},
+    }
+    return config_from_dict(raw)
+
+
+def test_honest_knowledge_hides_the_attackers_own_rows(tmp_path):
+    cfg = _cfg(tmp_path, attack_type="ipm", knowledge="honest", epsilon=1.0)
+    adv = build_adversary(cfg, 10)
+    byz = sorted(adv.byzantine_ids(0))
+    updates = torch.arange(10.0).reshape(5, 2)
+    honest = [i for i in range(5) if i not in byz]
+    expected = -updates[honest].mean(0)
+    adv.corrupt_updates(updates, tuple(range(5)), [True] * 5, 0, 2, None, None)
+    assert torch.allclose(updates[byz], expected.expand(2, 2))
+    with pytest.raises(ValueError):
+        config_from_dict({"attack_args": {"knowledge": "everyone"}})
+
+
+def test_worker_momentum_rows_and_cclip_carry(tmp_path):
+    from shieldwall.algorithms.ps_sgd import PSSGD
+
+    cfg = _cfg(tmp_path, attack_type="ipm")
+    alg = PSSGD(cfg.train_args, torch.nn.Linear(1, 1, bias=False), torch.device("cpu"))
+    g1 = torch.tensor([[1.0], [2.0], [3.0]])
+    out = alg.worker_momentum_rows(g1.clone(), (0, 1, 2), [True, True, False])
+    assert out.tolist() == [[1.0], [2.0], [3.0]]  # first m = g
+    g2 = torch.tensor([[10.0], [20.0], [30.0]])
+    out = alg.worker_momentum_rows(g2.clone(), (0, 1, 2), [True, True, False])
+    assert torch.allclose(out, torch.tensor([[10.9], [21.8], [30.0]]))  # Byzantine row raw
+    state = alg.state_dict()
+    alg2 = PSSGD(cfg.train_args, torch.nn.Linear(1, 1, bias=False), torch.device("cpu"))
+    alg2.load_state_dict(state)
+    assert torch.allclose(alg2.worker_momentum_rows(torch.zeros(1, 1), (1,), [True]),
+                          torch.tensor([[0.9 * 21.8]]))
+    defense = build_defense(cfg)
+    assert defense.carry == {"init": "previous_aggregate"} and "init" not in defense.params
+    with pytest.raises(ValueError, match="worker_momentum"):
+        config_from_dict({"train_args": {"worker_momentum": 1.0}})
+
+
+def test_matrix_axes_names_configs_and_summary(tmp_path):
+    cells = grid_cells(["none", "ipm"], ["median"], [0, 1],
+                       {"train_args.worker_momentum": [0, 0.9]})
+    assert len(cells) == 8 and len({c.name for c in cells}) == 8
+    assert cells[0].name == "none__median__worker_momentum=0__s0"
+    base = config_from_dict({"attack_args": {"byzantine_client_num": 1},
+                             "train_args": {"federated_optimizer": "PS-SGD"}})
+    raw = cell_config(base, cells[-1], tmp_path)
+    assert config_from_dict(raw).train_args.worker_momentum == 0.9
+    with pytest.raises(ValueError, match="SECTION.KEY"):
+        cell_config(base, Cell("none", "none", 0, (("nosuch", 1),)), tmp_path)
+    accs = dict(zip(cells, np.linspace(0.1, 0.8, 8)))
+    rows = summarize(accs, ["none", "ipm"], ["median"],
+                     [(("train_args.worker_momentum", 0),), (("train_args.worker_momentum", 0.9),)])
+    # β = 0, none: seeds 0 and 1 are cells 0 and 2 → 0.1 and 0.3.
+    assert rows[0][1:3] == ("none", "median") and rows[0][3] == pytest.approx(0.2)
+    assert rows[0][4] == pytest.approx(math.sqrt(0.02)) and rows[0][5] == 2
+    path = write_csv(accs, ["none", "ipm"], ["median"], tmp_path / "m.csv")
+    with path.open() as fh:
+        got = list(csv.DictReader(fh))
+    assert got[0]["worker_momentum" if "worker_momentum" in got[0] else
+                  "train_args.worker_momentum"] == "0"
+    assert len(got) == 4 and got[-1]["num_seeds"] == "2"
+
+
+def test_run_cells_uses_the_given_executor_and_reports_each_cell(tmp_path):
+    base = config_from_dict({"attack_args": {"byzantine_client_num": 1}})
+    cells = grid_cells(["none"], ["median", "krum"], [0])
+    seen = []
+
+    from shieldwall.grid.executors import Executor
+
+    class Fake(Executor):  # runs nothing: every cell "finishes" with accuracy 0.5
+        name = "fake"
+
+        def __init__(self):
+            self.tasks = []
+
+        def capacity(self, resources):
+            return 1
+
+        def submit(self, key, fn, payload, resources):
+            assert payload.raw["tracking_args"]["run_name"] == key
+            self.tasks.append(key)
+
+        def as_completed(self):
+            while self.tasks:
+                yield self.tasks.pop(0), {"summary": {"final_test_accuracy": 0.5}, "seconds": 0.0}
+
+    out = run_cells(base, cells, tmp_path, executor=Fake(),
+                    on_result=lambda r: seen.append(len(r)))
+    assert out == {c: 0.5 for c in cells} and seen == [0, 1, 2]
+
+
+def test_mimic_paper_warmup_keeps_its_first_target():
+    x = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 1.0]])
+    # One power-iteration step from z0 = randn(2) (seed 0) on the centred rows.
+    z0 = torch.randn(2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    c = x.double() - x.double().mean(0)
+    z = (c @ z0) @ c
+    expected = int(torch.argmax(x.double() @ (z / z.norm())))
+    ctx = AttackContext(n=5, f=2, state={})
+    mimic = ATTACKS.get("mimic")
+    assert torch.equal(mimic(x, 2, ctx, warmup=1), x[expected].expand(2, 2))
+    later = torch.tensor([[9.0, 9.0], [0.0, 0.0], [1.0, 1.0]])
+    assert torch.equal(mimic(later, 2, ctx, warmup=1), later[expected].expand(2, 2))
+    assert ctx.state["mimic"]["t"] == 2
+    with pytest.raises(ValueError, match="ctx.state"):
+        mimic(x, 1, AttackContext(n=5, f=2), warmup=1)
+
+
+def test_worker_momentum_is_a_ps_sgd_setting():
+    with pytest.raises(ValueError, match="PS-SGD only"):
+        config_from_dict({"train_args": {"federated_optimizer": "FedAvg", "worker_momentum": 0.9}})
+    cfg = config_from_dict(
+        {"train_args": {"federated_optimizer": "ps_sgd", "worker_momentum": 0.5}}
+    )
+    assert cfg.train_args.worker_momentum == 0.5
+
+
+def test_axis_flag_parsing():
+    from shieldwall.commands.matrix import parse_axes
+
+    axes = parse_axes(["train_args.worker_momentum=0,0.9", "defense_args.tau=1, 2.5"])
+    assert axes == {"train_args.worker_momentum": [0, 0.9], "defense_args.tau": [1, 2.5]}
+    for bad in ("momentum=0,1", "train_args.momentum", "train_args.momentum="):
+        with pytest.raises(ValueError, match="SECTION.KEY"):
+            parse_axes([bad])
+    with pytest.raises(ValueError, match="twice"):
+        parse_axes(["a.b=1", "a.b=2"])
+
+
+def test_an_interrupted_cell_continues_from_its_checkpoint(tmp_path):
+    from shieldwall.matrix import _run_cell
+
+    raw_base = {
+        "data_args": {"dataset": "digits", "partition_method": "sorted"},
+        "train_args": {"federated_optimizer": "PS-SGD", "client_num_in_total": 6,
+                       "comm_round": 2, "batch_size": 8, "learning_rate": 0.1,
+                       "checkpoint_frequency": 2},
+        "validation_args": {"frequency_of_the_test": 2},
+        "device_args": {"num_threads": 1},
+        "tracking_args": {"enable_tensorboard": False},
+        "attack_args": {"byzantine_client_num": 1},
+    }
+    cell = Cell("ipm(knowledge=honest)", "bucketing(s=2)+centered_clip(init=previous)", 0,
+                (("train_args.worker_momentum", 0.9),))
+    first = cell_config(config_from_dict(raw_base), cell, tmp_path)
+    _run_cell(first)
+    run_dir = tmp_path / "cells" / cell.name
+    (run_dir / "summary.json").unlink()  # as if stopped after its round-1 checkpoint
+    raw_base["train_args"]["comm_round"] = 4
+    summary = _run_cell(cell_config(config_from_dict(raw_base), cell, tmp_path))
+    rounds = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    assert summary["rounds"] == 4 and len(rounds) == 4  # rounds 0-1, then 2-3 resumed
+    assert 0.0 <= summary["final_test_accuracy"] <= 1.0
+
+
+# Transcriptions of the paper's rules (codes/aggregator/{clipping,rfa,krum}.py), list-of-rows API.
+def _paper_cclip(rows, tau, n_iter, momentum):
+    def clip(v):
+        return v * min(1.0, tau / float(v.norm()))
+
+    for _ in range(n_iter):
+        momentum = sum(clip(v - momentum) for v in rows) / len(rows) + momentum
+    return momentum
+
+
+def _paper_rfa(rows, z, nu, T):
+    for _ in range(T):
+        betas = [(1 / len(rows)) / max(float((z - w).norm()), nu) for w in rows]
+        z = sum(w * b for w, b in zip(rows, betas)) / sum(betas)
+    return z
+
+
+def _paper_krum(rows, f):
+    n = len(rows)
+    scores = []
+    for i in range(n):
+        d = sorted(float((rows[i] - rows[j]).norm()) ** 4 for j in range(n) if j != i)
+        scores.append(sum(d[: n - f - 2]))  # the paper squares the squared distances
+    return rows[min(range(n), key=scores.__getitem__)]
+
+
+def test_rules_match_the_papers_code_on_random_rows():
+    from shieldwall.aggregators import AGGREGATORS
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(13, 40, generator=gen, dtype=torch.float64) * 3
+    x[:5] += 8.0  # a far cluster, so clipping and the distances matter
+    prev = torch.randn(40, generator=gen, dtype=torch.float64)
+    rows = list(x)
+    ours = AGGREGATORS.get("centered_clip")(x, 5, tau=10.0, iterations=3, init=prev)
+    assert torch.allclose(ours, _paper_cclip(rows, 10.0, 3, prev), atol=1e-10)
+    start = x.median(dim=0).values
+    ours = AGGREGATORS.get("geometric_median")(x, 5, nu=0.1, max_iter=8, tol=0.0, init=start)
+    assert torch.allclose(ours, _paper_rfa(rows, start, 0.1, 8), atol=1e-10)
+    krum = AGGREGATORS.get("krum")
+    assert torch.equal(krum(x, 5, power=2), _paper_krum(rows, 5))
+    # Blanchard's score (power 1) picks another row here: the paper's code squares twice.
+    assert not torch.equal(krum(x, 5), _paper_krum(rows, 5))
