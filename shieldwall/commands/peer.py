@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="peers that must register before the first step starts (default 2)")
     p.add_argument("--step-interval", type=float, default=0.0,
                    help="least wall time of a step in seconds (default 0)")
+    p.add_argument("--identity", metavar="PATH",
+                   help="libp2p private key file (created if absent): a stable peer id")
     p.add_argument("--run-dir", help="this peer's output directory (must not exist; default "
                    "tracking_args.log_file_dir/<run_name>-peer-<id>)")
     p.set_defaults(func=peer_command)
@@ -54,7 +56,7 @@ def peer_command(args: argparse.Namespace) -> int:
     opts = SwarmOptions(listen=args.listen, initial_peers=args.initial_peers,
                         prefix=args.prefix, byzantine=args.byzantine,
                         phase_timeout=args.phase_timeout, start_peers=args.start_peers,
-                        step_interval=args.step_interval)
+                        step_interval=args.step_interval, identity=args.identity)
     node = SwarmNode(cfg, opts)
     run_dir = args.run_dir or str(Path(cfg.tracking_args.log_file_dir)
                                   / f"{cfg.tracking_args.run_name or 'swarm'}-peer-{node.pid}")

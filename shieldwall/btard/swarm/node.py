@@ -13,8 +13,9 @@ Step ``t`` at a peer (every honest peer runs the same sequence):
    :class:`~.transport.HivemindTransport`; the verdict goes into the ledger.
 
 *Joining.* A new peer registers for a step ahead, asks every live peer (DHT key
-``<prefix>.live``) for ``(step, hash, group)`` of the state it serves, takes the answer a
-strict majority of the answering identities gave for the newest step, downloads the state from
+``<prefix>.live``) for ``(step, hash, group, banned)`` of the state it serves, takes the answer
+a strict majority of the answering identities gave (not counting those the answer itself lists
+as banned), downloads the state from
 one of them and checks its hash (a peer serving a different state is skipped and logged), and
 joins at that step. Limits: the majority is over answering identities (a Sybil flood of
 Byzantine identities can outvote the honest ones, as in any permissionless majority scheme);
@@ -72,6 +73,8 @@ class SwarmOptions:
         start_peers: a swarm's first step waits until this many peers registered for it.
         step_interval: the least wall time of a step in seconds (paces a swarm whose steps are
             much faster than peers can join; 0: as fast as the protocol goes).
+        identity: a file holding this peer's libp2p private key (created if absent), so that it
+            keeps its peer id across restarts (and its bans: a banned identity stays banned).
     """
 
     listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
@@ -83,6 +86,7 @@ class SwarmOptions:
     join_timeout: float = 300.0
     start_peers: int = 2
     step_interval: float = 0.0
+    identity: str | None = None
 
 
 def state_hash(state: dict[str, Any]) -> bytes:
@@ -140,7 +144,7 @@ class SwarmNode:
         model = MODELS.get(cfg.model_args.model)(ds.input_shape, ds.num_classes)
         self.oracle = GradientOracle(PSSGD(t, model, torch.device("cpu")), shards, seed)
         self.dht = hivemind.DHT(start=True, host_maddrs=opts.listen,
-                                initial_peers=opts.initial_peers)
+                                initial_peers=opts.initial_peers, identity_path=opts.identity)
         self.maddrs = [str(m) for m in self.dht.get_visible_maddrs()]
         self.transport = tr = HivemindTransport(self.dht, opts.prefix,
                                                 phase_timeout=opts.phase_timeout)
@@ -205,10 +209,13 @@ class SwarmNode:
         state = self._state(group)
         buf = io.BytesIO()
         torch.save(state, buf)
-        self._served = (to_bytes((self.step, state_hash(state), tuple(group))), buf.getvalue())
+        banned = tuple(sorted(self.ledger.banned))
+        self._served = (to_bytes((self.step, state_hash(state), tuple(group), banned)),
+                        buf.getvalue())
 
     def _agreed(self) -> tuple[tuple, list[int]] | None:
-        """The ``(step, hash, group)`` a strict majority of answering live peers serve."""
+        """The ``(step, hash, group, banned)`` served by a strict majority of the answering live
+        peers that this very answer does not list as banned (answers with more voters first)."""
         from hivemind.p2p import PeerID
 
         live = {pid_of(k): k for k in self._read("live") if k != self.transport.peer_id}
@@ -217,19 +224,21 @@ class SwarmNode:
         votes: dict[tuple, list[int]] = {}
         for pid in live:
             reply = from_bytes(self.transport.ask(pid, "hash", timeout=10) or b"")
-            if (isinstance(reply, tuple) and len(reply) == 3 and type(reply[0]) is int
-                    and isinstance(reply[1], bytes) and isinstance(reply[2], tuple)
-                    and all(type(p) is int for p in reply[2])):
+            if (isinstance(reply, tuple) and len(reply) == 4 and type(reply[0]) is int
+                    and isinstance(reply[1], bytes) and all(
+                        isinstance(x, tuple) and all(type(p) is int for p in x)
+                        for x in reply[2:])):
                 votes.setdefault(reply, []).append(pid)
-        answered = sum(len(v) for v in votes.values())
-        if not votes:
-            return None
-        best, voters = max(votes.items(), key=lambda kv: (len(kv[1]), kv[0][0]))
-        return (best, voters) if 2 * len(voters) > answered else None
+        answered = {p for v in votes.values() for p in v}
+        for reply, voters in sorted(votes.items(), key=lambda kv: (-len(kv[1]), -kv[0][0])):
+            eligible = answered - set(reply[3])
+            if set(voters) <= eligible and 2 * len(voters) > len(eligible):
+                return reply, voters
+        return None
 
     def has_swarm(self) -> bool:
-        """Whether live peers already serve an agreed state (then this peer joins)."""
-        return self._agreed() is not None
+        """Whether live peers are already training (then this peer joins rather than starts)."""
+        return any(k != self.transport.peer_id for k in self._read("live"))
 
     def join(self) -> tuple[int, ...]:
         """Register for a step ahead and download the agreed state it starts from; returns
@@ -241,7 +250,7 @@ class SwarmNode:
             if found is None:
                 time.sleep(0.5)
                 continue
-            (step, digest, group), voters = found
+            (step, digest, group, banned), voters = found
             if target is None or (step >= target and self.pid not in group):
                 target = step + 1
                 with self.transport._cond:
@@ -252,16 +261,19 @@ class SwarmNode:
             if step < target:
                 time.sleep(0.3)
                 continue
-            if self._download(step, digest, voters):
+            if self._download(step, digest, voters, group, banned):
                 return group
         raise RuntimeError("could not download an agreed state from the swarm")
 
-    def _download(self, step: int, digest: bytes, voters: list[int]) -> bool:
+    def _download(self, step: int, digest: bytes, voters: list[int],
+                  group: tuple[int, ...] = (), banned: tuple[int, ...] = ()) -> bool:
         for pid in voters:
             raw = self.transport.ask(pid, "state", timeout=60)
             try:
                 state = torch.load(io.BytesIO(raw or b""), weights_only=True)
-                ok = isinstance(state, dict) and state_hash(state) == digest
+                ok = (isinstance(state, dict) and state_hash(state) == digest
+                      and tuple(state["group"]) == tuple(group)
+                      and tuple(sorted(state["ledger"]["banned"])) == tuple(banned))
             except Exception:  # noqa: BLE001 - garbage is a wrong state
                 ok = False
             if not ok:
