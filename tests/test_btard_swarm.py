@@ -47,8 +47,17 @@ def _start(cfg: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
         [sys.executable, "-m", "shieldwall.cli", "peer", str(cfg), "--listen",
          "/ip4/127.0.0.1/tcp/0", "--phase-timeout", "10",
          "--step-interval", "0.5", "--run-dir", str(run_dir), *extra],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+def _kill(p: subprocess.Popen) -> None:
+    """SIGKILL the peer's whole process group (hivemind's DHT process and libp2p daemon too)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -92,18 +101,15 @@ def _scenario(tmp_path: Path, honest: int, byzantine: int, kills: int, rounds: i
         _wait(lambda: len(_steps(dirs["h0"])) >= 4, 300, "four steps")
         for k in range(kills):  # kill -9 honest peers (not the first) and start newcomers
             victim = f"h{honest - 1 - k}"
-            procs[victim].send_signal(signal.SIGKILL)
-            procs[victim].wait()
+            _kill(procs[victim])
             other = _identity(dirs[f"h{1 + k % max(1, honest - 1 - kills)}"])["maddrs"][0]
             procs[new[k]] = _start(cfg, dirs[new[k]], "--initial-peers", other)
         alive = [f"h{i}" for i in range(honest - kills)] + new
         for name in alive:
             assert procs[name].wait(timeout=600) == 0, (tmp_path / f"{name}.log").read_text()
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        for p in procs.values():  # the Byzantine peers wait for company: end them, and leftovers
+            _kill(p)
     byz = {_identity(dirs[n])["pid"] for n in names if n[0] == "b"}
     honest_ids = {_identity(dirs[n])["pid"] for n in names + new if n[0] != "b"}
     summaries = {n: json.loads((dirs[n] / "summary.json").read_text()) for n in alive}
