@@ -1,0 +1,375 @@
+"""One BTARD peer of an open swarm: membership per step, joining mid-run, metrics.
+
+Step ``t`` at a peer (every honest peer runs the same sequence):
+
+1. *Membership.* It stores ``{peer_id: time}`` under the DHT key ``<prefix>.step.<t+1>``
+   (registering for the next step) and reads ``<prefix>.step.<t>``: the group of step ``t`` is
+   every registered identity (integer id :func:`~.transport.pid_of` of its libp2p peer id)
+   that is not banned in the ledger. New identities' signing keys are fetched from them over
+   the authenticated libp2p connection.
+2. *Publish.* It serves the state it starts the step from — parameters, optimizer state, step,
+   ledger (bans, silences), the group — and its hash :func:`state_hash`.
+3. *Protocol.* :func:`~shieldwall.btard.protocol.run_step` over
+   :class:`~.transport.HivemindTransport`; the verdict goes into the ledger.
+
+*Joining.* A new peer registers for a step ahead, asks every live peer (DHT key
+``<prefix>.live``) for ``(step, hash, group, banned)`` of the state it serves, takes the answer
+a strict majority of the answering identities gave (not counting those the answer itself lists
+as banned), downloads the state from
+one of them and checks its hash (a peer serving a different state is skipped and logged), and
+joins at that step. Limits: the majority is over answering identities (a Sybil flood of
+Byzantine identities can outvote the honest ones, as in any permissionless majority scheme);
+the group is read from the DHT by every peer near the same moment, so a registration landing
+exactly then can be seen by some peers and not others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shieldwall.algorithms.base import ClientData, evaluate
+from shieldwall.algorithms.ps_sgd import PSSGD
+from shieldwall.btard.byzantine import Byzantine
+from shieldwall.btard.common import GradientOracle
+from shieldwall.btard.crypto import make_keypair, tensor_digest
+from shieldwall.btard.peer import Peer
+from shieldwall.btard.protocol import Ledger, run_step
+from shieldwall.btard.swarm.transport import HivemindTransport, pid_of
+from shieldwall.btard.wire import from_bytes, to_bytes
+from shieldwall.config import ExperimentConfig
+from shieldwall.data import load_dataset
+from shieldwall.data.partition import partition_indices
+from shieldwall.metrics import MetricsLogger
+from shieldwall.models import MODELS
+from shieldwall.seeding import derive_seed
+
+__all__ = ["SwarmOptions", "SwarmNode", "state_hash"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SwarmOptions:
+    """How a peer joins the swarm.
+
+    Attributes:
+        listen: multiaddrs to listen on (``/ip4/0.0.0.0/tcp/31337``; port 0: any free one).
+        initial_peers: multiaddrs of peers already in the swarm (empty: this is the first).
+        prefix: the run's name in the DHT (peers of one run share it).
+        byzantine: run this peer with ``attack_args``'s behaviour.
+        phase_timeout: seconds a protocol phase waits for silent members.
+        run_dir: where this peer writes metrics.jsonl, TensorBoard and summary.json.
+        join_timeout: seconds a new peer tries to download an agreed state.
+        start_peers: a swarm's first step waits until this many peers registered for it.
+        step_interval: the least wall time of a step in seconds (paces a swarm whose steps are
+            much faster than peers can join; 0: as fast as the protocol goes).
+        identity: a file holding this peer's libp2p private key (created if absent), so that it
+            keeps its peer id across restarts (and its bans: a banned identity stays banned).
+    """
+
+    listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    initial_peers: list[str] = field(default_factory=list)
+    prefix: str = "btard"
+    byzantine: bool = False
+    phase_timeout: float = 30.0
+    run_dir: Path = Path("runs/swarm")
+    join_timeout: float = 300.0
+    start_peers: int = 2
+    step_interval: float = 0.0
+    identity: str | None = None
+
+
+def state_hash(state: dict[str, Any]) -> bytes:
+    """A digest of a served state (tensors by content, the rest by canonical JSON)."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            h.update(tensor_digest(x.detach().cpu().contiguous()))
+        elif isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(str(k).encode())
+                feed(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[%d" % len(x))
+            for v in x:
+                feed(v)
+        else:
+            h.update(json.dumps(x, sort_keys=True, default=str).encode())
+
+    feed(state)
+    return h.digest()
+
+
+class _Shards(dict):
+    """A peer's data shard: identity ``pid`` trains on shard ``pid % n`` (public data)."""
+
+    def __init__(self, shards: list[ClientData]) -> None:
+        super().__init__()
+        self.list = shards
+
+    def __getitem__(self, pid: int) -> ClientData:
+        return self.list[pid % len(self.list)]
+
+
+class SwarmNode:
+    """One swarm peer (see the module docstring)."""
+
+    def __init__(self, cfg: ExperimentConfig, opts: SwarmOptions) -> None:
+        import hivemind
+
+        from shieldwall.btard.run import protocol_config
+
+        self.cfg, self.opts = cfg, opts
+        t, seed = cfg.train_args, cfg.common_args.random_seed
+        torch.set_num_threads(cfg.device_args.num_threads or 1)
+        self.proto = protocol_config(cfg)
+        self.dataset = ds = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir)
+        n = t.client_num_in_total
+        parts = partition_indices(ds.train_y, n, cfg.data_args.partition_method,
+                                  alpha=cfg.data_args.partition_alpha, seed=seed,
+                                  min_size=cfg.data_args.partition_min_size)
+        shards = _Shards([ClientData(c, ds.train_x[i], ds.train_y[i]) for c, i in enumerate(parts)])
+        torch.manual_seed(derive_seed(seed, "init"))
+        model = MODELS.get(cfg.model_args.model)(ds.input_shape, ds.num_classes)
+        self.oracle = GradientOracle(PSSGD(t, model, torch.device("cpu")), shards, seed)
+        self.dht = hivemind.DHT(start=True, host_maddrs=opts.listen,
+                                initial_peers=opts.initial_peers, identity_path=opts.identity)
+        self.maddrs = [str(m) for m in self.dht.get_visible_maddrs()]
+        self.transport = tr = HivemindTransport(self.dht, opts.prefix,
+                                                phase_timeout=opts.phase_timeout)
+        self.pid = tr.pid
+        a = cfg.attack_args
+        byz = None
+        if opts.byzantine:
+            name = a.attack_mode if str(a.attack_type).lower() == "byzantine" else a.attack_type
+            byz = Byzantine(self.pid, str(name), dict(a.params), start=a.attack_start,
+                            end=a.attack_end, seed=seed, num_classes=ds.num_classes)
+        self.key = make_keypair(self.proto.scheme, os.urandom(32))
+        self.peer = Peer(self.pid, self.proto, self.oracle, self.key, {self.pid: self.key.public},
+                         os.urandom(32), self.oracle.algorithm.flat.vector(),
+                         PSSGD(t, model, torch.device("cpu")), byz)
+        self.ledger = Ledger((self.pid,), self.proto.silence_limit)
+        self.step = 0
+        self._served: tuple[bytes, bytes] = (b"", b"")  # (hash reply, state bytes)
+        self.bad_servers: list[int] = []  # peers that served a state not matching the majority
+        tr.handlers.update({"key": lambda: self.key.public, "hash": lambda: self._served[0],
+                            "state": lambda: self._served[1]})
+
+    # ---- DHT membership -------------------------------------------------------------------
+    def _store(self, key: str, value: Any, ttl: float = 600.0) -> None:
+        from hivemind.utils import get_dht_time
+
+        self.dht.store(f"{self.opts.prefix}.{key}", value, get_dht_time() + ttl,
+                       subkey=self.transport.peer_id)
+
+    def _read(self, key: str) -> dict[str, Any]:
+        got = self.dht.get(f"{self.opts.prefix}.{key}", latest=True)
+        if got is None or not isinstance(got.value, dict):
+            return {}
+        return {str(k): v.value for k, v in got.value.items()}
+
+    def _group(self, step: int) -> dict[int, Any]:
+        from hivemind.p2p import PeerID
+
+        out = {}
+        for peer_id in self._read(f"step.{step}"):
+            try:
+                out[pid_of(peer_id)] = PeerID.from_base58(peer_id)
+            except Exception:  # noqa: BLE001 - a garbage subkey
+                log.warning("ignored a malformed registration %r", peer_id)
+        return {p: i for p, i in out.items() if p not in self.ledger.banned}
+
+    def _keys(self, group: dict[int, Any]) -> None:
+        ring = self.peer.keyring
+        self.transport.ids.update(group)
+        for pid in group:
+            if pid not in ring:
+                key = self.transport.ask(pid, "key", timeout=self.opts.phase_timeout)
+                if key is not None:
+                    ring[pid] = key
+
+    # ---- state ----------------------------------------------------------------------------
+    def _state(self, group: tuple[int, ...]) -> dict[str, Any]:
+        return {"step": self.step, "params": self.peer.params,
+                "optimizer": self.peer.stepper.state_dict(), "ledger": self.ledger.state_dict(),
+                "group": list(group)}
+
+    def _publish(self, group: tuple[int, ...]) -> None:
+        state = self._state(group)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        banned = tuple(sorted(self.ledger.banned))
+        self._served = (to_bytes((self.step, state_hash(state), tuple(group), banned)),
+                        buf.getvalue())
+
+    def _agreed(self) -> tuple[tuple, list[int]] | None:
+        """The ``(step, hash, group, banned)`` served by a strict majority of the answering live
+        peers that this very answer does not list as banned (answers with more voters first)."""
+        from hivemind.p2p import PeerID
+
+        live = {pid_of(k): k for k in self._read("live") if k != self.transport.peer_id}
+        for pid, peer_id in live.items():
+            self.transport.ids.setdefault(pid, PeerID.from_base58(peer_id))
+        votes: dict[tuple, list[int]] = {}
+        for pid in live:
+            reply = from_bytes(self.transport.ask(pid, "hash", timeout=10) or b"")
+            if (isinstance(reply, tuple) and len(reply) == 4 and type(reply[0]) is int
+                    and isinstance(reply[1], bytes) and all(
+                        isinstance(x, tuple) and all(type(p) is int for p in x)
+                        for x in reply[2:])):
+                votes.setdefault(reply, []).append(pid)
+        answered = {p for v in votes.values() for p in v}
+        for reply, voters in sorted(votes.items(), key=lambda kv: (-len(kv[1]), -kv[0][0])):
+            eligible = answered - set(reply[3])
+            if set(voters) <= eligible and 2 * len(voters) > len(eligible):
+                return reply, voters
+        return None
+
+    def has_swarm(self) -> bool:
+        """Whether live peers are already training (then this peer joins rather than starts)."""
+        return any(k != self.transport.peer_id for k in self._read("live"))
+
+    def join(self) -> tuple[int, ...]:
+        """Register for a step ahead and download the agreed state it starts from; returns
+        that step's group (this peer in it)."""
+        deadline = time.monotonic() + self.opts.join_timeout
+        target = None
+        while time.monotonic() < deadline:
+            found = self._agreed()
+            if found is None:
+                time.sleep(0.5)
+                continue
+            (step, digest, group, banned), voters = found
+            if target is None or (step >= target and self.pid not in group):
+                target = step + 1
+                with self.transport._cond:
+                    self.transport.step = target
+                self._store(f"step.{target}", time.time())
+                log.info("registered for step %d", target)
+                continue
+            if step < target:
+                time.sleep(0.3)
+                continue
+            if self._download(step, digest, voters, group, banned):
+                return group
+        raise RuntimeError("could not download an agreed state from the swarm")
+
+    def _download(self, step: int, digest: bytes, voters: list[int],
+                  group: tuple[int, ...] = (), banned: tuple[int, ...] = ()) -> bool:
+        for pid in voters:
+            raw = self.transport.ask(pid, "state", timeout=60)
+            try:
+                state = torch.load(io.BytesIO(raw or b""), weights_only=True)
+                ok = (isinstance(state, dict) and state_hash(state) == digest
+                      and tuple(state["group"]) == tuple(group)
+                      and tuple(sorted(state["ledger"]["banned"])) == tuple(banned))
+            except Exception:  # noqa: BLE001 - garbage is a wrong state
+                ok = False
+            if not ok:
+                log.warning("peer %s served a state that does not match the agreed hash", pid)
+                self.bad_servers.append(pid)
+                continue
+            self.peer.params = state["params"].clone()
+            self.peer.stepper.load_state_dict(state["optimizer"])
+            self.ledger.load_state_dict(state["ledger"])
+            self.step = step
+            return True
+        return False
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self, steps: int | None = None, joining: bool = False) -> dict[str, Any]:
+        cfg, opts = self.cfg, self.opts
+        last = steps if steps is not None else cfg.train_args.comm_round
+        opts.run_dir.mkdir(parents=True, exist_ok=False)
+        (opts.run_dir / "identity.json").write_text(json.dumps(
+            {"peer_id": self.transport.peer_id, "pid": self.pid, "maddrs": self.maddrs,
+             "byzantine": opts.byzantine}))
+        group: tuple[int, ...] | None = None
+        if joining:
+            group = self.join()
+        else:
+            self._store(f"step.{self.step}", time.time())
+        metrics = MetricsLogger(opts.run_dir, total_rounds=last, start_round=self.step,
+                                tensorboard=cfg.tracking_args.enable_tensorboard, progress=False)
+        every = cfg.validation_args.frequency_of_the_test
+        try:
+            while self.step < last:
+                tic = time.monotonic()
+                metrics.log_round(self._one_step(every, last, group))
+                group = None
+                time.sleep(max(0.0, opts.step_interval - (time.monotonic() - tic)))
+        finally:
+            metrics.close()
+        summary = {"pid": self.pid, "peer_id": self.transport.peer_id, "steps": last,
+                   "byzantine": self.opts.byzantine,
+                   "banned": {str(p): b.round for p, b in self.ledger.banned.items()},
+                   "params_hash": tensor_digest(self.peer.params).hex(),
+                   "rejected": dict(self.transport.rejected), "bad_servers": self.bad_servers}
+        (opts.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        torch.save(self.peer.params, opts.run_dir / "final_params.pt")
+        return summary
+
+    def _one_step(self, every: int, last: int, agreed: tuple[int, ...] | None) -> dict[str, Any]:
+        r, tr = self.step, self.transport
+        tic = time.perf_counter()
+        if r + 1 < last:
+            self._store(f"step.{r + 1}", time.time())
+        group = self._group(r)
+        # the swarm's first step waits for its first peers; any step waits for a second peer
+        need = self.opts.start_peers if r == 0 and agreed is None else 2
+        deadline = time.monotonic() + self.opts.join_timeout
+        if len(group | {self.pid: None}) < need:
+            log.info("step %d: waiting for %d peers to register", r, need)
+            while len(group | {self.pid: None}) < need and time.monotonic() < deadline:
+                time.sleep(0.5)
+                group = self._group(r)
+        if agreed is not None:  # a newcomer: the group the state it downloaded names
+            group = {p: i for p, i in group.items() if p in agreed}
+        group.setdefault(self.pid, tr.p2p.peer_id)
+        self._keys(group)
+        pids = tuple(sorted(group))
+        self.ledger.peers = pids
+        self._publish(pids)
+        self._store("live", r, ttl=3 * self.opts.phase_timeout + 60)
+        tr.begin_step(r, pids, group)
+        known = set(self.ledger.banned)
+        me = frozenset({self.pid}) if self.peer.byzantine is not None else frozenset()
+        attacking = me if self.peer.byzantine is not None and self.peer.byzantine.active(r) else (
+            frozenset())
+        verdict, view, losses = run_step(r, tr, {self.pid: self.peer}, self.ledger, self.proto,
+                                         self.oracle, byzantine=me, attacking=attacking)
+        self.ledger.record(verdict)
+        self.step = r + 1
+        honest = [v for v in losses.values()]
+        entry: dict[str, Any] = {
+            "round": r, "train_loss": sum(honest) / len(honest) if honest else None,
+            "step_taken": verdict.step, "group": len(pids), "present": len(view.present),
+            "aborted": verdict.aborted, "silent": list(verdict.silent),
+            "banned": [{"peer": p, "round": self.ledger.banned[p].round,
+                        "reason": self.ledger.banned[p].reason}
+                       for p in sorted(set(self.ledger.banned) - known)],
+            "banned_total": len(self.ledger.banned),
+            "dropped_messages": sum(tr.rejected.values()),
+            "round_time": time.perf_counter() - tic,
+        }
+        if (r + 1) % every == 0 or r + 1 == last:
+            self.oracle.algorithm.flat.load(self.peer.params)
+            loss, acc = evaluate(self.oracle.algorithm.model, self.dataset.test_x,
+                                 self.dataset.test_y)
+            entry.update(test_loss=loss, test_accuracy=acc)
+        return entry
+
+    def close(self) -> None:
+        self.transport.close()
+        self.dht.shutdown()

@@ -1,0 +1,76 @@
+"""``shieldwall peer CONFIG [--listen MADDR] [--initial-peers MADDR …]``: one BTARD swarm peer.
+
+The first peer listens and prints its multiaddrs; every other peer names one or more of them
+with ``--initial-peers`` and joins the run at the next step it can (downloading the agreed
+state), at any time. Needs the ``swarm`` extra (``pip install -e ".[swarm]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+__all__ = ["register", "peer_command"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("peer", help="run one peer of an open BTARD swarm (hivemind)")
+    p.add_argument("config", help="BTARD YAML config (train_args.federated_optimizer: BTARD)")
+    p.add_argument("--listen", nargs="+", default=["/ip4/0.0.0.0/tcp/0"], metavar="MADDR",
+                   help="multiaddrs to listen on (default /ip4/0.0.0.0/tcp/0: any free port)")
+    p.add_argument("--initial-peers", "--initial_peers", nargs="+", default=[], metavar="MADDR",
+                   help="multiaddrs of peers already in the swarm (none: this peer starts it)")
+    p.add_argument("--prefix", default="btard", help="the run's name in the DHT")
+    p.add_argument("--byzantine", action="store_true",
+                   help="behave as attack_args describe (experiments)")
+    p.add_argument("--phase-timeout", type=float, default=30.0,
+                   help="seconds a protocol phase waits for silent peers (default 30)")
+    p.add_argument("--start-peers", type=int, default=2,
+                   help="peers that must register before the first step starts (default 2)")
+    p.add_argument("--step-interval", type=float, default=0.0,
+                   help="least wall time of a step in seconds (default 0)")
+    p.add_argument("--identity", metavar="PATH",
+                   help="libp2p private key file (created if absent): a stable peer id")
+    p.add_argument("--run-dir", help="this peer's output directory (must not exist; default "
+                   "tracking_args.log_file_dir/<run_name>-peer-<id>)")
+    p.set_defaults(func=peer_command)
+
+
+def peer_command(args: argparse.Namespace) -> int:
+    try:
+        from shieldwall.btard.swarm.node import SwarmNode, SwarmOptions
+    except ImportError as exc:
+        raise ValueError(f"shieldwall peer needs hivemind: pip install -e '.[swarm]' "
+                         f"({exc})") from None
+    from shieldwall.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = load_config(args.config)
+    if str(cfg.train_args.federated_optimizer).upper() != "BTARD":
+        raise ValueError("train_args.federated_optimizer must be BTARD for shieldwall peer")
+    if args.start_peers < 2:
+        raise ValueError(f"--start-peers must be >= 2, got {args.start_peers}")
+    if args.phase_timeout <= 0:
+        raise ValueError(f"--phase-timeout must be > 0, got {args.phase_timeout}")
+    opts = SwarmOptions(listen=args.listen, initial_peers=args.initial_peers,
+                        prefix=args.prefix, byzantine=args.byzantine,
+                        phase_timeout=args.phase_timeout, start_peers=args.start_peers,
+                        step_interval=args.step_interval, identity=args.identity)
+    node = SwarmNode(cfg, opts)
+    run_dir = args.run_dir or str(Path(cfg.tracking_args.log_file_dir)
+                                  / f"{cfg.tracking_args.run_name or 'swarm'}-peer-{node.pid}")
+    if Path(run_dir).exists():
+        node.close()
+        raise ValueError(f"--run-dir {run_dir} exists: never overwriting a run")
+    opts.run_dir = Path(run_dir)
+    for m in node.maddrs:
+        print(f"listening: {m}", flush=True)
+    print(f"peer id {node.transport.peer_id} (pid {node.pid}), run dir {run_dir}", flush=True)
+    try:
+        summary = node.run(joining=bool(args.initial_peers) and node.has_swarm())
+    finally:
+        node.close()
+    print(f"done: step {summary['steps']}, banned {sorted(summary['banned'])}, "
+          f"params {summary['params_hash'][:16]}", flush=True)
+    return 0

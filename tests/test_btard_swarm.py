@@ -1,0 +1,138 @@
+"""The open BTARD swarm on hivemind: real ``shieldwall peer`` processes on 127.0.0.1.
+
+3 honest peers and 1 Byzantine (sign flipping) start a run (8 and 3 in the ``slow`` test); after a
+few steps honest peers are killed with SIGKILL and new ones join through another peer's multiaddr
+(not the first peer's).
+The run goes on; the newcomer downloads the agreed state and trains; the Byzantine peer is banned
+and no honest one; every surviving honest peer ends with the same parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("hivemind", reason="the swarm extra (hivemind) is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = {
+    "common_args": {"random_seed": 3},
+    "data_args": {"dataset": "digits", "partition_method": "iid"},
+    "model_args": {"model": "lr"},
+    "device_args": {"num_threads": 1},
+    "train_args": {"federated_optimizer": "BTARD", "client_num_in_total": 4, "comm_round": 40,
+                   "batch_size": 16, "learning_rate": 0.1, "checkpoint_frequency": 0},
+    "validation_args": {"frequency_of_the_test": 40},
+    "attack_args": {"enable_attack": True, "attack_type": "sign_flip", "scale": 1000,
+                    "byzantine_client_num": 1},
+    "btard_args": {"tau": 1.0, "validators": 4, "signature": "auto"},
+    "tracking_args": {"enable_tensorboard": False, "progress_bar": False},
+}
+
+
+def _start(cfg: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    if "--start-peers" not in extra:
+        extra = ("--start-peers", "2", *extra)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    log = open(run_dir.parent / f"{run_dir.name}.log", "w")  # noqa: SIM115 - closed with the proc
+    return subprocess.Popen(
+        [sys.executable, "-m", "shieldwall.cli", "peer", str(cfg), "--listen",
+         "/ip4/127.0.0.1/tcp/0", "--phase-timeout", "10",
+         "--step-interval", "0.5", "--run-dir", str(run_dir), *extra],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def _kill(p: subprocess.Popen) -> None:
+    """SIGKILL the peer's whole process group (hivemind's DHT process and libp2p daemon too)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    p.wait()
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _identity(run_dir: Path) -> dict:
+    return json.loads((run_dir / "identity.json").read_text())
+
+
+def _steps(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _scenario(tmp_path: Path, honest: int, byzantine: int, kills: int, rounds: int) -> None:
+    cfg = tmp_path / "swarm.yaml"
+    config = dict(CONFIG, tracking_args=dict(CONFIG["tracking_args"], log_file_dir=str(tmp_path)))
+    config["train_args"] = dict(CONFIG["train_args"], comm_round=rounds)
+    config["validation_args"] = {"frequency_of_the_test": rounds}
+    cfg.write_text(yaml.safe_dump(config))
+    start = honest + byzantine
+    names = [f"h{i}" for i in range(honest)] + [f"b{i}" for i in range(byzantine)]
+    new = [f"n{i}" for i in range(kills)]
+    dirs = {name: tmp_path / name for name in names + new}
+    procs: dict[str, subprocess.Popen] = {}
+    peers = ["--start-peers", str(start)]
+    try:
+        procs["h0"] = _start(cfg, dirs["h0"], *peers)
+        _wait(lambda: (dirs["h0"] / "identity.json").exists(), 120, "the first peer")
+        first = _identity(dirs["h0"])["maddrs"][0]
+        for name in names[1:]:
+            extra = [*peers, "--initial-peers", first]
+            procs[name] = _start(cfg, dirs[name], *extra, *(["--byzantine"] * (name[0] == "b")))
+        _wait(lambda: len(_steps(dirs["h0"])) >= 4, 300, "four steps")
+        for k in range(kills):  # kill -9 honest peers (not the first) and start newcomers
+            victim = f"h{honest - 1 - k}"
+            _kill(procs[victim])
+            other = _identity(dirs[f"h{1 + k % max(1, honest - 1 - kills)}"])["maddrs"][0]
+            procs[new[k]] = _start(cfg, dirs[new[k]], "--initial-peers", other)
+        alive = [f"h{i}" for i in range(honest - kills)] + new
+        for name in alive:
+            assert procs[name].wait(timeout=600) == 0, (tmp_path / f"{name}.log").read_text()
+    finally:
+        for p in procs.values():  # the Byzantine peers wait for company: end them, and leftovers
+            _kill(p)
+    byz = {_identity(dirs[n])["pid"] for n in names if n[0] == "b"}
+    honest_ids = {_identity(dirs[n])["pid"] for n in names + new if n[0] != "b"}
+    summaries = {n: json.loads((dirs[n] / "summary.json").read_text()) for n in alive}
+    for name, s in summaries.items():
+        banned = {int(p) for p in s["banned"]}
+        assert byz <= banned, (name, s["banned"])
+        assert not banned & honest_ids, (name, s["banned"])
+    assert len({s["params_hash"] for s in summaries.values()}) == 1
+    for name in new:
+        steps = _steps(dirs[name])
+        assert steps and steps[0]["round"] > 4  # joined mid-run
+        assert sum(e["step_taken"] for e in steps) >= 3  # and trained
+    survivors = _steps(dirs["h0"])
+    assert survivors[-1]["round"] == rounds - 1
+    assert survivors[-1]["test_accuracy"] > 0.5
+
+
+def test_swarm_survives_kill_and_join_and_bans_the_byzantine_peer(tmp_path: Path) -> None:
+    """3 honest + 1 Byzantine; one honest peer killed and replaced (about 60 s)."""
+    _scenario(tmp_path, honest=3, byzantine=1, kills=1, rounds=40)
+
+
+@pytest.mark.slow
+def test_swarm_of_eight_with_three_byzantine_and_two_replaced(tmp_path: Path) -> None:
+    """The issue's scenario: 5 honest + 3 Byzantine; two honest killed and replaced."""
+    _scenario(tmp_path, honest=5, byzantine=3, kills=2, rounds=60)

@@ -1,0 +1,109 @@
+"""Hostile input to the swarm: garbage, oversize, replayed, wrong-step messages and a peer serving
+a wrong state are dropped or caught (two real hivemind peers in this process)."""
+
+from __future__ import annotations
+
+import io
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+hivemind = pytest.importorskip("hivemind", reason="the swarm extra (hivemind) is not installed")
+
+from shieldwall.btard.messages import Hello  # noqa: E402
+from shieldwall.btard.protocol import Ledger  # noqa: E402
+from shieldwall.btard.swarm.node import SwarmNode, state_hash  # noqa: E402
+from shieldwall.btard.swarm.transport import HivemindTransport, pid_of  # noqa: E402
+from shieldwall.btard.wire import to_bytes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pair():
+    a = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+    b = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
+                     initial_peers=[str(m) for m in a.get_visible_maddrs()])
+    ta = HivemindTransport(a, "t", phase_timeout=5.0, max_bytes=4096)
+    tb = HivemindTransport(b, "t", phase_timeout=5.0, max_bytes=4096)
+    ids = {ta.pid: ta.p2p.peer_id, tb.pid: tb.p2p.peer_id}
+    yield ta, tb, ids
+    for t, d in ((ta, a), (tb, b)):
+        t.close()
+        d.shutdown()
+
+
+def _raw(src: HivemindTransport, dst: HivemindTransport, raw: bytes) -> None:
+    req = src._pb.DownloadData(metadata=raw)
+    src._run(src.p2p.call_protobuf_handler(dst.p2p.peer_id, "t.msg", req, src._pb.DownloadData),
+             30)
+
+
+def test_identity_is_the_libp2p_peer_id(pair) -> None:
+    ta, tb, _ = pair
+    assert ta.pid == pid_of(ta.p2p.peer_id.to_base58()) != tb.pid
+
+
+def test_hostile_messages_are_dropped_and_the_phase_goes_on(pair) -> None:
+    ta, tb, ids = pair
+    group = sorted(ids)
+    for t in (ta, tb):
+        t.begin_step(3, group, ids)
+    before = dict(tb.rejected)
+    _raw(ta, tb, b"\x80\x04garbage")                          # not a wire message
+    _raw(ta, tb, to_bytes((3, "hello", b"x" * 8192)))          # oversize
+    _raw(ta, tb, to_bytes((9, "hello", Hello(9, b"c"))))       # wrong step
+    _raw(ta, tb, to_bytes((3, "no-such-phase", 1)))            # unknown phase
+    _raw(ta, tb, to_bytes((3, "hello", Hello(3, b"first"))))   # accepted
+    _raw(ta, tb, to_bytes((3, "hello", Hello(3, b"second"))))  # replay of the slot
+    got = tb.broadcast("hello", {tb.pid: Hello(3, b"mine")})
+    assert (got[ta.pid].round, got[ta.pid].mprng_commitment) == (3, b"first")
+    assert got[tb.pid].mprng_commitment == b"mine"
+    new = {k: v - before.get(k, 0) for k, v in tb.rejected.items() if v != before.get(k, 0)}
+    assert new == {"garbage": 1, "oversize": 1, "wrong step 9 (now 3)": 1, "unknown phase": 1,
+                   "replayed": 1}
+
+
+def test_a_silent_member_costs_one_timeout_then_is_not_awaited(pair) -> None:
+    ta, tb, ids = pair
+    for t in (ta, tb):
+        t.begin_step(4, sorted(ids), ids)
+    tic = time.monotonic()
+    got = tb.broadcast("hello", {tb.pid: Hello(4, b"m")})  # ta says nothing
+    assert got[ta.pid] is None and time.monotonic() - tic >= 4.5
+    tic = time.monotonic()
+    got = tb.exchange("scatter", {tb.pid: {}})
+    assert got == {tb.pid: {}} and time.monotonic() - tic < 4.0
+
+
+def test_exchange_delivers_point_to_point(pair) -> None:
+    ta, tb, ids = pair
+    for t in (ta, tb):
+        t.begin_step(5, sorted(ids), ids)
+    ta.exchange("scatter", {ta.pid: {tb.pid: Hello(5, b"to-b")}})
+    got = tb.exchange("scatter", {tb.pid: {ta.pid: Hello(5, b"to-a")}})
+    assert list(got) == [tb.pid] and list(got[tb.pid]) == [ta.pid]
+    assert got[tb.pid][ta.pid].mprng_commitment == b"to-b"
+
+
+def test_a_peer_serving_a_wrong_state_is_caught() -> None:
+    good = {"step": 7, "params": torch.arange(4.0), "optimizer": {}, "group": [1, 2],
+            "ledger": {"banned": {3: (0, "bad_gradient")}, "silences": {}}}
+    bad = dict(good, params=torch.zeros(4))
+    served = {}
+    for pid, state in ((11, bad), (12, good)):
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        served[pid] = buf.getvalue()
+    served[13] = b"not a state"
+    stepper = SimpleNamespace(load_state_dict=lambda s: None)
+    fake = SimpleNamespace(
+        transport=SimpleNamespace(ask=lambda pid, name, timeout: served[pid]),
+        peer=SimpleNamespace(params=None, stepper=stepper), ledger=Ledger((1, 2)),
+        bad_servers=[], step=0,
+    )
+    assert SwarmNode._download(fake, 7, state_hash(good), [13, 11, 12], (1, 2), (3,))
+    assert fake.bad_servers == [13, 11]
+    assert torch.equal(fake.peer.params, good["params"]) and fake.step == 7
+    assert 3 in fake.ledger.banned
+    assert state_hash(good) != state_hash(bad)
