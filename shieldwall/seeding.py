@@ -8,8 +8,6 @@ run whose clients execute in another order all see the same numbers.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 
@@ -20,9 +18,8 @@ def derive_seed(seed: int, *coordinates: int | str) -> int:
     """A 63-bit seed mixed from ``seed`` and ``coordinates`` (e.g. a purpose tag, round, client)."""
     words = [int(seed) & 0xFFFFFFFF]
     for c in coordinates:
-        if isinstance(c, str):  # the whole tag: "redundant-batch" and "redundant-attack" differ
-            digest = hashlib.blake2b(c.encode(), digest_size=8).digest()
-            words += [int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")]
+        if isinstance(c, str):
+            words.append(int.from_bytes(c.encode()[:8].ljust(8, b"\0"), "little") & 0xFFFFFFFF)
         else:
             words.append(int(c) & 0xFFFFFFFF)
     state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
