@@ -58,18 +58,25 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Read ``path`` (YAML) and apply ``overrides`` (``section.key=value`` strings)."""
+def read_sections(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The YAML mapping of sections in ``path``; :class:`ConfigError` (one line naming the file)
+    if it is missing, not YAML, or not a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
-    return config_from_dict(raw, overrides=overrides, name=path.stem)
+        raise ConfigError(f"{what} {str(path)!r} must hold a mapping of sections")
+    return dict(raw)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read ``path`` (YAML) and apply ``overrides`` (``section.key=value`` strings)."""
+    raw = read_sections(path)
+    return config_from_dict(raw, overrides=overrides, name=Path(path).stem)
 
 
 def config_from_dict(

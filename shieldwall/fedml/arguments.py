@@ -23,9 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from shieldwall.config.loader import ConfigError, config_from_dict
+from shieldwall.config.loader import ConfigError, config_from_dict, read_sections
 from shieldwall.config.schema import SECTIONS, ExperimentConfig
 
 __all__ = ["Arguments", "load_args", "parse_flags"]
@@ -133,15 +131,7 @@ def load_args(argv: Sequence[str], overrides: Sequence[str] = ()) -> Arguments:
     if not path:
         raise ConfigError("fedml.init() needs a config: pass --cf CONFIG (FedML's "
                           "--yaml_config_file), e.g. python torch_mpi.py --cf fedml_config.yaml")
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {path!r} (--cf) does not exist")
-    try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path!r} must hold a mapping of sections")
+    raw = read_sections(path, "config file (--cf)")
     raw = {str(k): dict(v or {}) if isinstance(v, dict) or v is None else v
            for k, v in raw.items()}
     env_overrides = [s for s in os.environ.get("SHIELDWALL_FEDML_SET", "").split(";") if s]
@@ -154,7 +144,7 @@ def load_args(argv: Sequence[str], overrides: Sequence[str] = ()) -> Arguments:
         log.info("fedml.init(): FedML launch flags accepted, not used by shieldwall: %s "
                  "(the rank within a silo comes from torchrun's LOCAL_RANK/RANK)",
                  ", ".join(unused))
-    cfg = config_from_dict(raw, all_overrides, name=file.stem)
+    cfg = config_from_dict(raw, all_overrides, name=Path(path).stem)
     flags = {k: getattr(ns, k) for k in FLAGS}
     flags["using_mlops"] = str(ns.using_mlops).lower() in ("1", "true", "yes")
     flags["yaml_config_file"] = path

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from shieldwall.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
+from shieldwall.config.loader import read_sections
 from shieldwall.rundir.directory import CONFIG_NAME
 
 __all__ = ["CHANGES_NAME", "STRUCTURAL", "classify", "config_changes", "load_run_config",
@@ -101,12 +102,7 @@ def _current(run_dir: Path) -> dict[str, dict[str, Any]] | None:
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         return None
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{str(path)!r} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{str(path)!r} must hold a mapping of sections")
+    raw = read_sections(path, "the run's config")
     for change in read_changes(run_dir):
         section, key = str(change["key"]).split(".", 1)
         body = raw.setdefault(section, {})
