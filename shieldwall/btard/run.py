@@ -229,11 +229,20 @@ def run_btard(cfg: ExperimentConfig, resume: str | Path | None = None) -> dict[s
 
 
 def _resume(run_dir: Path, peers: dict[int, Peer], ledger: Ledger, transport: Transport) -> int:
-    state = torch.load(run_dir / "btard_checkpoint.pt", weights_only=False)
-    for p in peers.values():
-        p.params = state["params"].clone()
-        p.stepper.load_state_dict(state["optimizer"])
-    ledger.load_state_dict(state["ledger"])
+    path = run_dir / "btard_checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, weights_only=False)
+        for p in peers.values():
+            p.params = state["params"].clone()
+            p.stepper.load_state_dict(state["optimizer"])
+        ledger.load_state_dict(state["ledger"])
+        int(state["round"])
+    except Exception as exc:  # truncated, corrupt or foreign file: one line naming it
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
+                         f"{detail}); the run cannot be resumed from it") from None
     transport.set_members(ledger.active)
     return int(state["round"]) + 1
 
