@@ -107,7 +107,10 @@ class TorchDistributedRuntime(Runtime):
         self._orphans: list[object] = []  # timed-out works and buffers, kept alive
         self._closed = False
         if not self.is_server and self.my_clients():
-            self.executor.warm_up()  # before the rendezvous: round 0 as fast as the others
+            # before the rendezvous: round 0 as fast as the others. One of this rank's own
+            # clients (any executor with run(): clients, or the redundancy driver's files)
+            c = self.my_clients()[0]
+            self.executor.run(self.executor.algorithm.flat.vector(), RoundPlan(-1, (c,)), c)
         timeout = timedelta(seconds=idle_timeout)
         init = "env://" if launch.launcher == "torchrun" else launch.init_method
         dist.init_process_group(
