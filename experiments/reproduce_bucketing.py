@@ -3,11 +3,11 @@
 The grid of the paper's exp3 (github.com/epfml/byzantine-robust-noniid-optimizer, ``exp3.py`` and
 ``run.sh``): n = 25 workers of which f = 5 Byzantine, label-sorted shards, its CNN, batch 32,
 lr 0.01, 600 steps; worker momentum β ∈ {0, 0.9}; bucketing s ∈ {none, 2}; aggregators CM,
-CClip (τ = 10, 3 iterations from the previous aggregate), Krum, RFA (8 smoothed Weiszfeld
-steps, ν = 0.1) and — not in the paper's logs — trimmed mean; attacks BF, LF, mimic, IPM
-(ε = 0.1), ALIE (the code's z = Φ⁻¹(0.6)); 3 seeds. The attacks see the honest
-workers' rows only (``knowledge=honest``), as in the paper's code; mimic uses its warm-up of
-1 round. Base config: ``bucketing_mnist.yaml``.
+CClip (τ = 10, 3 iterations from the previous aggregate, zero at first), Krum, RFA (8
+smoothed Weiszfeld steps from zero, ν = 0.1) and — not in the paper's logs — trimmed mean;
+attacks BF, LF, mimic, IPM (ε = 0.1), ALIE (the code's z = Φ⁻¹(0.6)); 3 seeds. The attacks
+see the honest workers' rows only (``knowledge=honest``), as in the paper's code; mimic uses its
+warm-up of 1 round. Base config: ``bucketing_mnist.yaml``.
 
 Cells run in order of information: every β = 0.9 cell with s = 2 and without for seed 0 (the
 attacks with the largest contrasts in the paper first), the attack-free mean, then the same for
@@ -62,7 +62,7 @@ AGGREGATORS = {
     "cm": "median",
     "cp": "centered_clip(tau=10,iterations=3,init=previous)",
     "krum": "krum(power=2)",
-    "rfa": "geometric_median(nu=0.1,max_iter=8,tol=0)",
+    "rfa": "geometric_median(nu=0.1,max_iter=8,tol=0,init=zeros)",
     "tm": "trimmed_mean",
 }
 BUCKETS = (2, 0)

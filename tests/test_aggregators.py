@@ -121,6 +121,19 @@ def test_geometric_median_exact(select_path):
     close(res, [0.0], atol=1e-5)
 
 
+def test_geometric_median_named_starts(select_path):
+    # Rows (1, 0), (0, 2), (3, 0); one Weiszfeld step from the origin weighs each row by
+    # 1 / |x_i| = 1, 1/2, 1/3: v = ((1, 0) + (0, 1) + (1, 0)) / (11/6) = (12/11, 6/11).
+    x = t([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    gm = AGGREGATORS.get("geometric_median")
+    close(gm(x, 1, init="zeros", max_iter=1, tol=0.0), [12 / 11, 6 / 11])
+    close(gm(x, 1, init="zeros", max_iter=0), [0.0, 0.0])
+    close(gm(x, 1, init="mean", max_iter=0), [4 / 3, 2 / 3])
+    close(gm(x, 1, init="median", max_iter=0), [1.0, 0.0])
+    with pytest.raises(ValueError, match="median, mean, zeros"):
+        gm(x, 1, init="origin")
+
+
 def test_centered_clip_exact(select_path):
     # Rows 0, 2, 10 (first coordinate), v0 = 0, tau = 1:
     # step 1: differences 0, 2, 10 -> clipped 0, 1, 1 -> v1 = 0 + 2/3 = 2/3;

@@ -291,6 +291,9 @@ def test_rules_match_the_papers_code_on_random_rows():
     start = x.median(dim=0).values
     ours = AGGREGATORS.get("geometric_median")(x, 5, nu=0.1, max_iter=8, tol=0.0, init=start)
     assert torch.allclose(ours, _paper_rfa(rows, start, 0.1, 8), atol=1e-10)
+    zeros = torch.zeros(40, dtype=torch.float64)  # the paper's start, every call
+    ours = AGGREGATORS.get("geometric_median")(x, 5, nu=0.1, max_iter=8, tol=0.0, init="zeros")
+    assert torch.allclose(ours, _paper_rfa(rows, zeros, 0.1, 8), atol=1e-10)
     krum = AGGREGATORS.get("krum")
     assert torch.equal(krum(x, 5, power=2), _paper_krum(rows, 5))
     # Blanchard's score (power 1) picks another row here: the paper's code squares twice.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from shieldwall.aggregators import AGGREGATORS
 from shieldwall.algorithms.adversary import build_adversary, plan_attack
 from shieldwall.algorithms.defense import build_defense, resolve_f
 from shieldwall.attacks import AttackContext
@@ -375,6 +376,9 @@ def test_cclip_centres_on_the_previous_aggregate():
     assert torch.equal(carried.state_dict()["previous"], first)
     far = near_zero + torch.tensor([10.0, 0.0])
     # 5 iterations of radius 0.1 from the previous aggregate cannot travel to 10; from the
-    # coordinate median (a stateless start) the centre is already there.
+    # coordinate median (a stateless call's start) the centre is already there.
     assert float(carried(far, 1).vector[0]) <= float(first[0]) + 0.5 + 1e-6
-    assert float(fresh(far, 1).vector[0]) == pytest.approx(10.0, abs=0.1)
+    stateless = AGGREGATORS.get("centered_clip")(far, 1, tau=0.1, iterations=5)
+    assert float(stateless[0]) == pytest.approx(10.0, abs=0.1)
+    # Before any committed round the centre is zero (the paper's momentum starts at 0).
+    assert float(fresh(far, 1).vector[0]) == pytest.approx(0.5, abs=1e-6)

@@ -19,7 +19,12 @@ to the rows' spread) from the exact minimiser: ample for learning; pass ``tol=0`
 Start: RFA starts from the weighted mean, which a single row of norm ``1e30`` drags so far that
 Weiszfeld needs dozens of steps to come back (the error shrinks by about ``f / (n - f)`` per
 step). Here the start is the coordinate-wise median (robust, inside the honest rows' bounding box
-when :math:`n \ge 2f + 1`), or ``init`` when given (e.g. the previous round's aggregate). Each
+when :math:`n \ge 2f + 1`), or ``init`` when given: a point (e.g. the previous round's
+aggregate), ``"mean"`` (RFA's start) or ``"zeros"``. ``init="zeros"`` with a few iterations
+(``max_iter=8, nu=0.1, tol=0``) is the variant of the bucketing paper's code (Karimireddy, He &
+Jaggi, ICLR 2022, ``codes/aggregator/rfa.py``): from the origin the first step weighs each row by
+:math:`1/\|x_i\|`, so rows of small norm (IPM's :math:`-\epsilon\,\bar g`) pull the result
+far more than from a robust start, which is why RFA breaks under IPM and ALIE in that paper. Each
 step costs one pass over the rows where numba is installed (the new point and its distances to
 every row from each cache-sized block of columns at once), two matrix-vector products otherwise
 (:meth:`~shieldwall.aggregators.base.DistancesToPoint.combine`); no ``(n, d)`` temporary.
@@ -48,6 +53,11 @@ def _check(n: int, f: int, **params) -> None:
         raise ValueError(f"GeometricMedian needs nu > 0, got nu={params['nu']}")
     if params.get("max_iter", 100) < 0:
         raise ValueError(f"GeometricMedian needs max_iter >= 0, got {params['max_iter']}")
+    init = params.get("init")
+    if isinstance(init, str) and init.lower() not in STARTS:
+        raise ValueError(
+            f"GeometricMedian init must be a point or one of {', '.join(STARTS)}, got {init!r}"
+        )
     weights = params.get("weights")
     if weights is not None:
         w = torch.as_tensor(weights)
@@ -57,9 +67,20 @@ def _check(n: int, f: int, **params) -> None:
             )
 
 
-def _start(updates: Tensor, init: Tensor | None) -> Tensor:
-    if init is None:
+#: the named starting points ``init`` accepts.
+STARTS = ("median", "mean", "zeros")
+
+
+def _start(updates: Tensor, init: Tensor | str | None, alpha: Tensor) -> Tensor:
+    if init is None or (isinstance(init, str) and init.lower() == "median"):
         return coordinate_median(updates)
+    if isinstance(init, str):
+        name = init.lower()
+        if name == "zeros":
+            return updates.new_zeros(updates.shape[1:])
+        if name == "mean":
+            return (alpha.to(updates.dtype) @ updates)
+        raise ValueError(f"GeometricMedian init: unknown start {init!r}")
     start = torch.as_tensor(init).to(dtype=updates.dtype, device=updates.device)
     if start.shape != updates.shape[1:]:
         raise ValueError(
@@ -84,7 +105,7 @@ def geometric_median(
     max_iter: int = 100,
     tol: float = 1e-6,
     weights: Tensor | None = None,
-    init: Tensor | None = None,
+    init: Tensor | str | None = None,
 ) -> Tensor:
     r"""Approximate (weighted) geometric median of the rows.
 
@@ -97,7 +118,9 @@ def geometric_median(
         tol: stop when the objective changes by at most ``tol`` times its value (default
             ``1e-6``); ``0`` runs all ``max_iter`` updates.
         weights: optional ``(n,)`` non-negative :math:`\alpha_i` (normalised here).
-        init: optional ``(d,)`` starting point (default: the coordinate-wise median).
+        init: ``(d,)`` starting point, or ``"median"`` (the coordinate-wise median, the
+            default), ``"mean"`` (the weighted mean, RFA's start) or ``"zeros"`` (the origin,
+            as the bucketing paper's code).
 
     Returns:
         ``(d,)``. Equivariant under translation (with ``init`` translated too) and, up to the
@@ -109,7 +132,7 @@ def geometric_median(
     else:
         alpha = torch.as_tensor(weights).to(dtype=torch.float64, device=updates.device)
         alpha = alpha / alpha.sum()
-    v = _start(updates, init)
+    v = _start(updates, init, alpha)
     sq_dist = DistancesToPoint(updates, v)
     dist = sq_dist(v).sqrt_()
     objective = float(alpha @ dist)

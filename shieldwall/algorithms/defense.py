@@ -62,7 +62,8 @@ class Defense:
         weighted: pass sample counts as ``weights`` when the aggregator takes them.
         postaggregators: ``(name, params)`` steps applied to the aggregate, in order.
         carry: aggregator parameters fed from the previous committed round (``{"init":
-            "previous_aggregate"}`` for CClip's centre).
+            "previous_aggregate"}`` for CClip's centre); before the first committed round they
+            are zeros, as the CClip paper's momentum starts (Karimireddy, He & Jaggi, 2021).
         seed: the run's seed (bucketing permutations, post-aggregation noise).
         sources: ``"stage.param"`` → where the value came from (``shieldwall check`` prints it).
         fedml_name: the FedML ``defense_type`` this was built from, if any.
@@ -157,8 +158,11 @@ class Defense:
         accepted = entry.param_names()
         if self.weighted and w is not None and "weights" in accepted:
             kw["weights"] = w
-        if self._previous is not None and self._previous.shape == rows.shape[1:]:
-            kw.update({p: self._previous.to(rows) for p in self.carry if p in accepted})
+        if self.carry:
+            previous = self._previous
+            fits = previous is not None and previous.shape == rows.shape[1:]
+            carried = previous.to(rows) if fits else rows.new_zeros(rows.shape[1:])
+            kw.update({p: carried for p in self.carry if p in accepted})
         state = self._states.get("agg")
         if state is not None:
             kw.update(state.inputs(rows, ids))
