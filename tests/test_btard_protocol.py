@@ -232,3 +232,46 @@ def test_malformed_messages_never_crash_or_frame_honest_peers() -> None:
     v = run.step(2)[0]
     assert v.aborted == "accuse" and v.silent == [garbage_peer]
     assert set(run.ledger.banned) == {nan_peer, long_peer}
+
+
+def test_save_steps_keep_states_and_initial_state_continues_bit_exactly(tmp_path: Path) -> None:
+    """The seed's STEPS_TO_SAVE / --initial_state_path: a run started from the state kept at
+    step 3 ends where the run that kept it ends (same batches, same checks)."""
+    cfg = make_cfg(tmp_path, attack=None, rounds=6, save_steps=[0, 3])
+    cfg.tracking_args.run_name = "whole"
+    whole = run_btard(cfg)
+    kept = Path(whole["run_dir"]) / "state_step_3.pt"
+    assert kept.is_file() and (Path(whole["run_dir"]) / "state_step_0.pt").is_file()
+    assert torch.load(kept, weights_only=True)["step"] == 3
+    cfg = make_cfg(tmp_path, attack=None, rounds=6, initial_state=str(kept))
+    cfg.tracking_args.run_name = "tail"
+    tail = run_btard(cfg)
+    lines = (Path(tail["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [3, 4, 5]
+    assert torch.equal(torch.load(Path(whole["run_dir"]) / "final_params.pt"),
+                       torch.load(Path(tail["run_dir"]) / "final_params.pt"))
+
+
+def test_initial_state_reads_params_state_dicts_and_refuses_bad_files(tmp_path: Path) -> None:
+    from shieldwall.btard.state import read_state
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    got = read_state(tmp_path / "model.pt", dim=8, model=model)
+    assert torch.equal(got["params"], flat) and got["step"] == 0 and got["optimizer"] is None
+    torch.save(flat, tmp_path / "final_params.pt")
+    assert torch.equal(read_state(tmp_path / "final_params.pt", dim=8)["params"], flat)
+    torch.save({"round": 4, "params": flat, "optimizer": {}, "ledger": {}}, tmp_path / "ck.pt")
+    assert read_state(tmp_path / "ck.pt", dim=8)["step"] == 5  # a closed run's checkpoint
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    torch.save(torch.full((8,), float("nan")), tmp_path / "nan.pt")
+    for name, message in [("absent.pt", "does not exist"), ("junk.pt", "cannot be read"),
+                          ("nan.pt", "non-finite"), ("final_params.pt", "this model has 9")]:
+        with pytest.raises(ValueError, match=message):
+            read_state(tmp_path / name, dim=9 if name == "final_params.pt" else 8)
+    cfg = make_cfg(tmp_path, attack=None, rounds=2, initial_state=str(tmp_path / "junk.pt"))
+    with pytest.raises(ConfigError, match=r"btard_args.initial_state: .*junk.pt' cannot be read"):
+        run_btard(cfg)
+    with pytest.raises(ConfigError, match="btard_args.save_steps"):
+        build(make_cfg(tmp_path, attack=None, save_steps=[-1]))

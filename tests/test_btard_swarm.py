@@ -2,9 +2,10 @@
 
 3 honest peers and 1 Byzantine (sign flipping) start a run (8 and 3 in the ``slow`` test); after a
 few steps honest peers are killed with SIGKILL and new ones join through another peer's multiaddr
-(not the first peer's).
-The run goes on; the newcomer downloads the agreed state and trains; the Byzantine peer is banned
-and no honest one; every surviving honest peer ends with the same parameters.
+(not the first peer's), and the banned Byzantine peer is killed and restarted with its identity
+file. The run goes on; the newcomer downloads the agreed state and trains; the Byzantine peer is
+banned and no honest one, and refused when it comes back under the same identity; every
+surviving honest peer ends with the same parameters.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def _steps(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _scenario(tmp_path: Path, honest: int, byzantine: int, kills: int, rounds: int) -> None:
+def _scenario(tmp_path: Path, honest: int, byzantine: int, kills: int, rounds: int,
+              rejoin_banned: bool = False) -> None:
     cfg = tmp_path / "swarm.yaml"
     config = dict(CONFIG, tracking_args=dict(CONFIG["tracking_args"], log_file_dir=str(tmp_path)))
     config["train_args"] = dict(CONFIG["train_args"], comm_round=rounds)
@@ -97,8 +99,21 @@ def _scenario(tmp_path: Path, honest: int, byzantine: int, kills: int, rounds: i
         first = _identity(dirs["h0"])["maddrs"][0]
         for name in names[1:]:
             extra = [*peers, "--initial-peers", first]
-            procs[name] = _start(cfg, dirs[name], *extra, *(["--byzantine"] * (name[0] == "b")))
+            byz = ["--byzantine", "--identity", str(tmp_path / f"{name}.key")] * (name[0] == "b")
+            procs[name] = _start(cfg, dirs[name], *extra, *byz)
         _wait(lambda: len(_steps(dirs["h0"])) >= 4, 300, "four steps")
+        if rejoin_banned:  # the banned b0 comes back (kill -9, restart) under its identity file
+            banned_at = [e["round"] for e in _steps(dirs["h0"]) if e["banned"]]
+            assert banned_at, "the Byzantine peer was not banned in the first steps"
+            _kill(procs["b0"])
+            again = tmp_path / "b0-again"
+            procs["b0-again"] = _start(cfg, again, "--initial-peers", first, "--byzantine",
+                                       "--identity", str(tmp_path / "b0.key"))
+            assert procs["b0-again"].wait(timeout=120) == 1
+            log = (tmp_path / "b0-again.log").read_text()
+            assert "is banned in this swarm" in log, log
+            assert _identity(again)["pid"] == _identity(dirs["b0"])["pid"]
+            assert _steps(again) == []  # it never took part in a step
         for k in range(kills):  # kill -9 honest peers (not the first) and start newcomers
             victim = f"h{honest - 1 - k}"
             _kill(procs[victim])
@@ -128,8 +143,9 @@ def _scenario(tmp_path: Path, honest: int, byzantine: int, kills: int, rounds: i
 
 
 def test_swarm_survives_kill_and_join_and_bans_the_byzantine_peer(tmp_path: Path) -> None:
-    """3 honest + 1 Byzantine; one honest peer killed and replaced (about 60 s)."""
-    _scenario(tmp_path, honest=3, byzantine=1, kills=1, rounds=40)
+    """3 honest + 1 Byzantine; one honest peer killed and replaced, the banned Byzantine peer
+    killed and refused when it restarts with its identity (about 70 s)."""
+    _scenario(tmp_path, honest=3, byzantine=1, kills=1, rounds=40, rejoin_banned=True)
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ from shieldwall.btard.crypto import make_keypair, resolve_scheme
 from shieldwall.btard.judge import Verdict
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
+from shieldwall.btard.state import read_state, state_file, write_state
 from shieldwall.btard.transport import InMemoryTransport, TorchDistTransport, Transport
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
@@ -65,12 +66,31 @@ def protocol_config(cfg: ExperimentConfig) -> ProtocolConfig:
         raise ConfigError(f"btard_args.tau must be > 0, got {b.tau}")
     if b.silence_limit < 1:
         raise ConfigError(f"btard_args.silence_limit must be >= 1, got {b.silence_limit}")
+    steps = b.save_steps if isinstance(b.save_steps, (list, tuple)) else [b.save_steps]
+    if any(type(s) is not int or s < 0 for s in steps):
+        raise ConfigError(f"btard_args.save_steps must be a list of step numbers >= 0, got "
+                          f"{b.save_steps!r}")
     return ProtocolConfig(
         tau=b.tau, cc_iterations=b.cc_iterations, rel_tol=b.cc_rel_tol,
         check_sigmas=b.check_sigmas, validators=b.validators, check_mode=b.check_mode.lower(),
         check_proba=b.check_proba, silence_limit=b.silence_limit, grad_rtol=b.grad_rtol,
         scheme=resolve_scheme(b.signature),
     )
+
+
+def initial_state(cfg: ExperimentConfig, params: torch.Tensor,
+                  model: torch.nn.Module) -> dict[str, Any] | None:
+    """The state ``btard_args.initial_state`` names (see :mod:`shieldwall.btard.state`), or
+    ``None``; a bad file is one :class:`ConfigError` line."""
+    path = cfg.btard_args.initial_state
+    if not path:
+        return None
+    try:
+        state = read_state(path, dim=params.numel(), model=model)
+    except ValueError as exc:
+        raise ConfigError(f"btard_args.initial_state: {exc}") from None
+    state["params"] = state["params"].to(params)
+    return state
 
 
 def byzantine_peers(cfg: ExperimentConfig, num_classes: int) -> dict[int, Byzantine]:
@@ -218,6 +238,8 @@ def run_btard(cfg: ExperimentConfig, resume: str | Path | None = None) -> dict[s
         start = 0
         if resume is not None:
             start = _resume(Path(resume), run.peers, run.ledger, run.transport)
+        else:
+            start = _start_from(run)
         run_dir = open_run_dir(cfg, resume, start) if writer else None
         if run_dir is not None and start >= cfg.train_args.comm_round:
             return finished_summary(run_dir, cfg, start)
@@ -247,6 +269,20 @@ def _resume(run_dir: Path, peers: dict[int, Peer], ledger: Ledger, transport: Tr
     return int(state["round"]) + 1
 
 
+def _start_from(run: BTARDRun) -> int:
+    """Load ``btard_args.initial_state`` into every local peer; the step to run first."""
+    model = run.oracle.algorithm.model
+    state = initial_state(run.cfg, next(iter(run.peers.values())).params, model)
+    if state is None:
+        return 0
+    for p in run.peers.values():
+        p.params = state["params"].clone()
+        if state["optimizer"] is not None:
+            p.stepper.load_state_dict(state["optimizer"])
+    log.info("started from %s at step %d", run.cfg.btard_args.initial_state, state["step"])
+    return state["step"]
+
+
 def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
     cfg, transport, peers, ledger = run.cfg, run.transport, run.peers, run.ledger
     t, dataset, oracle = cfg.train_args, run.dataset, run.oracle
@@ -265,6 +301,9 @@ def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
         for r in range(start, t.comm_round):
             if transport.departed:
                 break
+            if run_dir is not None and r in cfg.btard_args.save_steps:
+                write_state(state_file(run_dir, r), step=r, params=me.params,
+                            optimizer=me.stepper.state_dict(), ledger=ledger.state_dict())
             before = transport.traffic.snapshot()
             tic = time.perf_counter()
             known = set(ledger.banned)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 __all__ = ["register", "peer_command"]
@@ -17,8 +18,18 @@ __all__ = ["register", "peer_command"]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("peer", help="run one peer of an open BTARD swarm (hivemind)")
     p.add_argument("config", help="BTARD YAML config (train_args.federated_optimizer: BTARD)")
-    p.add_argument("--listen", nargs="+", default=["/ip4/0.0.0.0/tcp/0"], metavar="MADDR",
+    p.add_argument("--listen", "--host-maddrs", "--host_maddrs", nargs="+",
+                   default=["/ip4/0.0.0.0/tcp/0"], metavar="MADDR",
                    help="multiaddrs to listen on (default /ip4/0.0.0.0/tcp/0: any free port)")
+    p.add_argument("--announce-maddrs", "--announce_maddrs", nargs="+", default=[],
+                   metavar="MADDR", help="the addresses others should dial (a public IP or a "
+                   "forwarded port behind NAT), e.g. /ip4/203.0.113.7/tcp/31337")
+    p.add_argument("--no-relay", "--no_relay", action="store_true",
+                   help="do not use libp2p circuit relays (hivemind's use_relay=False)")
+    p.add_argument("--use-auto-relay", "--use_auto_relay", action="store_true",
+                   help="behind NAT: find relays among the peers and be reachable through them")
+    p.add_argument("--use-ipfs", "--use_ipfs", action="store_true",
+                   help="also bootstrap through the public IPFS DHT (needs the internet)")
     p.add_argument("--initial-peers", "--initial_peers", nargs="+", default=[], metavar="MADDR",
                    help="multiaddrs of peers already in the swarm (none: this peer starts it)")
     p.add_argument("--prefix", default="btard", help="the run's name in the DHT")
@@ -39,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def peer_command(args: argparse.Namespace) -> int:
     try:
-        from shieldwall.btard.swarm.node import SwarmNode, SwarmOptions
+        from shieldwall.btard.swarm.node import SwarmError, SwarmNode, SwarmOptions
     except ImportError as exc:
         raise ValueError(f"shieldwall peer needs hivemind: pip install -e '.[swarm]' "
                          f"({exc})") from None
@@ -56,7 +67,9 @@ def peer_command(args: argparse.Namespace) -> int:
     opts = SwarmOptions(listen=args.listen, initial_peers=args.initial_peers,
                         prefix=args.prefix, byzantine=args.byzantine,
                         phase_timeout=args.phase_timeout, start_peers=args.start_peers,
-                        step_interval=args.step_interval, identity=args.identity)
+                        step_interval=args.step_interval, identity=args.identity,
+                        announce=args.announce_maddrs, use_relay=not args.no_relay,
+                        use_auto_relay=args.use_auto_relay, use_ipfs=args.use_ipfs)
     node = SwarmNode(cfg, opts)
     run_dir = args.run_dir or str(Path(cfg.tracking_args.log_file_dir)
                                   / f"{cfg.tracking_args.run_name or 'swarm'}-peer-{node.pid}")
@@ -69,6 +82,9 @@ def peer_command(args: argparse.Namespace) -> int:
     print(f"peer id {node.transport.peer_id} (pid {node.pid}), run dir {run_dir}", flush=True)
     try:
         summary = node.run(joining=bool(args.initial_peers) and node.has_swarm())
+    except SwarmError as exc:
+        print(f"shieldwall: refused: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
         node.close()
     print(f"done: step {summary['steps']}, banned {sorted(summary['banned'])}, "

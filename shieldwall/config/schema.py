@@ -341,6 +341,16 @@ class BTARDArgs:
     simulation only), ``auto`` (ed25519 when installed)."""
     measure_bytes: bool = False
     """Simulator: serialise every message to count exact bytes (slower)."""
+    save_steps: list[int] = field(default_factory=list)
+    """Steps at whose start every peer keeps its state as ``RUN_DIR/state_step_<t>.pt``
+    (parameters, optimizer state, step, ledger); the BTARD seed keeps 450, 950, 2950 and 4950.
+    Any such file can start a new run through ``initial_state``."""
+    initial_state: str | None = None
+    """Start from this file instead of the seeded initialisation (the seed's
+    ``initial_state_path``): a ``state_step_<t>.pt``, a run's ``btard_checkpoint.pt`` or
+    ``final_params.pt``, or a model ``state_dict``. Parameters, plus the optimizer state, step and
+    bans where the file has them (a closed run keeps its own ledger). Every peer that starts the
+    run reads it; swarm peers joining later download the agreed state instead."""
 
 
 @dataclass(kw_only=True)

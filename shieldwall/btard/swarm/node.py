@@ -44,6 +44,7 @@ from shieldwall.btard.common import GradientOracle
 from shieldwall.btard.crypto import make_keypair, tensor_digest
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
+from shieldwall.btard.state import state_file, write_state
 from shieldwall.btard.swarm.transport import HivemindTransport, pid_of
 from shieldwall.btard.wire import from_bytes, to_bytes
 from shieldwall.config import ExperimentConfig
@@ -53,9 +54,13 @@ from shieldwall.metrics import MetricsLogger
 from shieldwall.models import MODELS
 from shieldwall.seeding import derive_seed
 
-__all__ = ["SwarmOptions", "SwarmNode", "state_hash"]
+__all__ = ["SwarmError", "SwarmOptions", "SwarmNode", "state_hash"]
 
 log = logging.getLogger(__name__)
+
+
+class SwarmError(RuntimeError):
+    """This peer cannot take part: its identity is banned, or no agreed state could be had."""
 
 
 @dataclass
@@ -75,6 +80,12 @@ class SwarmOptions:
             much faster than peers can join; 0: as fast as the protocol goes).
         identity: a file holding this peer's libp2p private key (created if absent), so that it
             keeps its peer id across restarts (and its bans: a banned identity stays banned).
+        announce: multiaddrs others should dial instead of the listening ones (a public
+            address, a port forwarded through NAT).
+        use_relay: use libp2p circuit relays (hivemind's default).
+        use_auto_relay: find relays among the peers and advertise itself through them (a peer
+            behind NAT that cannot forward a port).
+        use_ipfs: also bootstrap through the public IPFS DHT.
     """
 
     listen: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
@@ -87,6 +98,10 @@ class SwarmOptions:
     start_peers: int = 2
     step_interval: float = 0.0
     identity: str | None = None
+    announce: list[str] = field(default_factory=list)
+    use_relay: bool = True
+    use_auto_relay: bool = False
+    use_ipfs: bool = False
 
 
 def state_hash(state: dict[str, Any]) -> bytes:
@@ -144,7 +159,9 @@ class SwarmNode:
         model = MODELS.get(cfg.model_args.model)(ds.input_shape, ds.num_classes)
         self.oracle = GradientOracle(PSSGD(t, model, torch.device("cpu")), shards, seed)
         self.dht = hivemind.DHT(start=True, host_maddrs=opts.listen,
-                                initial_peers=opts.initial_peers, identity_path=opts.identity)
+                                initial_peers=opts.initial_peers, identity_path=opts.identity,
+                                announce_maddrs=opts.announce or None, use_relay=opts.use_relay,
+                                use_auto_relay=opts.use_auto_relay, use_ipfs=opts.use_ipfs)
         self.maddrs = [str(m) for m in self.dht.get_visible_maddrs()]
         self.transport = tr = HivemindTransport(self.dht, opts.prefix,
                                                 phase_timeout=opts.phase_timeout)
@@ -161,6 +178,7 @@ class SwarmNode:
                          PSSGD(t, model, torch.device("cpu")), byz)
         self.ledger = Ledger((self.pid,), self.proto.silence_limit)
         self.step = 0
+        self._first_step = 0  # the swarm's first step (initial_state may move it)
         self._served: tuple[bytes, bytes] = (b"", b"")  # (hash reply, state bytes)
         self.bad_servers: list[int] = []  # peers that served a state not matching the majority
         tr.handlers.update({"key": lambda: self.key.public, "hash": lambda: self._served[0],
@@ -251,6 +269,10 @@ class SwarmNode:
                 time.sleep(0.5)
                 continue
             (step, digest, group, banned), voters = found
+            if self.pid in banned:  # bans stick: the swarm's agreed ledger names this identity
+                raise SwarmError(f"identity {self.transport.peer_id} (pid {self.pid}) is banned "
+                                 f"in this swarm (agreed state of step {step}); start a peer "
+                                 f"with another --identity")
             if target is None or (step >= target and self.pid not in group):
                 target = step + 1
                 with self.transport._cond:
@@ -263,7 +285,8 @@ class SwarmNode:
                 continue
             if self._download(step, digest, voters, group, banned):
                 return group
-        raise RuntimeError("could not download an agreed state from the swarm")
+        raise SwarmError(f"could not download an agreed state from the swarm within "
+                         f"{self.opts.join_timeout:.0f} s")
 
     def _download(self, step: int, digest: bytes, voters: list[int],
                   group: tuple[int, ...] = (), banned: tuple[int, ...] = ()) -> bool:
@@ -287,6 +310,22 @@ class SwarmNode:
             return True
         return False
 
+    def _start_from_file(self) -> None:
+        """A starting peer loads ``btard_args.initial_state`` (every peer that starts the swarm
+        reads the same file, so their states agree)."""
+        from shieldwall.btard.run import initial_state
+
+        state = initial_state(self.cfg, self.peer.params, self.oracle.algorithm.model)
+        if state is None:
+            return
+        self.peer.params = state["params"].clone()
+        if state["optimizer"] is not None:
+            self.peer.stepper.load_state_dict(state["optimizer"])
+        if state["ledger"] is not None:
+            self.ledger.load_state_dict(state["ledger"])
+        self.step = state["step"]
+        log.info("started from %s at step %d", self.cfg.btard_args.initial_state, self.step)
+
     # ---- the loop -------------------------------------------------------------------------
     def run(self, steps: int | None = None, joining: bool = False) -> dict[str, Any]:
         cfg, opts = self.cfg, self.opts
@@ -299,6 +338,8 @@ class SwarmNode:
         if joining:
             group = self.join()
         else:
+            self._start_from_file()
+            self._first_step = self.step
             self._store(f"step.{self.step}", time.time())
         metrics = MetricsLogger(opts.run_dir, total_rounds=last, start_round=self.step,
                                 tensorboard=cfg.tracking_args.enable_tensorboard, progress=False)
@@ -327,7 +368,7 @@ class SwarmNode:
             self._store(f"step.{r + 1}", time.time())
         group = self._group(r)
         # the swarm's first step waits for its first peers; any step waits for a second peer
-        need = self.opts.start_peers if r == 0 and agreed is None else 2
+        need = self.opts.start_peers if r == self._first_step and agreed is None else 2
         deadline = time.monotonic() + self.opts.join_timeout
         if len(group | {self.pid: None}) < need:
             log.info("step %d: waiting for %d peers to register", r, need)
@@ -341,6 +382,9 @@ class SwarmNode:
         pids = tuple(sorted(group))
         self.ledger.peers = pids
         self._publish(pids)
+        if r in self.cfg.btard_args.save_steps:
+            write_state(state_file(self.opts.run_dir, r), step=r, params=self.peer.params,
+                        optimizer=self.peer.stepper.state_dict(), ledger=self.ledger.state_dict())
         self._store("live", r, ttl=3 * self.opts.phase_timeout + 60)
         tr.begin_step(r, pids, group)
         known = set(self.ledger.banned)
