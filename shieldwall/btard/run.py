@@ -53,8 +53,8 @@ from shieldwall.runtime.agreement import check_data_agreement
 from shieldwall.seeding import derive_seed
 from shieldwall.threads import configure_threads
 
-__all__ = ["run_btard", "build", "BTARDRun", "protocol_config", "byzantine_peers",
-           "uses_processes"]
+__all__ = ["run_btard", "build", "build_workload", "data_attack", "BTARDRun", "protocol_config",
+           "byzantine_peers", "uses_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ def byzantine_peers(cfg: ExperimentConfig, num_classes: int) -> dict[int, Byzant
         raise ConfigError(f"attack_args: {exc}") from None
 
 
-def _data_attack(byz: dict[int, Byzantine], num_classes: int):
+def data_attack(byz: dict[int, Byzantine], num_classes: int):
+    """The data poisoning of the Byzantine peers' attack (label flipping…), or ``None``."""
     entry = next((b.gradient_attack for b in byz.values() if b.is_data_attack), None)
     if not isinstance(entry, Entry):
         return None
@@ -195,6 +196,25 @@ class BTARDRun:
         return out
 
 
+def build_workload(cfg: ExperimentConfig, device: torch.device
+                   ) -> tuple[Any, dict[int, ClientData], torch.nn.Module]:
+    """The data set, every peer's shard (public: anyone can recompute anyone's gradient) and
+    the seeded initial model, for images or text (shared by the closed run and the swarm)."""
+    seed = cfg.common_args.random_seed
+    dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir, cfg.text_args)
+    parts = partition_indices(
+        dataset.partition_labels, cfg.train_args.client_num_in_total,
+        cfg.data_args.partition_method, alpha=cfg.data_args.partition_alpha, seed=seed,
+        min_size=cfg.data_args.partition_min_size,
+    )
+    shards = {c: ClientData(c, dataset.train_x[i].to(device), dataset.train_y[i].to(device))
+              for c, i in enumerate(parts)}
+    torch.manual_seed(derive_seed(seed, "init"))
+    model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
+                        cfg.text_args, text=dataset.train_y.dim() > 1)
+    return dataset, shards, model
+
+
 def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun:
     """Data, model, peers, transport and ledger for ``cfg`` (the transport from the config
     unless given)."""
@@ -203,19 +223,10 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
     device = torch.device(cfg.device_args.device or "cpu")
     n = t.client_num_in_total
     proto = protocol_config(cfg)
-    dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir, cfg.text_args)
-    parts = partition_indices(
-        dataset.partition_labels, n, cfg.data_args.partition_method,
-        alpha=cfg.data_args.partition_alpha, seed=seed, min_size=cfg.data_args.partition_min_size,
-    )
-    shards = {c: ClientData(c, dataset.train_x[i].to(device), dataset.train_y[i].to(device))
-              for c, i in enumerate(parts)}
-    torch.manual_seed(derive_seed(seed, "init"))
-    model = build_model(cfg.model_args.model, dataset.input_shape, dataset.num_classes,
-                        cfg.text_args, text=dataset.train_y.dim() > 1)
+    dataset, shards, model = build_workload(cfg, device)
     byz = byzantine_peers(cfg, dataset.num_classes)
     oracle = GradientOracle(PSSGD(t, model, device), shards, seed,
-                            _data_attack(byz, dataset.num_classes))
+                            data_attack(byz, dataset.num_classes))
     params = oracle.algorithm.flat.vector()
     transport = transport if transport is not None else _build_transport(cfg, n)
     try:

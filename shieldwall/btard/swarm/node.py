@@ -48,11 +48,8 @@ from shieldwall.btard.state import state_file, write_state
 from shieldwall.btard.swarm.transport import HivemindTransport, pid_of
 from shieldwall.btard.wire import from_bytes, to_bytes
 from shieldwall.config import ExperimentConfig
-from shieldwall.data import load_dataset
-from shieldwall.data.partition import partition_indices
 from shieldwall.metrics import MetricsLogger
-from shieldwall.models import MODELS
-from shieldwall.seeding import derive_seed
+from shieldwall.metrics.text import perplexities
 
 __all__ = ["SwarmError", "SwarmOptions", "SwarmNode", "state_hash"]
 
@@ -143,21 +140,14 @@ class SwarmNode:
     def __init__(self, cfg: ExperimentConfig, opts: SwarmOptions) -> None:
         import hivemind
 
-        from shieldwall.btard.run import protocol_config
+        from shieldwall.btard.run import build_workload, data_attack, protocol_config
 
         self.cfg, self.opts = cfg, opts
         t, seed = cfg.train_args, cfg.common_args.random_seed
         torch.set_num_threads(cfg.device_args.num_threads or 1)
         self.proto = protocol_config(cfg)
-        self.dataset = ds = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir)
-        n = t.client_num_in_total
-        parts = partition_indices(ds.train_y, n, cfg.data_args.partition_method,
-                                  alpha=cfg.data_args.partition_alpha, seed=seed,
-                                  min_size=cfg.data_args.partition_min_size)
-        shards = _Shards([ClientData(c, ds.train_x[i], ds.train_y[i]) for c, i in enumerate(parts)])
-        torch.manual_seed(derive_seed(seed, "init"))
-        model = MODELS.get(cfg.model_args.model)(ds.input_shape, ds.num_classes)
-        self.oracle = GradientOracle(PSSGD(t, model, torch.device("cpu")), shards, seed)
+        self.dataset, parts, model = build_workload(cfg, torch.device("cpu"))
+        ds = self.dataset
         self.dht = hivemind.DHT(start=True, host_maddrs=opts.listen,
                                 initial_peers=opts.initial_peers, identity_path=opts.identity,
                                 announce_maddrs=opts.announce or None, use_relay=opts.use_relay,
@@ -172,6 +162,9 @@ class SwarmNode:
             name = a.attack_mode if str(a.attack_type).lower() == "byzantine" else a.attack_type
             byz = Byzantine(self.pid, str(name), dict(a.params), start=a.attack_start,
                             end=a.attack_end, seed=seed, num_classes=ds.num_classes)
+        poison = data_attack({self.pid: byz} if byz is not None else {}, ds.num_classes)
+        self.oracle = GradientOracle(PSSGD(t, model, torch.device("cpu")),
+                                     _Shards(list(parts.values())), seed, poison)
         self.key = make_keypair(self.proto.scheme, os.urandom(32))
         self.peer = Peer(self.pid, self.proto, self.oracle, self.key, {self.pid: self.key.public},
                          os.urandom(32), self.oracle.algorithm.flat.vector(),
@@ -412,6 +405,7 @@ class SwarmNode:
             loss, acc = evaluate(self.oracle.algorithm.model, self.dataset.test_x,
                                  self.dataset.test_y)
             entry.update(test_loss=loss, test_accuracy=acc)
+            entry.update(perplexities(self.dataset, entry))
         return entry
 
     def close(self) -> None:
