@@ -152,3 +152,44 @@ def test_swarm_survives_kill_and_join_and_bans_the_byzantine_peer(tmp_path: Path
 def test_swarm_of_eight_with_three_byzantine_and_two_replaced(tmp_path: Path) -> None:
     """The issue's scenario: 5 honest + 3 Byzantine; two honest killed and replaced."""
     _scenario(tmp_path, honest=5, byzantine=3, kills=2, rounds=60)
+
+
+def test_swarm_trains_albert_and_bans_a_label_flipper(tmp_path: Path) -> None:
+    """The masked-LM workload on the swarm (about 25 s): 3 honest ALBERT peers and 1 Byzantine
+    one flipping its masked targets from step 2; validators recompute its gradient from the
+    public data, ban it, and the honest peers end with identical parameters and a perplexity."""
+    config = {
+        "common_args": {"random_seed": 0},
+        "data_args": {"dataset": "pydoc_topics", "partition_method": "iid"},
+        "text_args": {"vocab_size": 500, "max_seq_length": 32},
+        "model_args": {"model": "albert"},
+        "device_args": {"num_threads": 1},
+        "train_args": {"federated_optimizer": "BTARD", "client_num_in_total": 4,
+                       "comm_round": 8, "batch_size": 4, "client_optimizer": "lamb",
+                       "learning_rate": 0.03, "checkpoint_frequency": 0},
+        "validation_args": {"frequency_of_the_test": 8},
+        "attack_args": {"enable_attack": True, "attack_type": "label_flip",
+                        "byzantine_client_num": 1, "attack_start": 2},
+        "btard_args": {"tau": 1.0, "validators": 4, "signature": "auto", "save_steps": [4]},
+        "tracking_args": {"enable_tensorboard": False, "progress_bar": False,
+                          "log_file_dir": str(tmp_path)},
+    }
+    cfg = tmp_path / "albert.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = tmp_path / "peers"
+    subprocess.run([sys.executable, "-m", "shieldwall.cli", "swarm", str(cfg), "--peers", "4",
+                    "--byzantine", "1", "--phase-timeout", "30", "--out", str(out)],
+                   cwd=ROOT, env=env, check=True, timeout=600, capture_output=True)
+    dirs = sorted(d for d in out.iterdir() if (d / "identity.json").exists())
+    byz = [_identity(d)["pid"] for d in dirs if _identity(d)["byzantine"]]
+    honest = [d for d in dirs if not _identity(d)["byzantine"]]
+    assert len(byz) == 1 and len(honest) == 3
+    summaries = [json.loads((d / "summary.json").read_text()) for d in honest]
+    assert all(list(s["banned"]) == [str(byz[0])] for s in summaries)
+    assert len({s["params_hash"] for s in summaries}) == 1
+    bans = [b for e in _steps(honest[0]) for b in e["banned"]]
+    assert bans == [{"peer": byz[0], "round": 2, "reason": "bad_gradient"}]
+    last = _steps(honest[0])[-1]
+    assert last["round"] == 7 and last["test_perplexity"] < 600  # vocabulary 500: ~500 at start
+    assert all((d / "state_step_4.pt").is_file() for d in honest)
