@@ -77,7 +77,13 @@ def _steps(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:  # a line being written right now
+            break
+    return out
 
 
 def _scenario(tmp_path: Path, honest: int, byzantine: int, kills: int, rounds: int,
@@ -103,8 +109,7 @@ def _scenario(tmp_path: Path, honest: int, byzantine: int, kills: int, rounds: i
             procs[name] = _start(cfg, dirs[name], *extra, *byz)
         _wait(lambda: len(_steps(dirs["h0"])) >= 4, 300, "four steps")
         if rejoin_banned:  # the banned b0 comes back (kill -9, restart) under its identity file
-            banned_at = [e["round"] for e in _steps(dirs["h0"]) if e["banned"]]
-            assert banned_at, "the Byzantine peer was not banned in the first steps"
+            _wait(lambda: any(e["banned"] for e in _steps(dirs["h0"])), 300, "the first ban")
             _kill(procs["b0"])
             again = tmp_path / "b0-again"
             procs["b0-again"] = _start(cfg, again, "--initial-peers", first, "--byzantine",
@@ -157,7 +162,8 @@ def test_swarm_of_eight_with_three_byzantine_and_two_replaced(tmp_path: Path) ->
 def test_swarm_trains_albert_and_bans_a_label_flipper(tmp_path: Path) -> None:
     """The masked-LM workload on the swarm (about 25 s): 3 honest ALBERT peers and 1 Byzantine
     one flipping its masked targets from step 2; validators recompute its gradient from the
-    public data, ban it, and the honest peers end with identical parameters and a perplexity."""
+    public data and ban it (at step 2 or soon after), and the honest peers end with identical
+    parameters and a perplexity."""
     config = {
         "common_args": {"random_seed": 0},
         "data_args": {"dataset": "pydoc_topics", "partition_method": "iid"},
@@ -189,7 +195,9 @@ def test_swarm_trains_albert_and_bans_a_label_flipper(tmp_path: Path) -> None:
     assert all(list(s["banned"]) == [str(byz[0])] for s in summaries)
     assert len({s["params_hash"] for s in summaries}) == 1
     bans = [b for e in _steps(honest[0]) for b in e["banned"]]
-    assert bans == [{"peer": byz[0], "round": 2, "reason": "bad_gradient"}]
+    # validators draw whom to check from per-run randomness: caught at a step from attack_start
+    assert [(b["peer"], b["reason"]) for b in bans] == [(byz[0], "bad_gradient")]
+    assert 2 <= bans[0]["round"] < 8
     last = _steps(honest[0])[-1]
     assert last["round"] == 7 and last["test_perplexity"] < 600  # vocabulary 500: ~500 at start
     assert all((d / "state_step_4.pt").is_file() for d in honest)

@@ -39,7 +39,7 @@ from shieldwall.btard.crypto import make_keypair, resolve_scheme
 from shieldwall.btard.judge import Verdict
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
-from shieldwall.btard.state import read_state, state_file, write_state
+from shieldwall.btard.state import load_into, read_state, state_file, write_state
 from shieldwall.btard.transport import InMemoryTransport, TorchDistTransport, Transport
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
@@ -286,12 +286,9 @@ def _start_from(run: BTARDRun) -> int:
     state = initial_state(run.cfg, next(iter(run.peers.values())).params, model)
     if state is None:
         return 0
-    for p in run.peers.values():
-        p.params = state["params"].clone()
-        if state["optimizer"] is not None:
-            p.stepper.load_state_dict(state["optimizer"])
-    log.info("started from %s at step %d", run.cfg.btard_args.initial_state, state["step"])
-    return state["step"]
+    step = load_into(state, run.peers.values())  # a closed run keeps its own ledger (ids 0..n-1)
+    log.info("started from %s at step %d", run.cfg.btard_args.initial_state, step)
+    return step
 
 
 def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:

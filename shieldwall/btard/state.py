@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["read_state", "write_state", "state_file"]
+__all__ = ["read_state", "write_state", "state_file", "load_into"]
 
 
 def state_file(run_dir: Path, step: int) -> Path:
@@ -103,3 +103,16 @@ def read_state(path: str | Path, *, dim: int, model: torch.nn.Module | None = No
         if out[key] is not None and not isinstance(out[key], dict):
             raise ValueError(f"{str(path)!r}: {key} is not a dict")
     return out
+
+
+def load_into(state: dict[str, Any], peers: Any, ledger: Any = None) -> int:
+    """Put a state (as :func:`read_state` returns, or a swarm peer serves) into ``peers``
+    (each gets the parameters and, where the state has it, the optimizer state) and ``ledger``
+    (where given and the state has one); returns the step to run next."""
+    for peer in peers:
+        peer.params = state["params"].clone()
+        if state.get("optimizer") is not None:
+            peer.stepper.load_state_dict(state["optimizer"])
+    if ledger is not None and state.get("ledger") is not None:
+        ledger.load_state_dict(state["ledger"])
+    return int(state["step"])

@@ -44,7 +44,7 @@ from shieldwall.btard.common import GradientOracle
 from shieldwall.btard.crypto import make_keypair, tensor_digest
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
-from shieldwall.btard.state import state_file, write_state
+from shieldwall.btard.state import load_into, state_file, write_state
 from shieldwall.btard.swarm.transport import HivemindTransport, pid_of
 from shieldwall.btard.wire import from_bytes, to_bytes
 from shieldwall.config import ExperimentConfig
@@ -288,7 +288,7 @@ class SwarmNode:
             try:
                 state = torch.load(io.BytesIO(raw or b""), weights_only=True)
                 ok = (isinstance(state, dict) and state_hash(state) == digest
-                      and tuple(state["group"]) == tuple(group)
+                      and state["step"] == step and tuple(state["group"]) == tuple(group)
                       and tuple(sorted(state["ledger"]["banned"])) == tuple(banned))
             except Exception:  # noqa: BLE001 - garbage is a wrong state
                 ok = False
@@ -296,10 +296,7 @@ class SwarmNode:
                 log.warning("peer %s served a state that does not match the agreed hash", pid)
                 self.bad_servers.append(pid)
                 continue
-            self.peer.params = state["params"].clone()
-            self.peer.stepper.load_state_dict(state["optimizer"])
-            self.ledger.load_state_dict(state["ledger"])
-            self.step = step
+            self.step = load_into(state, [self.peer], self.ledger)
             return True
         return False
 
@@ -311,12 +308,7 @@ class SwarmNode:
         state = initial_state(self.cfg, self.peer.params, self.oracle.algorithm.model)
         if state is None:
             return
-        self.peer.params = state["params"].clone()
-        if state["optimizer"] is not None:
-            self.peer.stepper.load_state_dict(state["optimizer"])
-        if state["ledger"] is not None:
-            self.ledger.load_state_dict(state["ledger"])
-        self.step = state["step"]
+        self.step = load_into(state, [self.peer], self.ledger)
         log.info("started from %s at step %d", self.cfg.btard_args.initial_state, self.step)
 
     # ---- the loop -------------------------------------------------------------------------
