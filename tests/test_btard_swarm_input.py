@@ -99,7 +99,7 @@ def test_a_peer_serving_a_wrong_state_is_caught() -> None:
     stepper = SimpleNamespace(load_state_dict=lambda s: None)
     fake = SimpleNamespace(
         transport=SimpleNamespace(ask=lambda pid, name, timeout: served[pid]),
-        peer=SimpleNamespace(params=None, stepper=stepper), ledger=Ledger((1, 2)),
+        peer=SimpleNamespace(params=torch.zeros(4), stepper=stepper), ledger=Ledger((1, 2)),
         bad_servers=[], step=0,
     )
     assert SwarmNode._download(fake, 7, state_hash(good), [13, 11, 12], (1, 2), (3,))
@@ -107,3 +107,11 @@ def test_a_peer_serving_a_wrong_state_is_caught() -> None:
     assert torch.equal(fake.peer.params, good["params"]) and fake.step == 7
     assert 3 in fake.ledger.banned
     assert state_hash(good) != state_hash(bad)
+    # a state every voter agrees on but of another model's size is refused, never loaded
+    wide = dict(good, params=torch.arange(5.0))
+    buf = io.BytesIO()
+    torch.save(wide, buf)
+    served[14] = buf.getvalue()
+    fake.bad_servers.clear()
+    assert not SwarmNode._download(fake, 7, state_hash(wide), [14], (1, 2), (3,))
+    assert fake.bad_servers == [14] and fake.peer.params.shape == (4,)

@@ -289,14 +289,16 @@ class SwarmNode:
                 state = torch.load(io.BytesIO(raw or b""), weights_only=True)
                 ok = (isinstance(state, dict) and state_hash(state) == digest
                       and state["step"] == step and tuple(state["group"]) == tuple(group)
-                      and tuple(sorted(state["ledger"]["banned"])) == tuple(banned))
+                      and tuple(sorted(state["ledger"]["banned"])) == tuple(banned)
+                      and state["params"].shape == self.peer.params.shape)
+                if ok:  # a state that hashes right but does not load is as wrong as garbage
+                    self.step = load_into(state, [self.peer], self.ledger)
             except Exception:  # noqa: BLE001 - garbage is a wrong state
                 ok = False
             if not ok:
                 log.warning("peer %s served a state that does not match the agreed hash", pid)
                 self.bad_servers.append(pid)
                 continue
-            self.step = load_into(state, [self.peer], self.ledger)
             return True
         return False
 
