@@ -14,13 +14,13 @@ IMAGE_SHAPES = [(1, 28, 28), (3, 32, 32), (1, 8, 8)]
 # Listed rather than read from MODELS, so that models added later for other inputs (text,
 # tabular) do not inherit these image-shape expectations.
 CONV_MODELS = [
-    *("cnn", "cnn_dropout", "lenet"),
+    *("cnn", "cnn_dropout", "bucketing_cnn", "lenet"),
     *("resnet18", "resnet34", "resnet50"),
     *("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet56_fedml"),
     *("vgg11", "vgg13", "vgg16", "vgg19", "densenet", "densenet121"),
 ]
 ALL_MODELS = ["lr", "mlp", *CONV_MODELS]
-BATCHNORM_FREE = {"lr", "mlp", "cnn", "cnn_dropout", "lenet"}
+BATCHNORM_FREE = {"lr", "mlp", "cnn", "cnn_dropout", "bucketing_cnn", "lenet"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -48,6 +48,7 @@ def test_forward_shape(name, shape):
     [
         ("cnn", (1, 28, 28), 1_663_370),  # FedML CNN_OriginalFedAvg, as in McMahan et al.
         ("cnn_dropout", (1, 28, 28), 1_199_882),  # FedML CNN_DropOut
+        ("bucketing_cnn", (1, 28, 28), 1_199_882),  # the bucketing paper's Net
         ("lenet", (1, 28, 28), 61_706),  # LeNet-5 on MNIST
         ("resnet18", (3, 32, 32), 11_173_962),  # kuangliu/pytorch-cifar
         ("resnet34", (3, 32, 32), 21_282_122),
@@ -128,3 +129,38 @@ def test_output_shape_restores_training_mode():
 def test_conv_models_reject_flat_inputs(name):
     with pytest.raises(ValueError, match="channels, height, width"):
         build_model(name, (64,), 10)
+
+
+def test_bucketing_cnn_is_the_papers_net():
+    """Eval mode equals the bucketing code's ``Net.forward`` written out (no ReLU after conv2);
+    in training its first dropout drops whole feature maps, its second single units."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_model("bucketing_cnn", (1, 28, 28), 10)
+    conv1, conv2 = model.features[0], model.features[2]
+    fc1, fc2 = model.classifier[0], model.classifier[3]
+    x = torch.randn(4, 1, 28, 28)
+
+    def paper(x):
+        x = F.relu(conv1(x))
+        x = F.max_pool2d(conv2(x), 2)
+        x = F.relu(fc1(torch.flatten(x, 1)))
+        return fc2(x)
+
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), paper(x))
+        pooled = model.features[:4](x)
+    assert (pooled < 0).any()  # no ReLU between the second convolution and the pool
+
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        maps = model.features[:5](x)  # after Dropout2d(0.25)
+        hidden = model.classifier[:3](torch.randn(64, 9216))  # after Dropout(0.5)
+    per_map = maps.flatten(2).eq(0).all(dim=2)  # (4, 64): a whole map dropped
+    assert 0 < per_map.sum() < per_map.numel()
+    kept = ~per_map
+    torch.testing.assert_close(maps[kept], pooled[kept] / 0.75)
+    assert not hidden.eq(0).all(dim=1).any()  # element-wise dropout: no sample's row dropped

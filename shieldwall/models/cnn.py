@@ -5,6 +5,14 @@
   parameters for 1×28×28 and 10 classes, as in the paper.
 * ``cnn_dropout`` — FedML's ``CNN_DropOut`` (Reddi et al. 2021): 3×3 conv 32, 3×3 conv 64, max-pool,
   dropout 0.25, fc 128, dropout 0.5, fc. 1,199,882 parameters for 1×28×28 and 10 classes.
+* ``bucketing_cnn`` — the MNIST ``Net`` of Karimireddy, He & Jaggi's bucketing code
+  (``codes/tasks/mnist.py`` of ``epfml/byzantine-robust-noniid-optimizer``): the layers of
+  ``cnn_dropout`` but with no ReLU between the second convolution and the max-pool, and
+  channel dropout (``Dropout2d(0.25)``, whole feature maps) on the pooled map. Its second dropout
+  is ``Dropout2d(0.5)`` applied to the ``(N, 128)`` hidden layer, which the PyTorch of the paper
+  (≤ 1.10) ran as element-wise dropout; it is written as ``Dropout(0.5)`` here, because newer
+  PyTorch reads a 2-D input to ``Dropout2d`` as one unbatched sample and would drop whole rows.
+  1,199,882 parameters for 1×28×28 and 10 classes.
 * ``lenet`` — LeNet-5 with ReLU and max-pooling: 5×5 conv 6, pool, 5×5 conv 16, pool, fc 120,
   fc 84, fc. Inputs smaller than 32×32 get padding 2 on the first convolution (the classic way of
   feeding 28×28 MNIST), and the second convolution is padded too when the map would otherwise
@@ -24,7 +32,7 @@ from torch import Tensor, nn
 from shieldwall.models import MODELS
 from shieldwall.models.utils import image_shape, output_shape
 
-__all__ = ["CNN", "CNNDropOut", "LeNet"]
+__all__ = ["CNN", "BucketingCNN", "CNNDropOut", "LeNet"]
 
 
 @MODELS.register("cnn", aliases=("cnn_original_fedavg", "cnn_fedavg", "fedavg_cnn"))
@@ -66,6 +74,31 @@ class CNNDropOut(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Dropout(0.25),
+            nn.Flatten(),
+        )
+        flat = math.prod(output_shape(self.features, input_shape))
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+@MODELS.register("bucketing_cnn", aliases=("bucketing_net", "karimireddy_cnn"))
+class BucketingCNN(nn.Module):
+    """The bucketing paper's MNIST ``Net``: conv 32, ReLU, conv 64, max-pool (no ReLU before it),
+    channel dropout 0.25, fc 128, ReLU, dropout 0.5, fc."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        channels, _, _ = image_shape(input_shape, "bucketing_cnn")
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, kernel_size=3),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=3),
+            nn.MaxPool2d(2),
+            nn.Dropout2d(0.25),
             nn.Flatten(),
         )
         flat = math.prod(output_shape(self.features, input_shape))
