@@ -316,6 +316,13 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
             "train_args.worker_momentum is read by PS-SGD only; "
             f"got federated_optimizer {t.federated_optimizer!r}"
         )
+    if isinstance(t.shared_dropout_rounds, bool) or not isinstance(
+        t.shared_dropout_rounds, int
+    ) or t.shared_dropout_rounds < 0:
+        raise ConfigError(
+            "train_args.shared_dropout_rounds must be an integer >= 0 (0: each client its own "
+            f"dropout masks), got {t.shared_dropout_rounds!r}"
+        )
     _positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
     _positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
     _positive("data_args.partition_alpha", cfg.data_args.partition_alpha)

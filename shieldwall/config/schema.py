@@ -126,6 +126,12 @@ class TrainArgs:
     """PS-SGD: each honest worker sends its momentum ``m = β·m + g`` (β = this value, first
     ``m = g``) instead of its gradient, as in the bucketing paper (Karimireddy et al. 2022);
     Byzantine workers' own rows stay raw gradients, as in its code. 0: off."""
+    shared_dropout_rounds: int = 0
+    """0 (default): each client draws its own dropout masks. k >= 1: every client of a round
+    draws the same masks, from an RNG seeded by (seed, round // k), so the masks change every k
+    rounds; the rest of the run's randomness is untouched. This reproduces the bucketing paper's
+    code (k = 30: its simulator restores the global RNG after each worker, and only the
+    evaluation after each 30-step epoch moves it on)."""
     server_lr: float = 1.0
     """FedAvg: the global model moves by ``server_lr`` times the aggregated update."""
     server_optimizer: str = "sgd"
