@@ -13,7 +13,7 @@ Cells run in order of information: every β = 0.9 cell with s = 2 and without fo
 attacks with the largest contrasts in the paper first; seeds 1 and 2 of RFA without bucketing
 under IPM right after its seed 0, which ended far from the paper's), the attack-free mean, then
 the same for β = 0, then trimmed mean and attack-free references of every rule, then seeds 1
-and 2. Each
+and 2 of β = 0.9, then those of β = 0. Each
 finished cell is appended to ``experiments/results/bucketing_mnist.csv`` (committed), and the
 run directories (checkpoints every ``checkpoint_frequency`` steps) live under
 ``runs/bucketing_mnist/`` (git-ignored). Rerunning the same command resumes: finished cells
@@ -97,8 +97,8 @@ def ordered_cells() -> list[Cell]:
         for atk in attacks:
             for s in BUCKETS:
                 out.append(cell(atk, "tm", s, beta, 0))
-    for seed in (1, 2):
-        for beta in (0.9, 0.0):
+    for beta in (0.9, 0.0):  # the β = 0.9 seeds are required; β = 0 seeds 1, 2 come last
+        for seed in (1, 2):
             out.append(cell("NA", "avg", 0, beta, seed))
             for atk in attacks:
                 for agg in paper_aggs:
