@@ -8,10 +8,13 @@ run whose clients execute in another order all see the same numbers.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "torch_generator", "numpy_generator"]
+__all__ = ["derive_seed", "torch_generator", "numpy_generator", "shared_dropout_rng"]
 
 
 def derive_seed(seed: int, *coordinates: int | str) -> int:
@@ -32,3 +35,23 @@ def torch_generator(seed: int, *coordinates: int | str) -> torch.Generator:
 
 def numpy_generator(seed: int, *coordinates: int | str) -> np.random.Generator:
     return np.random.default_rng(derive_seed(seed, *coordinates))
+
+
+@contextlib.contextmanager
+def shared_dropout_rng(
+    seed: int, round: int, period: int, device: torch.device | None = None
+) -> Iterator[None]:
+    """Seed the global RNG (which dropout draws from) by ``(seed, round // period)`` inside the
+    block and restore it afterwards; ``period`` 0 leaves the global RNG alone.
+
+    Every client run inside this block in one round draws the same dropout masks, redrawn every
+    ``period`` rounds (``train_args.shared_dropout_rounds``), as the bucketing paper's simulator
+    does by restoring the global RNG after each worker.
+    """
+    if not period:
+        yield
+        return
+    cuda = [device.index or 0] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(derive_seed(seed, "dropout", round // period))
+        yield

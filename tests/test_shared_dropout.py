@@ -55,3 +55,20 @@ def test_bad_period_is_one_clear_error(bad):
     raw = {"data_args": {"dataset": "digits"}, "train_args": {"shared_dropout_rounds": bad}}
     with pytest.raises(ConfigError, match="train_args.shared_dropout_rounds"):
         config_from_dict(raw)
+
+
+def test_btard_oracle_draws_the_same_masks_as_the_simulator():
+    from shieldwall.btard.common import GradientOracle
+
+    ex = executor(period=2)
+    oracle = GradientOracle(ex.algorithm, ex.shards, seed=ex.seed)
+    params = ex.algorithm.flat.vector()
+    state = torch.get_rng_state()
+    for r in (0, 1, 2):
+        for peer in (0, 1):
+            torch.testing.assert_close(
+                oracle.compute(params, r, peer).update,
+                ex.run(params, RoundPlan(r, (0, 1)), peer).update,
+                rtol=0, atol=0,
+            )
+    assert torch.equal(torch.get_rng_state(), state)

@@ -11,6 +11,7 @@ from shieldwall.algorithms.base import ClientData, ClientTask, DataAttack, Local
 from shieldwall.algorithms.ps_sgd import PSSGD
 from shieldwall.btard.crypto import tensor_digest
 from shieldwall.btard.messages import Accuse, Check, Commit, ResultCommit, Reveal
+from shieldwall.seeding import shared_dropout_rng
 
 __all__ = ["ProtocolConfig", "GradientOracle", "RoundView"]
 
@@ -63,7 +64,11 @@ class GradientOracle:
         hit = self._cache.get(key)
         if hit is None:
             task = ClientTask(r, peer, self.seed, poisoned)
-            hit = self.algorithm.client_update(params, self.shards[peer], task, self.data_attack)
+            period = int(getattr(self.algorithm.args, "shared_dropout_rounds", 0) or 0)
+            with shared_dropout_rng(self.seed, r, period, self.algorithm.device):
+                hit = self.algorithm.client_update(
+                    params, self.shards[peer], task, self.data_attack
+                )
             self._cache[key] = hit
         return hit
 

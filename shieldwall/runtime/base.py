@@ -22,7 +22,7 @@ from torch import Tensor
 from shieldwall.algorithms.base import Algorithm, ClientData, ClientTask, DataAttack, LocalResult
 from shieldwall.config.schema import ExperimentConfig
 from shieldwall.registry import Registry
-from shieldwall.seeding import derive_seed
+from shieldwall.seeding import shared_dropout_rng
 
 __all__ = [
     "RUNTIMES",
@@ -92,16 +92,7 @@ class ClientExecutor:
     def run(self, params: Tensor, plan: RoundPlan, client_id: int) -> LocalResult:
         task = ClientTask(plan.round, client_id, self.seed, client_id in plan.poisoned_ids)
         period = int(getattr(self.algorithm.args, "shared_dropout_rounds", 0) or 0)
-        if not period:
-            return self.algorithm.client_update(
-                params, self.shards[client_id], task, self.data_attack
-            )
-        # Every client of the round draws the same dropout masks (train_args
-        # .shared_dropout_rounds); the global RNG is restored afterwards.
-        device = self.algorithm.device
-        cuda = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(derive_seed(self.seed, "dropout", plan.round // period))
+        with shared_dropout_rng(self.seed, plan.round, period, self.algorithm.device):
             return self.algorithm.client_update(
                 params, self.shards[client_id], task, self.data_attack
             )
