@@ -78,6 +78,21 @@ def test_cli_prints_accuracy_and_logs(tmp_path, capsys, caplog) -> None:
     assert capsys.readouterr().out.splitlines()[-1] == out.strip().splitlines()[-1]
 
 
+def test_cli_tb_dir_reused_keeps_the_earlier_run(tmp_path, capsys) -> None:
+    """Rerunning with the same ``-tb`` writes DIR-2, not over the first run's metrics."""
+    tb = tmp_path / "tb"
+    args = ["ddp", "-d", "digits", "--arch", "lr", "-w", "4", "-f", "1", "--global-batch-size",
+            "32", "--check-every", "2", "-tb", str(tb)]
+    assert main([*args, "--max-steps", "4"]) == 0
+    first = (tb / "metrics.jsonl").read_text()
+    assert first.count("\n") == 4
+    capsys.readouterr()
+    assert main([*args, "--max-steps", "2"]) == 0
+    assert f"metrics and TensorBoard scalars: {tmp_path / 'tb-2'}" in capsys.readouterr().out
+    assert (tb / "metrics.jsonl").read_text() == first
+    assert (tmp_path / "tb-2" / "metrics.jsonl").read_text().count("\n") == 2
+
+
 def test_cli_user_errors(capsys) -> None:
     assert main(["ddp", "-w", "4", "-f", "9"]) == 2
     assert "outside 0..3" in capsys.readouterr().err

@@ -134,6 +134,8 @@ def report(summary: dict[str, Any], check_every: int) -> None:
     if coll:
         print(f"data collection: {coll['pairs']} correction pairs in {coll['shards']} shards "
               f"under {coll['path']}")
+    if summary.get("run_dir"):
+        print(f"metrics and TensorBoard scalars: {summary['run_dir']}")
     acc = summary["final_test_accuracy"]
     print("final test accuracy: " + ("n/a" if acc is None else f"{100 * acc:.2f}%"))
 

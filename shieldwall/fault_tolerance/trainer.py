@@ -34,6 +34,7 @@ from shieldwall.fault_tolerance.faults import FaultInjector
 from shieldwall.fault_tolerance.gradients import SubBatchGradients
 from shieldwall.fault_tolerance.schedule import RedundancySchedule, StepPlan
 from shieldwall.models import build_model
+from shieldwall.rundir.directory import fresh_log_dir, release_run_dir
 from shieldwall.seeding import derive_seed, torch_generator
 
 __all__ = ["LocalCluster", "RunLog", "Setup", "build_setup", "train_ddp", "select_device"]
@@ -96,11 +97,11 @@ class RunLog:
     """``metrics.jsonl`` and TensorBoard scalars under ``run_dir`` (nothing when ``None``)."""
 
     def __init__(self, run_dir: str | Path | None) -> None:
-        self.run_dir = None if run_dir is None else Path(run_dir)
+        # never over an earlier run: a directory holding one gives way to DIR-2, DIR-3…
+        self.run_dir = None if run_dir is None else fresh_log_dir(run_dir)
         self._file = self._writer = None
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._file = (self.run_dir / "metrics.jsonl").open("w")
+            self._file = (self.run_dir / "metrics.jsonl").open("x")
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.run_dir))
@@ -119,6 +120,7 @@ class RunLog:
         if self._file is not None:
             self._file.close()
             self._writer.close()
+            release_run_dir(self.run_dir)
 
 
 class Setup:
@@ -257,6 +259,7 @@ def train_ddp(
         runlog.close()
     wall = time.perf_counter() - start
     summary = _summary(cfg, setup, engine, params, evals, totals, timing, wall)
+    summary["run_dir"] = None if runlog.run_dir is None else str(runlog.run_dir)
     if collector is not None:
         summary["data_coll"] = {"path": str(collector.path), "shards": len(collector.shards),
                                 "pairs": collector.num_pairs}

@@ -37,6 +37,7 @@ __all__ = [
     "Resume",
     "RunDirError",
     "claim_run_dir",
+    "fresh_log_dir",
     "held_run_dirs",
     "make_run_dir",
     "record_config",
@@ -145,6 +146,29 @@ def make_run_dir(cfg: ExperimentConfig) -> Path:
         except FileExistsError:
             continue
         claim_run_dir(run_dir)
+        return run_dir
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fresh_log_dir(path: str | Path) -> Path:
+    """``path`` if it holds no run, else the first of ``path-2``, ``path-3``… that holds none;
+    created and locked. For drivers whose users name a log directory they reuse from run to run
+    (``shieldwall ddp -tb runs``, as TensorBoard allows): the earlier run's files are kept."""
+    path = Path(path).expanduser()
+    for i in itertools.count(1):
+        run_dir = path if i == 1 else path.with_name(f"{path.name}-{i}")
+        if run_dir.exists() and not run_dir.is_dir():
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            claim_run_dir(run_dir)
+        except RunDirError:  # a live run writes there
+            continue
+        if run_files(run_dir):
+            release_run_dir(run_dir)
+            continue
+        if run_dir != path:
+            log.warning("%s already holds a run; this one writes to %s", path, run_dir)
         return run_dir
     raise AssertionError("unreachable")  # pragma: no cover
 
