@@ -30,11 +30,13 @@ def save_checkpoint(
     params: Tensor,
     algorithm_state: dict[str, Any],
     defense_state: dict[str, Any] | None = None,
+    attack_state: dict[str, Any] | None = None,
 ) -> Path:
     """Save the state after ``round`` (the next run resumes at ``round + 1``).
 
     ``defense_state`` holds what stateful defenses carry across rounds (FoolsGold's history,
-    CenteredClip's starting point…).
+    CenteredClip's starting point…), ``attack_state`` what attacks with memory do (mimic's
+    chosen target).
     """
     path = Path(run_dir) / CHECKPOINT_NAME
     state = {
@@ -42,6 +44,7 @@ def save_checkpoint(
         "params": params.detach().cpu(),
         "algorithm": algorithm_state,
         "defense": defense_state or {},
+        "attack": attack_state or {},
         "rng": {
             "torch": torch.get_rng_state(),
             "numpy": np.random.get_state(),

@@ -217,6 +217,29 @@ def test_changed_learning_rate_takes_effect_on_resume(tmp_path):
     assert not torch.allclose(params[0.05], params[0.5])
 
 
+@pytest.mark.parametrize("warmup", [1, 3])
+def test_resumed_mimic_keeps_its_memory(tmp_path, warmup):
+    """Mimic's running statistics and target are checkpointed: stopping after round 1 and
+    resuming gives the uninterrupted run's parameters bit for bit."""
+    raw = yaml.safe_load(write_config(
+        tmp_path,
+        data_args={"partition_method": "sorted"},
+        train_args={"federated_optimizer": "PS-SGD", "client_num_in_total": 6,
+                    "comm_round": 1, "checkpoint_frequency": 1},
+        attack_args={"enable_attack": True, "byzantine_client_num": 2, "attack_type": "mimic",
+                     "warmup": warmup, "knowledge": "honest"},
+        defense_args={"defense_type": "median"},
+    ).read_text())
+    half = train(config_from_dict(raw))
+    memory = torch.load(Path(half["run_dir"]) / "checkpoint.pt", weights_only=False)["attack"]
+    assert memory["memory"]["mimic"]["t"] == 1
+    raw["train_args"]["comm_round"] = 5
+    resumed = train(config_from_dict(raw), resume=half["run_dir"])
+    full = train(config_from_dict(raw))
+    assert torch.equal(torch.load(Path(resumed["run_dir"]) / "final_params.pt"),
+                       torch.load(Path(full["run_dir"]) / "final_params.pt"))
+
+
 def test_model_change_even_forced_is_one_line(finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
     raw = yaml.safe_load((run / "config.yaml").read_text())

@@ -243,6 +243,15 @@ class Adversary:
             )
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the attack remembers across rounds (``ctx.state``: mimic's target…), for
+        checkpoints; tensors are copied to the CPU."""
+        return {"memory": _to_cpu(self._memory)} if self._memory else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._memory.clear()
+        self._memory.update(state.get("memory", {}))
+
     def data_attack(self) -> DataAttack | None:
         """The data corruption Byzantine workers apply to their batches (data attacks only)."""
         if self.kind != "data":
@@ -298,6 +307,14 @@ class Adversary:
         rows = self.entry.obj(updates[visible_pos].clone(), len(byz_pos), ctx, **self.params)
         updates[byz_pos] = rows.to(dtype=updates.dtype, device=updates.device)
         return byz_pos
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
 
 
 def build_adversary(cfg: ExperimentConfig, num_classes: int) -> Adversary | None:

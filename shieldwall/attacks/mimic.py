@@ -78,10 +78,11 @@ def _paper_target(honest: Tensor, memory: dict, warmup: int) -> int:
             cumu = (centred @ z) @ centred
             z = cumu / cumu.norm()
         else:
-            mu = t / (1 + t) * memory["mu"] + avg / (1 + t)
+            old_mu, old_z = memory["mu"].to(x), memory["z"].to(x)  # from a checkpoint: on CPU
+            mu = t / (1 + t) * old_mu + avg / (1 + t)
             centred = x - mu
-            cumu = (centred @ memory["z"]) @ centred
-            z = t / (1 + t) * memory["z"] + cumu / cumu.norm() / (1 + t)
+            cumu = (centred @ old_z) @ centred
+            z = t / (1 + t) * old_z + cumu / cumu.norm() / (1 + t)
             z = z / z.norm()
         memory["mu"], memory["z"] = mu, z
         memory["target"] = int(torch.argmax(x @ z).item())

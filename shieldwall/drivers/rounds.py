@@ -176,7 +176,7 @@ def _serve_rounds(
         max_update_norm=cfg.comm_args.max_update_norm,
     )
     run_dir, params, start = open_run(
-        cfg, resume, parts.initial_params, parts.algorithm, parts.defense
+        cfg, resume, parts.initial_params, parts.algorithm, parts.defense, parts.adversary
     )
     log.info(
         "run %s: %s on %s, %s, %d clients (%s), defense %s, attack %s",
@@ -191,5 +191,6 @@ def _serve_rounds(
         return params, record.as_dict()
 
     return run_rounds(
-        cfg, run_dir, params, start, step, parts.algorithm, parts.dataset, parts.defense
+        cfg, run_dir, params, start, step, parts.algorithm, parts.dataset, parts.defense,
+        parts.adversary,
     )

@@ -108,12 +108,13 @@ def open_run(
     initial_params: torch.Tensor,
     algorithm: Algorithm,
     defense: Stateful | None = None,
+    adversary: Stateful | None = None,
 ) -> tuple[Path, torch.Tensor, int]:
     """The run directory, global vector and first round: fresh, or restored from a checkpoint.
 
     The directory is locked for this process (:func:`claim_run_dir`) until
-    :func:`run_rounds` ends. A resumed defense whose configuration changed starts with fresh
-    state (its old state belongs to the old rule).
+    :func:`run_rounds` ends. A resumed defense (attack) whose configuration changed starts with
+    fresh state (its old state belongs to the old rule or attack).
     """
     params, start = initial_params, 0
     if resume is not None:
@@ -128,14 +129,19 @@ def open_run(
             )
         algorithm.load_state_dict(state["algorithm"])
         start = int(state["round"]) + 1
-        changed = start < cfg.train_args.comm_round and any(
-            c["key"].startswith("defense_args.")
-            for c in config_changes(run_dir, cfg, start, force=True)
+        changed_keys = (
+            [c["key"] for c in config_changes(run_dir, cfg, start, force=True)]
+            if start < cfg.train_args.comm_round else []
         )
-        if defense is not None and not changed:
-            defense.load_state_dict(state.get("defense", {}))
-        elif defense is not None:
-            log.info("the defense changed: it starts with fresh state at round %d", start)
+        for part, section, saved in (
+            (defense, "defense_args.", "defense"), (adversary, "attack_args.", "attack")
+        ):
+            if part is None:
+                continue
+            if any(k.startswith(section) for k in changed_keys):
+                log.info("the %s changed: it starts with fresh state at round %d", saved, start)
+            else:
+                part.load_state_dict(state.get(saved, {}))
         log.info("resuming %s at round %d", run_dir, start)
     run_dir = open_run_dir(cfg, resume, start)
     return run_dir, params, start
@@ -170,6 +176,7 @@ def run_rounds(
     algorithm: Algorithm,
     dataset: Dataset,
     defense: Stateful | None = None,
+    adversary: Stateful | None = None,
 ) -> dict[str, Any]:
     """Rounds ``start..comm_round-1`` of ``step``, with evaluation, metrics and checkpoints.
 
@@ -181,7 +188,9 @@ def run_rounds(
         release_run_dir(run_dir)
         return finished_summary(run_dir, cfg, start)
     try:
-        return _rounds(cfg, run_dir, params, start, step, algorithm, dataset, defense)
+        return _rounds(
+            cfg, run_dir, params, start, step, algorithm, dataset, defense, adversary
+        )
     finally:
         release_run_dir(run_dir)
 
@@ -195,6 +204,7 @@ def _rounds(
     algorithm: Algorithm,
     dataset: Dataset,
     defense: Stateful | None,
+    adversary: Stateful | None,
 ) -> dict[str, Any]:
     t = cfg.train_args
     changes = changes_at(run_dir, start) if start else []
@@ -229,6 +239,7 @@ def _rounds(
                     run_dir, round=r, params=params,
                     algorithm_state=algorithm.state_dict(),
                     defense_state=defense.state_dict() if defense is not None else None,
+                    attack_state=adversary.state_dict() if adversary is not None else None,
                 )
     summary = {
         "run_dir": str(run_dir),
