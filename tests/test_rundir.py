@@ -218,7 +218,7 @@ def test_changed_learning_rate_takes_effect_on_resume(tmp_path):
 
 
 @pytest.mark.parametrize("warmup", [1, 3])
-def test_resumed_mimic_keeps_its_memory(tmp_path, warmup):
+def test_resumed_mimic_keeps_its_memory(tmp_path, caplog, warmup):
     """Mimic's running statistics and target are checkpointed: stopping after round 1 and
     resuming gives the uninterrupted run's parameters bit for bit."""
     raw = yaml.safe_load(write_config(
@@ -234,10 +234,18 @@ def test_resumed_mimic_keeps_its_memory(tmp_path, warmup):
     memory = torch.load(Path(half["run_dir"]) / "checkpoint.pt", weights_only=False)["attack"]
     assert memory["memory"]["mimic"]["t"] == 1
     raw["train_args"]["comm_round"] = 5
+    again = copy_run(Path(half["run_dir"]), tmp_path / "again")
     resumed = train(config_from_dict(raw), resume=half["run_dir"])
     full = train(config_from_dict(raw))
     assert torch.equal(torch.load(Path(resumed["run_dir"]) / "final_params.pt"),
                        torch.load(Path(full["run_dir"]) / "final_params.pt"))
+    # another attack on resume starts with no memory: its first round learns afresh
+    raw["attack_args"]["warmup"] = warmup + 1
+    with caplog.at_level(logging.INFO, logger="shieldwall.rundir"):
+        train(config_from_dict(raw), resume=again, force=True)
+    assert "the attack changed: it starts with fresh state at round 1" in caplog.text
+    memory = torch.load(again / "checkpoint.pt", weights_only=False)["attack"]
+    assert memory["memory"]["mimic"]["t"] == 4  # rounds 1-4 after the change
 
 
 def test_model_change_even_forced_is_one_line(finished_run, tmp_path):
