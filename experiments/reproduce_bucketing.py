@@ -46,6 +46,8 @@ from shieldwall.matrix import Cell, plot_heatmap, run_cells  # noqa: E402
 
 BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
 RESULTS = ROOT / "experiments" / "results" / "bucketing_mnist.csv"
+#: the first harness's cells (FedML's cnn_dropout, dropout masks per worker), superseded
+FIRST = ROOT / "experiments" / "results" / "bucketing_mnist_cnn_dropout.csv"
 PAPER = ROOT / "experiments" / "results" / "bucketing_paper_exp3.csv"
 DOCS = ROOT / "docs" / "bucketing"
 MOMENTUM = "train_args.worker_momentum"
@@ -125,11 +127,11 @@ def labels(c: Cell) -> tuple[str, str, int, float]:
     return atk, agg, s, dict(c.axes)[MOMENTUM]
 
 
-def read_results() -> dict[Cell, float]:
-    if not RESULTS.is_file():
+def read_results(path: Path = RESULTS) -> dict[Cell, float]:
+    if not path.is_file():
         return {}
     out = {}
-    with RESULTS.open() as fh:
+    with path.open() as fh:
         for row in csv.DictReader(fh):
             c = cell(row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
                      int(row["seed"]))
@@ -202,9 +204,13 @@ def report(results: dict[Cell, float]) -> Path:
     ours: dict[tuple[str, str, int, float], list[float]] = {}
     for c, acc in results.items():
         ours.setdefault(labels(c), []).append(100 * acc)
+    first: dict[tuple[str, str, int, float], list[float]] = {}
+    for c, acc in read_results(FIRST).items():
+        first.setdefault(labels(c), []).append(100 * acc)
     lines = [
-        "| β | s | aggregator | attack | paper (exp3 logs) | shieldwall | Δ mean |",
-        "|---|---|---|---|---|---|---|",
+        "| β | s | aggregator | attack | paper (exp3 logs) | shieldwall | Δ mean "
+        "| first harness (superseded) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for beta in (0.9, 0.0):
         for s in BUCKETS:
@@ -216,8 +222,9 @@ def report(results: dict[Cell, float]) -> Path:
                         continue
                     delta = (f"{statistics.fmean(o) - statistics.fmean(p):+.1f}"
                              if p and o else "")
+                    old = _fmt(first[key]) if key in first else ""
                     lines.append(f"| {beta} | {s or 'none'} | {agg} | {atk} | {_fmt(p)} | "
-                                 f"{_fmt(o)} | {delta} |")
+                                 f"{_fmt(o)} | {delta} | {old} |")
     lines += progress_lines(results)
     table = DOCS / "bucketing_table.md"
     table.write_text("\n".join(lines) + "\n")
