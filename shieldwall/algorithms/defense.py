@@ -82,6 +82,7 @@ class Defense:
     notes: list[str] = field(default_factory=list)
     _states: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _previous: Tensor | None = field(default=None, init=False, repr=False)
+    _largest_f: dict[tuple[int, int], int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for key, entry, params in self.stages():
@@ -190,6 +191,23 @@ class Defense:
     def as_function(self):
         """``fn(updates, f) -> Tensor`` for adaptive attacks (probing: no state changes)."""
         return lambda updates, f: self(updates, f, commit=False).vector
+
+    def largest_f(self, n: int, f: int) -> int:
+        """The largest ``f' <= f`` with which this defense runs on ``n`` rows (``-1``: none,
+        not even ``f' = 0``); probed on zeros without touching any state, cached per
+        ``(n, f)``."""
+        key = (n, f)
+        if key not in self._largest_f:
+            found = -1
+            for cand in range(min(f, n), -1, -1):
+                try:
+                    self(torch.zeros((n, 2)), cand, commit=False)
+                except ValueError:
+                    continue
+                found = cand
+                break
+            self._largest_f[key] = found
+        return self._largest_f[key]
 
     def check_tolerates(self, n: int, f: int) -> None:
         """Raise :class:`ConfigError` when the rule cannot run with ``n`` rows and ``f``."""

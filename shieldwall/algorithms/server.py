@@ -3,13 +3,19 @@
 1. plan: sample the round's clients, note which are poisoned (data attacks);
 2. run: the runtime brings back one row per client (malformed rows already rejected);
 3. attack: the adversary replaces the Byzantine clients' rows (update attacks);
-4. check: rows that are not finite or too large are rejected (each spends one unit of ``f``);
-5. aggregate: the defense turns the remaining rows into one;
+4. check: rows that are not finite or too large are rejected;
+5. aggregate: the defense turns the remaining rows into one, tolerating ``f`` less the rows
+   rejected as malformed (their senders are proven faulty) Byzantine rows among them. A row that
+   never arrived (absent, timed out, lost: an honest straggler as likely as not) does not lower
+   ``f``; otherwise every quorum round, or an attacker who delays honest clients, would switch
+   the defense off. Where the defense cannot run with that ``f`` on so few rows, ``f`` is lowered
+   to its largest valid value (logged once, recorded per round);
 6. step: the algorithm's server half moves the global state.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +25,12 @@ from torch import Tensor
 from shieldwall.algorithms.adversary import Adversary
 from shieldwall.algorithms.base import Algorithm
 from shieldwall.algorithms.defense import Defense
-from shieldwall.runtime.base import RoundPlan, Runtime, sanitize_row
+from shieldwall.runtime.base import RoundPlan, Runtime, is_lost_row, sanitize_row
 from shieldwall.seeding import numpy_generator
 
 __all__ = ["Server", "RoundRecord", "RoundFailedError"]
+
+log = logging.getLogger(__name__)
 
 
 class RoundFailedError(RuntimeError):
@@ -97,6 +105,7 @@ class Server:
         self.f = f
         self.seed = seed
         self.max_update_norm = max_update_norm
+        self._f_lowered = False
 
     def plan(self, round: int) -> RoundPlan:
         if self.clients_per_round >= self.num_clients:
@@ -144,7 +153,23 @@ class Server:
                 f"round {round}: no client's update could be used ({reasons}); the run stopped "
                 "after its last checkpoint: bring clients back and --resume the run directory"
             )
-        f_left = max(self.f - (len(ids) - len(keep)), 0)
+        proven = sum(1 for why in rejected.values() if not is_lost_row(why))
+        f_wanted = max(self.f - proven, 0)
+        f_left = self.defense.largest_f(len(keep), f_wanted)
+        if f_left < 0:
+            reasons = ", ".join(f"client {c}: {why}" for c, why in sorted(rejected.items()))
+            raise RoundFailedError(
+                f"round {round}: defense {self.defense.label!r} cannot run on the {len(keep)} "
+                f"usable rows even with f=0 (rejected: {reasons}); the run stopped after its "
+                "last checkpoint: bring clients back and --resume the run directory"
+            )
+        if f_left < f_wanted and not self._f_lowered:
+            self._f_lowered = True
+            log.warning(
+                "round %d: %s cannot run on %d usable rows with f=%d; using f=%d, its largest "
+                "(logged once; each round's f is in metrics.jsonl)",
+                round, self.defense.label, len(keep), f_wanted, f_left,
+            )
         kept_updates = updates[keep] if len(keep) < len(ids) else updates
         weights = results.num_samples[keep].to(updates.dtype)
         result = self.defense(

@@ -30,12 +30,23 @@ __all__ = [
     "RoundResults",
     "Runtime",
     "ClientExecutor",
+    "LOST_ROW_PREFIXES",
+    "is_lost_row",
     "row_form_problem",
     "sanitize_matrix",
     "sanitize_row",
 ]
 
 RUNTIMES: Registry = Registry("runtime")
+
+#: Rejection reasons of rows that never arrived (a client absent, timed out or lost), as
+#: opposed to rows that arrived malformed: only the latter prove their sender faulty.
+LOST_ROW_PREFIXES = ("absent:", "timeout:")
+
+
+def is_lost_row(reason: str) -> bool:
+    """Whether a rejected row's ``reason`` says it never arrived (see ``LOST_ROW_PREFIXES``)."""
+    return str(reason).startswith(LOST_ROW_PREFIXES)
 
 
 @dataclass(frozen=True)
