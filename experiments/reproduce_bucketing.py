@@ -1,10 +1,12 @@
 """Reproduce the bucketing paper's non-iid MNIST table (Karimireddy, He & Jaggi, ICLR 2022).
 
 The grid of the paper's exp3 (github.com/epfml/byzantine-robust-noniid-optimizer, ``exp3.py`` and
-``run.sh``): n = 25 workers of which f = 5 Byzantine, label-sorted shards, its CNN, batch 32,
-lr 0.01, 600 steps; worker momentum β ∈ {0, 0.9}; bucketing s ∈ {none, 2}; aggregators CM,
-CClip (τ = 10, 3 iterations from the previous aggregate, zero at first), Krum, RFA (8
-smoothed Weiszfeld steps from zero, ν = 0.1) and — not in the paper's logs — trimmed mean;
+``run.sh``): n = 25 workers of which f = 5 Byzantine, label-sorted shards, its CNN
+(``bucketing_cnn``, every worker drawing the same dropout masks, redrawn every 30 steps, as its
+simulator does), batch 32, lr 0.01, 600 steps; worker momentum β ∈ {0, 0.9}; bucketing
+s ∈ {none, 2}; aggregators CM, CClip (τ = 10, 3 iterations from the previous aggregate, zero
+at first), Krum, RFA (8 smoothed Weiszfeld steps from zero, ν = 0.1) and — not in the paper's
+logs — trimmed mean;
 attacks BF, LF, mimic, IPM (ε = 0.1), ALIE (the code's z = Φ⁻¹(0.6)); 3 seeds. The attacks
 see the honest workers' rows only (``knowledge=honest``), as in the paper's code; mimic uses its
 warm-up of 1 round. Base config: ``bucketing_mnist.yaml``.
