@@ -4,9 +4,9 @@ The grid of the paper's exp3 (github.com/epfml/byzantine-robust-noniid-optimizer
 ``run.sh``): n = 25 workers of which f = 5 Byzantine, label-sorted shards, its CNN
 (``bucketing_cnn``, every worker drawing the same dropout masks, redrawn every 30 steps, as its
 simulator does), batch 32, lr 0.01, 600 steps; worker momentum β ∈ {0, 0.9}; bucketing
-s ∈ {none, 2}; aggregators CM, CClip (τ = 10, 3 iterations from the previous aggregate, zero
-at first), Krum, RFA (8 smoothed Weiszfeld steps from zero, ν = 0.1) and — not in the paper's
-logs — trimmed mean;
+s ∈ {none, 2}; aggregators CM, CClip (τ = 10 / (1 − β): 10 for β = 0, 100 for β = 0.9, as
+its exp3 logs ran; 3 iterations from the previous aggregate, zero at first), Krum, RFA (8
+smoothed Weiszfeld steps from zero, ν = 0.1) and — not in the paper's logs — trimmed mean;
 attacks BF, LF, mimic, IPM (ε = 0.1), ALIE (the code's z = Φ⁻¹(0.6)); 3 seeds. The attacks
 see the honest workers' rows only (``knowledge=honest``), as in the paper's code; mimic uses its
 warm-up of 1 round. Base config: ``bucketing_mnist.yaml``.
@@ -63,10 +63,10 @@ ATTACKS = {
     "IPM": "ipm(epsilon=0.1,knowledge=honest)",
     "ALIE": "alie(z_rule=honest,knowledge=honest)",
 }
-#: paper label → our aggregator spelling.
+#: paper label → our aggregator spelling; ``{tau}``: CClip's radius for the cell's β.
 AGGREGATORS = {
     "cm": "median",
-    "cp": "centered_clip(tau=10,iterations=3,init=previous)",
+    "cp": "centered_clip(tau={tau},iterations=3,init=previous)",
     "krum": "krum(power=2)",
     "rfa": "geometric_median(nu=0.1,max_iter=8,tol=0,init=zeros)",
     "tm": "trimmed_mean",
@@ -74,12 +74,23 @@ AGGREGATORS = {
 BUCKETS = (2, 0)
 
 
-def defense(agg: str, s: int) -> str:
-    return f"bucketing(s={s})+{AGGREGATORS[agg]}" if s else AGGREGATORS[agg]
+def clip_tau(beta: float) -> float:
+    """CClip's radius under worker momentum β: τ = 10 / (1 − β), the linear scaling of the
+    paper's code as it ran exp3 (``utils.py`` at commit 1cbe521, the one its exp3 logs were
+    committed with: ``--clip-scaling`` unset meant "linear" when β > 0)."""
+    return round(10.0 / (1.0 - beta), 6)
+
+
+def rule(agg: str, beta: float) -> str:
+    return AGGREGATORS[agg].format(tau=f"{clip_tau(beta):g}")
+
+
+def defense(agg: str, s: int, beta: float) -> str:
+    return f"bucketing(s={s})+{rule(agg, beta)}" if s else rule(agg, beta)
 
 
 def cell(atk: str, agg: str, s: int, beta: float, seed: int) -> Cell:
-    d = "none" if agg == "avg" else defense(agg, s)
+    d = "none" if agg == "avg" else defense(agg, s, beta)
     return Cell(ATTACKS[atk], d, seed, ((MOMENTUM, beta),))
 
 
@@ -118,15 +129,16 @@ def ordered_cells() -> list[Cell]:
 def labels(c: Cell) -> tuple[str, str, int, float]:
     """(paper attack, paper aggregator, s, β) of a cell."""
     atk = next(k for k, v in ATTACKS.items() if v == c.attack)
+    beta = dict(c.axes)[MOMENTUM]
     if c.defense == "none":
-        return atk, "avg", 0, dict(c.axes)[MOMENTUM]
+        return atk, "avg", 0, beta
     s = 0
     rest = c.defense
     if rest.startswith("bucketing("):
         s = int(rest[len("bucketing(s="):rest.index(")")])
         rest = rest[rest.index("+") + 1:]
-    agg = next(k for k, v in AGGREGATORS.items() if v == rest)
-    return atk, agg, s, dict(c.axes)[MOMENTUM]
+    agg = next(k for k in AGGREGATORS if rule(k, beta) == rest)
+    return atk, agg, s, beta
 
 
 def read_results(path: Path = RESULTS) -> dict[Cell, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,26 @@ def test_rules_match_the_papers_code_on_random_rows():
     assert torch.equal(krum(x, 5, power=2), _paper_krum(rows, 5))
     # Blanchard's score (power 1) picks another row here: the paper's code squares twice.
     assert not torch.equal(krum(x, 5), _paper_krum(rows, 5))
+
+
+def _script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "reproduce_bucketing.py"
+    spec = importlib.util.spec_from_file_location("reproduce_bucketing", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproduction_grid_cells_and_cclip_radius():
+    rb = _script()
+    cells = rb.ordered_cells()
+    assert len(cells) == len(set(cells)) == 286
+    for c in cells:  # every cell's labels give the cell back (the CSV round trip)
+        atk, agg, s, beta = rb.labels(c)
+        assert rb.cell(atk, agg, s, beta, c.seed) == c
+    # the exp3 logs ran CClip with tau = 10 / (1 - beta) (the code's default then)
+    assert rb.defense("cp", 0, 0.9) == "centered_clip(tau=100,iterations=3,init=previous)"
+    assert rb.defense("cp", 2, 0.0) == \
+        "bucketing(s=2)+centered_clip(tau=10,iterations=3,init=previous)"

@@ -9,9 +9,9 @@
   (``codes/tasks/mnist.py`` of ``epfml/byzantine-robust-noniid-optimizer``): the layers of
   ``cnn_dropout`` but with no ReLU between the second convolution and the max-pool, and
   channel dropout (``Dropout2d(0.25)``, whole feature maps) on the pooled map. Its second dropout
-  is ``Dropout2d(0.5)`` applied to the ``(N, 128)`` hidden layer, which the PyTorch of the paper
-  (≤ 1.10) ran as element-wise dropout; it is written as ``Dropout(0.5)`` here, because newer
-  PyTorch reads a 2-D input to ``Dropout2d`` as one unbatched sample and would drop whole rows.
+  is ``Dropout2d(0.5)`` applied to the ``(N, 128)`` hidden layer, which PyTorch runs as
+  element-wise dropout (a 2-D input has no feature maps; recent versions warn that this use is
+  deprecated); it is written as ``Dropout(0.5)`` here, which draws the very same masks.
   1,199,882 parameters for 1×28×28 and 10 classes.
 * ``lenet`` — LeNet-5 with ReLU and max-pooling: 5×5 conv 6, pool, 5×5 conv 16, pool, fc 120,
   fc 84, fc. Inputs smaller than 32×32 get padding 2 on the first convolution (the classic way of
