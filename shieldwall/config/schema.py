@@ -130,8 +130,9 @@ class TrainArgs:
     """0 (default): each client draws its own dropout masks. k >= 1: every client of a round
     draws the same masks, from an RNG seeded by (seed, round // k), so the masks change every k
     rounds; the rest of the run's randomness is untouched. This reproduces the bucketing paper's
-    code (k = 30: its simulator restores the global RNG after each worker, and only the
-    evaluation after each 30-step epoch moves it on)."""
+    simulator, which restores the RNG after each worker: on a CPU only the evaluation after each
+    30-step epoch moves it on (k = 30); on the GPU its published logs ran on, nothing moves the
+    CUDA generator and the masks are never redrawn (k >= comm_round)."""
     server_lr: float = 1.0
     """FedAvg: the global model moves by ``server_lr`` times the aggregated update."""
     server_optimizer: str = "sgd"
