@@ -83,3 +83,32 @@ def test_a_defense_that_cannot_run_at_all_stops_the_round_in_one_line():
 def test_largest_f_matches_each_rules_bound():
     assert [Defense(rule).largest_f(10, 5) for rule in ("median", "krum", "bulyan", "mean")] \
         == [4, 3, 1, 5]
+
+
+def _filtered_rows() -> torch.Tensor:
+    """Four honest rows at 0, three Byzantine rows at 1 and three honest outliers far away,
+    which the 3σ filter (distance to the geometric median) removes."""
+    values = [0.0] * 4 + [1.0] * 3 + [10.0, 10.5, 11.0]
+    return torch.tensor(values).unsqueeze(1).repeat(1, 2)
+
+
+def test_a_filters_removals_do_not_lower_f():
+    filt = ("three_sigma", {"score": "geomedian", "bound_param": 2.0})
+    rows = _filtered_rows()
+    trimmed = Defense("trimmed_mean", preaggregators=[filt])
+    # f = 3 still trims the three Byzantine rows among the seven the filter left; lowering f by
+    # the three (honest) rows it removed would average the Byzantine rows in (3/7)
+    assert torch.equal(trimmed(rows, 3).vector, torch.zeros(2))
+    assert torch.allclose(Defense("trimmed_mean", preaggregators=[filt])(rows, 0).vector,
+                          torch.full((2,), 3 / 7))
+
+
+def test_after_a_filter_f_is_lowered_only_to_what_the_rule_can_run(caplog):
+    filt = ("three_sigma", {"score": "geomedian", "bound_param": 2.0})
+    krum = Defense("krum", preaggregators=[filt])
+    with caplog.at_level(logging.WARNING, logger="shieldwall.algorithms.defense"):
+        out = krum(_filtered_rows(), 3)  # Krum needs n >= 2f + 3: f = 2 on the 7 rows left
+        krum(_filtered_rows(), 3)
+    assert torch.equal(out.vector, torch.zeros(2))
+    lowered = [r.message for r in caplog.records if "using f=2" in r.message]
+    assert len(lowered) == 1, caplog.text  # logged once

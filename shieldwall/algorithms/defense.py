@@ -6,7 +6,11 @@ counts. With one, the rows (those not rejected at the wire) pass through
 1. pre-aggregation steps (``defense_args.preaggregators`` and those a FedML name implies):
    row transforms (clipping, bucketing…) or *selecting* filters (3σ, anomaly detection) that
    keep sample counts and client ids aligned with the rows they keep;
-2. the aggregator, tolerating ``f`` Byzantine rows (less the rows filters removed);
+2. the aggregator, tolerating ``f`` Byzantine rows. A filter's removals do not lower ``f``:
+   the rows it drops may all be honest (an attacker who shifts the statistics the filter
+   reads can make them so), so the Byzantine rows may all remain. Where the stages after a
+   filter cannot run with ``f`` on the rows left, ``f`` is lowered to their largest valid
+   value (logged once);
 3. post-aggregation steps (``defense_args.postaggregators``; CRFL, weak DP) on the aggregate.
 
 FedML's ``defense_type`` names are translated by :func:`shieldwall.config.fedml.plan_defense`.
@@ -18,6 +22,7 @@ and round-trips through :meth:`Defense.state_dict` / :meth:`Defense.load_state_d
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +48,8 @@ from shieldwall.postaggregators import POSTAGGREGATORS, postaggregate_chain
 from shieldwall.preaggregators import PREAGGREGATORS
 from shieldwall.registry import Entry, Registry, UnknownNameError, closest
 from shieldwall.seeding import torch_generator
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Defense", "build_defense", "check_params", "defense_f", "resolve_f", "user_params"]
 
@@ -82,7 +89,8 @@ class Defense:
     notes: list[str] = field(default_factory=list)
     _states: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _previous: Tensor | None = field(default=None, init=False, repr=False)
-    _largest_f: dict[tuple[int, int], int] = field(default_factory=dict, init=False, repr=False)
+    _largest_f: dict[tuple[int, ...], int] = field(default_factory=dict, init=False, repr=False)
+    _filter_f_lowered: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for key, entry, params in self.stages():
@@ -120,17 +128,21 @@ class Defense:
         round: int = 0,
         reference: Tensor | None = None,
         commit: bool = True,
+        _start: int = 0,
     ) -> AggregateResult:
         """Aggregate ``updates`` (one row per client, ``client_ids`` in the same order).
 
         ``commit=False`` leaves every state untouched (probing calls). ``selected`` indexes
         ``updates`` rows while the rows still correspond to clients (no bucketing/mixing).
+        ``_start`` skips the first pre-aggregation steps (probing what follows a filter).
         """
         rows, f_left, w = updates, f, weights
         ids = list(client_ids) if client_ids is not None else None
         index = torch.arange(updates.shape[0])
         aligned, pending = True, []
         for pos, (name, raw) in enumerate(self.preaggregators):
+            if pos < _start:
+                continue
             entry, n = PREAGGREGATORS.entry(name), rows.shape[0]
             kw = self._evaluate(raw, n)
             state = self._states.get(f"pre{pos}")
@@ -145,7 +157,8 @@ class Defense:
                 rows = rows[keep.to(rows.device)]
                 index, w = index[keep], None if w is None else w[keep.to(w.device)]
                 ids = None if ids is None else [ids[int(i)] for i in keep]
-                f_left = max(f_left - (n - rows.shape[0]), 0)
+                if rows.shape[0] < n:
+                    f_left = self._after_filter_f(pos + 1, rows.shape[0], f_left, name)
                 continue
             rows = entry.obj(rows, f_left, **kw)
             f_after = entry.meta.get("f_after")
@@ -208,6 +221,34 @@ class Defense:
                 break
             self._largest_f[key] = found
         return self._largest_f[key]
+
+    def _after_filter_f(self, start: int, n: int, f: int, name: str) -> int:
+        """The largest ``f' <= f`` with which the stages from pre-aggregation step ``start`` on
+        run on the ``n`` rows a filter (``name``) left; raises ``ValueError`` if none does."""
+        key = (start, n, f)
+        if key not in self._largest_f:
+            found = -1
+            for cand in range(min(f, n), -1, -1):
+                try:
+                    self(torch.zeros((n, 2)), cand, commit=False, _start=start)
+                except ValueError:
+                    continue
+                found = cand
+                break
+            self._largest_f[key] = found
+        found = self._largest_f[key]
+        if found < 0:
+            raise ValueError(
+                f"{self.label}: the {n} rows left by {name!r} are too few for what follows it, "
+                "even with f=0"
+            )
+        if found < f and not self._filter_f_lowered:
+            self._filter_f_lowered = True
+            log.warning(
+                "%s: the stages after %r cannot run on the %d rows it left with f=%d; using "
+                "f=%d, their largest (logged once)", self.label, name, n, f, found,
+            )
+        return found
 
     def check_tolerates(self, n: int, f: int) -> None:
         """Raise :class:`ConfigError` when the rule cannot run with ``n`` rows and ``f``."""
