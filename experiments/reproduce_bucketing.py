@@ -48,6 +48,8 @@ from shieldwall.matrix import Cell, plot_heatmap, run_cells  # noqa: E402
 
 BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
 RESULTS = ROOT / "experiments" / "results" / "bucketing_mnist.csv"
+#: every evaluation (each 30 steps) of our finished cells, in the paper's CSV layout
+CURVES = ROOT / "experiments" / "results" / "bucketing_mnist_curves.csv"
 #: the first harness's cells (FedML's cnn_dropout, dropout masks per worker), superseded
 FIRST = ROOT / "experiments" / "results" / "bucketing_mnist_cnn_dropout.csv"
 PAPER = ROOT / "experiments" / "results" / "bucketing_paper_exp3.csv"
@@ -72,6 +74,8 @@ AGGREGATORS = {
     "tm": "trimmed_mean",
 }
 BUCKETS = (2, 0)
+#: the evaluations averaged in the table's "late" columns: steps 480, 510, …, 600
+LATE = tuple(range(480, 601, 30))
 
 
 def clip_tau(beta: float) -> float:
@@ -176,6 +180,69 @@ def read_paper(iterations: int = 600) -> dict[tuple[str, str, int, float], list[
     return out
 
 
+Curve = dict[int, float]
+"""Accuracy (%) by step of one run."""
+
+
+def read_curves(path: Path) -> dict[tuple[str, str, int, float, int], Curve]:
+    """Every run's evaluations from a CSV in the paper's layout (``attack, aggregator, s, beta,
+    seed, iterations, accuracy``; ``#`` lines are comments), keyed by (attack, agg, s, β, seed)."""
+    out: dict[tuple[str, str, int, float, int], Curve] = {}
+    if not path.is_file():
+        return out
+    with path.open() as fh:
+        for row in csv.DictReader(line for line in fh if not line.startswith("#")):
+            key = (row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
+                   int(row["seed"]))
+            out.setdefault(key, {})[int(row["iterations"])] = float(row["accuracy"])
+    return out
+
+
+def cell_curve(run_dir: Path) -> Curve:
+    """A cell's evaluations (%) by step, from its ``metrics.jsonl``."""
+    curve: Curve = {}
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if "test_accuracy" in entry:
+                curve[int(entry["round"]) + 1] = 100 * float(entry["test_accuracy"])
+    return curve
+
+
+def update_curves(cells: list[Cell], out: Path) -> dict[tuple[str, str, int, float, int], Curve]:
+    """Add the finished ``cells``' curves found under ``out`` to :data:`CURVES` (rows already
+    there are kept: a checkout without the run directories loses nothing)."""
+    curves = read_curves(CURVES)
+    for c in cells:
+        curve = cell_curve(out / "cells" / c.name)
+        if curve:
+            curves[(*labels(c), c.seed)] = curve
+    tmp = CURVES.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        fh.write("# Test top-1 (%) of every finished cell of experiments/reproduce_bucketing.py, "
+                 "each evaluation (every 30 steps)\n")
+        w = csv.writer(fh)
+        w.writerow(["attack", "aggregator", "s", "beta", "seed", "iterations", "accuracy"])
+        for key in sorted(curves):
+            for step in sorted(curves[key]):
+                w.writerow([*key, step, f"{curves[key][step]:.2f}"])
+    tmp.replace(CURVES)
+    return curves
+
+
+def late_means(curves: dict[tuple[str, str, int, float, int], Curve]
+               ) -> dict[tuple[str, str, int, float], list[float]]:
+    """Per (attack, agg, s, β): each seed's mean over the evaluations at :data:`LATE` (runs
+    missing any of them are left out). Oscillating cells swing by tens of points between
+    evaluations; the last five say more than the last one."""
+    out: dict[tuple[str, str, int, float], list[float]] = {}
+    for (*key, _seed), curve in sorted(curves.items()):
+        if all(step in curve for step in LATE):
+            out.setdefault(tuple(key), []).append(statistics.fmean(curve[s] for s in LATE))
+    return out
+
+
 def _fmt(values: list[float]) -> str:
     if not values:
         return "–"
@@ -211,10 +278,12 @@ def progress_lines(results: dict[Cell, float], out: Path | None = None) -> list[
             "|---|---|---|---|---|---|---|", *rows]
 
 
-def report(results: dict[Cell, float]) -> Path:
+def report(results: dict[Cell, float], out: Path | None = None) -> Path:
     """The side-by-side table (Markdown) and heatmaps per (β, s): ours and the paper's."""
     DOCS.mkdir(parents=True, exist_ok=True)
     paper = read_paper()
+    paper_late = late_means(read_curves(PAPER))
+    ours_late = late_means(update_curves(list(results), out or ROOT / "runs" / "bucketing_mnist"))
     ours: dict[tuple[str, str, int, float], list[float]] = {}
     for c, acc in results.items():
         ours.setdefault(labels(c), []).append(100 * acc)
@@ -223,8 +292,8 @@ def report(results: dict[Cell, float]) -> Path:
         first.setdefault(labels(c), []).append(100 * acc)
     lines = [
         "| β | s | aggregator | attack | paper (exp3 logs) | shieldwall | Δ mean "
-        "| first harness (superseded) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| paper, steps 480–600 | shieldwall, steps 480–600 | Δ | first harness (superseded) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for beta in (0.9, 0.0):
         for s in BUCKETS:
@@ -237,8 +306,12 @@ def report(results: dict[Cell, float]) -> Path:
                     delta = (f"{statistics.fmean(o) - statistics.fmean(p):+.1f}"
                              if p and o else "")
                     old = _fmt(first[key]) if key in first else ""
+                    pl, ol = paper_late.get(key, []), ours_late.get(key, [])
+                    late = (f"{statistics.fmean(ol) - statistics.fmean(pl):+.1f}"
+                            if pl and ol else "")
                     lines.append(f"| {beta} | {s or 'none'} | {agg} | {atk} | {_fmt(p)} | "
-                                 f"{_fmt(o)} | {delta} | {old} |")
+                                 f"{_fmt(o)} | {delta} | {_fmt(pl)} | {_fmt(ol) if ol else '–'} "
+                                 f"| {late} | {old} |")
     lines += progress_lines(results)
     table = DOCS / "bucketing_table.md"
     table.write_text("\n".join(lines) + "\n")
@@ -286,7 +359,7 @@ def main() -> int:
             print(i, "done" if c in done else "todo", c.name)
         return 0
     if args.report:
-        print(report(done))
+        print(report(done, Path(args.out)))
         return 0
     todo = [c for c in cells if c not in done]
     if args.limit is not None:
@@ -296,11 +369,12 @@ def main() -> int:
     def on_result(results: dict[Cell, float]) -> None:
         merged = {**done, **{c: v for c, v in results.items() if v is not None}}
         write_results(merged)
+        update_curves([c for c, v in results.items() if v is not None], Path(args.out))
         for c in results:  # a finished cell's checkpoint (worker momenta: ~125 MB) is not needed
             (Path(args.out) / "cells" / c.name / "checkpoint.pt").unlink(missing_ok=True)
 
     run_cells(base, todo, args.out, jobs=args.jobs, on_result=on_result)
-    report({**done, **read_results()})
+    report({**done, **read_results()}, Path(args.out))
     return 0
 
 

@@ -322,3 +322,28 @@ def test_reproduction_grid_cells_and_cclip_radius():
     assert rb.defense("cp", 0, 0.9) == "centered_clip(tau=100,iterations=3,init=previous)"
     assert rb.defense("cp", 2, 0.0) == \
         "bucketing(s=2)+centered_clip(tau=10,iterations=3,init=previous)"
+
+
+def test_late_means_and_curves_round_trip(tmp_path, monkeypatch):
+    rb = _script()
+    late = {step: 10.0 * i for i, step in enumerate(rb.LATE)}  # 0, 10, 20, 30, 40: mean 20
+    curves = {
+        ("IPM", "cm", 2, 0.9, 0): {30: 90.0, **late},
+        ("IPM", "cm", 2, 0.9, 1): {step: 50.0 for step in rb.LATE},
+        ("IPM", "cm", 2, 0.9, 2): {600: 99.0},  # evaluations missing: left out
+    }
+    assert rb.late_means(curves) == {("IPM", "cm", 2, 0.9): [20.0, 50.0]}
+    # a finished cell's metrics.jsonl reaches the committed curves CSV; rows there are kept
+    monkeypatch.setattr(rb, "CURVES", tmp_path / "curves.csv")
+    c = rb.cell("IPM", "cm", 2, 0.9, 0)
+    run = tmp_path / "out" / "cells" / c.name
+    run.mkdir(parents=True)
+    run.joinpath("metrics.jsonl").write_text(
+        '{"round": 0, "train_loss": 2.3}\n{"round": 29, "test_accuracy": 0.5}\n'
+        '{"round": 599, "test_accuracy": 0.975}\n'
+    )
+    assert rb.update_curves([c], tmp_path / "out") == {("IPM", "cm", 2, 0.9, 0): {30: 50.0,
+                                                                                  600: 97.5}}
+    other = rb.cell("BF", "rfa", 0, 0.0, 1)  # no run directory here: its rows stay as they are
+    rb.update_curves([other], tmp_path / "out")
+    assert rb.read_curves(rb.CURVES) == {("IPM", "cm", 2, 0.9, 0): {30: 50.0, 600: 97.5}}
