@@ -160,3 +160,51 @@ def test_task_ships_its_run_dir_and_takes_the_node_data_dir(tmp_path, monkeypatc
     assert not (tmp_path / "cells").exists() and got["tar"]  # marker unseen: shipped, not written
     unpack_run_dir(got["tar"], "c", tmp_path / "cells")
     assert (tmp_path / "cells" / "c" / "summary.json").read_text().endswith("0.5}")
+
+
+_DRIVER = """
+import sys, time
+from shieldwall.grid.executors import LocalProcessExecutor, Resources
+ex = LocalProcessExecutor(jobs=1)
+ex.submit("cell", time.sleep, 600, Resources(num_cpus=1, num_gpus=0))
+# the worker is up once the pool has a process; print its pid for the test
+while not ex._pool._processes:
+    time.sleep(0.05)
+print(next(iter(ex._pool._processes)), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by whoever adopted it, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (Linux)")
+def test_local_workers_end_when_the_driver_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(driver.stdout.readline())
+        time.sleep(1.0)  # let the worker import and start its task
+        os.kill(worker, 0)  # running
+        driver.send_signal(signal.SIGKILL)  # no cleanup at all in the driver
+        driver.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if not _alive(worker):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the local worker outlived its killed driver by 15 s")
+    finally:
+        driver.kill()

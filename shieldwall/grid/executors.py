@@ -24,6 +24,9 @@ shieldwall[cluster]``) and imported only when their executor is built.
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -95,11 +98,30 @@ class Executor(ABC):
         self.close()
 
 
+def exit_with_parent(parent: int, period: float = 1.0) -> None:
+    """Pool initializer: end this worker process within ``period`` seconds of its parent's death.
+
+    Without it, killing a grid's driver (``kill PID``, a scheduler's SIGTERM, an OOM kill) leaves
+    its workers running their cells to the end, unseen, holding the cells' run directories and
+    the cores a restarted grid needs. A daemon thread polls ``os.getppid()``: a worker whose
+    parent has gone is re-parented, and exits at once as ``kill -9`` would; the cell's last
+    checkpoint is on disk and its run-directory lock dies with the process.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class LocalProcessExecutor(Executor):
     """``jobs`` spawned processes on this machine, reused across tasks.
 
     A process that dies breaks the whole :class:`~concurrent.futures.ProcessPoolExecutor`: every
     task in flight at that moment is reported as :class:`WorkerDied` and the pool is rebuilt.
+    Workers end with the driver (:func:`exit_with_parent`).
     """
 
     name = "local"
@@ -113,7 +135,10 @@ class LocalProcessExecutor(Executor):
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.jobs, mp_context=get_context("spawn"),
+                initializer=exit_with_parent, initargs=(os.getpid(),),
+            )
         return self._pool
 
     def capacity(self, resources: Resources) -> int:
