@@ -17,14 +17,32 @@ import torch
 __all__ = ["derive_seed", "torch_generator", "numpy_generator", "shared_dropout_rng"]
 
 
+_TAG_WORDS: dict[int, str] = {}
+"""32-bit word → the string tag that produced it (see :func:`derive_seed`)."""
+
+
+def _tag_word(tag: str) -> int:
+    """A string tag's word: its first 4 bytes, as every seed drawn so far has used. Two tags that
+    share them would give identical streams (``"redundant-batch"`` and ``"redundant-attack"``
+    once did), so a second tag with a word already taken raises instead."""
+    word = int.from_bytes(tag.encode()[:4].ljust(4, b"\0"), "little")
+    owner = _TAG_WORDS.setdefault(word, tag)
+    if owner != tag:
+        raise ValueError(
+            f"seed tags {owner!r} and {tag!r} share their first 4 bytes, so their random streams "
+            "would be identical; give one of them a different start"
+        )
+    return word
+
+
 def derive_seed(seed: int, *coordinates: int | str) -> int:
-    """A 63-bit seed mixed from ``seed`` and ``coordinates`` (e.g. a purpose tag, round, client)."""
+    """A 63-bit seed mixed from ``seed`` and ``coordinates`` (e.g. a purpose tag, round, client).
+
+    A string tag counts by its first 4 bytes (:func:`_tag_word`); tags must differ there.
+    """
     words = [int(seed) & 0xFFFFFFFF]
     for c in coordinates:
-        if isinstance(c, str):
-            words.append(int.from_bytes(c.encode()[:8].ljust(8, b"\0"), "little") & 0xFFFFFFFF)
-        else:
-            words.append(int(c) & 0xFFFFFFFF)
+        words.append(_tag_word(c) if isinstance(c, str) else int(c) & 0xFFFFFFFF)
     state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 

@@ -231,7 +231,7 @@ class Adversary:
         if self.rounds is not None and round not in self.rounds:
             return False
         if self.prob < 1.0:
-            return bool(numpy_generator(self.seed, "attack_prob", round).random() < self.prob)
+            return bool(numpy_generator(self.seed, "prob:attack", round).random() < self.prob)
         return True
 
     def byzantine_ids(self, round: int) -> frozenset[int]:

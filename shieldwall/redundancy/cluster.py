@@ -89,7 +89,7 @@ def step_indices(
             f"a step needs F·b = {num_files}·{per_file} = {need} samples but the training set "
             f"has {num_samples}; lower redundancy_args.files_batch_size"
         )
-    gen = torch_generator(seed, "redundant-batch", step)
+    gen = torch_generator(seed, "rd-batch", step)
     return torch.randperm(num_samples, generator=gen)[:need].reshape(num_files, per_file)
 
 
@@ -146,7 +146,7 @@ class FileExecutor:
         s = self.setup
         ctx = AttackContext(
             n=s.placement.num_files, f=s.f, round=step,
-            generator=torch_generator(self.seed, "redundant-attack", step),
+            generator=torch_generator(self.seed, "rd-attack", step),
             reference=params, num_classes=self.num_classes,
         )
         return ATTACKS.get(s.attack)(rows, rows.shape[0], ctx, **s.attack_params)

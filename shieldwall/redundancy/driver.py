@@ -62,7 +62,7 @@ def cluster_step(
         honest = replicas[torch.arange(p.num_files), first][have]
         ctx = AttackContext(
             n=int(have.sum()), f=setup.f, round=step,
-            generator=torch_generator(seed, "redundant-attack", step), reference=params,
+            generator=torch_generator(seed, "rd-attack", step), reference=params,
             aggregator=lambda u, f: aggregate(setup.aggregator, u, f).vector,
             num_classes=num_classes,
         )

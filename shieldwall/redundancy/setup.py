@@ -73,7 +73,7 @@ class RedundantSetup:
         if self.q == 0:
             return []
         if self.adversary_choice == "random":
-            gen = torch_generator(seed, "redundant-adversaries", step)
+            gen = torch_generator(seed, "rd-choice", step)
             perm = torch.randperm(self.placement.num_workers, generator=gen)
             return sorted(perm[: self.q].tolist())
         return list(self.worst_case)

@@ -5,7 +5,7 @@ more robust gradient aggregation", NeurIPS; Konstantinidis & Ramamoorthy 2021, "
 efficient and robust system for distributed training", MLSys):
 
 1. the server draws a global batch of F·b samples from the training set with
-   ``torch_generator(seed, "redundant-batch", t)`` and splits it into F files of b samples
+   ``torch_generator(seed, "rd-batch", t)`` and splits it into F files of b samples
    (b = ``files_batch_size``);
 2. every worker k computes the gradient of each file the placement gives it; every file is on r
    workers. Honest computation is deterministic, so the r honest replicas of a file are equal:
@@ -112,7 +112,7 @@ def draw_files(
             f"a step needs F·b = {num_files}·{per_file} = {need} samples but the training set "
             f"has {n}; lower redundancy_args.files_batch_size"
         )
-    gen = torch_generator(seed, "redundant-batch", step)
+    gen = torch_generator(seed, "rd-batch", step)
     idx = torch.randperm(n, generator=gen)[:need].to(train_y.device)
     return (
         train_x[idx].reshape(num_files, per_file, *train_x.shape[1:]),
@@ -176,7 +176,7 @@ def redundant_step(
             n=nf,
             f=setup.f,
             round=step,
-            generator=torch_generator(seed, "redundant-attack", step),
+            generator=torch_generator(seed, "rd-attack", step),
             reference=params,
             aggregator=lambda u, f: aggregate(setup.aggregator, u, f).vector,
             num_classes=num_classes,
