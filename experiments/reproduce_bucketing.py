@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shieldwall.config import load_config  # noqa: E402
+from shieldwall.config.loader import ConfigError  # noqa: E402
 from shieldwall.matrix import Cell, plot_heatmap, run_cells  # noqa: E402
 
 BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
@@ -366,7 +367,12 @@ def main() -> int:
     todo = [c for c in cells if c not in done]
     if args.limit is not None:
         todo = todo[: args.limit]
-    base = load_config(str(BASE), args.overrides)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        base = load_config(str(BASE), args.overrides)
+    except ConfigError as exc:
+        ap.error(str(exc))
 
     def on_result(results: dict[Cell, float]) -> None:
         merged = {**done, **{c: v for c, v in results.items() if v is not None}}
