@@ -208,3 +208,29 @@ def test_local_workers_end_when_the_driver_is_killed(tmp_path):
             pytest.fail("the local worker outlived its killed driver by 15 s")
     finally:
         driver.kill()
+
+
+def test_a_second_grid_on_the_same_folder_stops_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from shieldwall.rundir import RunDirError
+    from shieldwall.rundir.directory import held_run_dirs
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from shieldwall.rundir.directory import "
+         "claim_run_dir; claim_run_dir(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with LocalProcessExecutor(1) as ex, pytest.raises(
+            RunDirError, match=rf"in use by another grid \(process {holder.pid}\)"
+        ):
+            run_cells(ex, {"a": _raw(tmp_path, "a")}, dict, tmp_path, results="shared")
+    finally:
+        holder.kill()
+        holder.wait()
+    with LocalProcessExecutor(1) as ex:  # the holder gone, the grid runs, then lets go
+        out = run_cells(ex, {"a": _raw(tmp_path, "a")}, dict, tmp_path, results="shared")
+    assert set(out.results) == {"a"}
+    assert tmp_path.resolve() not in held_run_dirs()

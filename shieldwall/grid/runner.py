@@ -27,6 +27,12 @@ from typing import Any
 
 from shieldwall.grid.executors import CellError, Executor, Resources, WorkerDied
 from shieldwall.grid.task import RESULTS_MODES, CellTask, run_cell_task, unpack_run_dir
+from shieldwall.rundir.directory import (
+    LOCK_NAME,
+    RunDirError,
+    claim_run_dir,
+    release_run_dir,
+)
 
 __all__ = ["GridOutcome", "cell_resources", "run_cells"]
 
@@ -145,6 +151,40 @@ def run_cells(
                          f"{', '.join(RESULTS_MODES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:  # one grid per folder: a second would run the same cells and rewrite status.json
+        claim_run_dir(out_dir)
+    except RunDirError:
+        raise RunDirError(
+            f"grid folder {str(out_dir)!r} is in use by another grid (process "
+            f"{_lock_holder(out_dir)}); wait for it to end or stop it, then run the same "
+            "command again: finished cells are kept"
+        ) from None
+    try:
+        return _run_cells(executor, configs, fn, out_dir, results, cpus_per_cell,
+                          gpus_per_cell, already_done, echo, on_done)
+    finally:
+        release_run_dir(out_dir)
+
+
+def _lock_holder(out_dir: Path) -> str:
+    try:
+        return (out_dir / LOCK_NAME).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _run_cells(
+    executor: Executor,
+    configs: Mapping[str, dict[str, Any]],
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    out_dir: Path,
+    results: str,
+    cpus_per_cell: float,
+    gpus_per_cell: float,
+    already_done: int,
+    echo: Callable[[str], None] | None,
+    on_done: Callable[[str, dict[str, Any]], None] | None,
+) -> GridOutcome:
     marker = out_dir / f".shieldwall-shared-{uuid.uuid4().hex}"
     marker.write_text("present on every node that shares this folder\n")
     outcome = GridOutcome()
