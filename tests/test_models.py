@@ -164,3 +164,46 @@ def test_bucketing_cnn_is_the_papers_net():
     kept = ~per_map
     torch.testing.assert_close(maps[kept], pooled[kept] / 0.75)
     assert not hidden.eq(0).all(dim=1).any()  # element-wise dropout: no sample's row dropped
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [
+    ((32, 64, 24, 24), 2, None),   # the bucketing CNN's pooling
+    ((5, 6, 25, 23), 2, None),     # odd sizes: the last row and column are dropped
+    ((3, 4, 11, 11), 3, 2),        # overlapping windows
+    ((2, 16, 8, 8), (2, 1), None),
+])
+def test_fast_max_pool_matches_torch_bit_for_bit(shape, kernel, stride):
+    from shieldwall.models.pooling import MaxPool2d
+
+    gen = torch.Generator().manual_seed(0)
+    # after a ReLU, half the entries are zero: windows full of ties pick the same argmax
+    for x in (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen).relu(),
+              torch.randn(shape, generator=gen).round()):
+        ours, ref = MaxPool2d(kernel, stride), nn.MaxPool2d(kernel, stride)
+        assert ours._fast(x)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = ours(xa), ref(xb)
+        assert ya.is_contiguous() and torch.equal(ya, yb)
+        g = torch.randn(ya.shape, generator=gen)
+        ya.backward(g)
+        yb.backward(g)
+        assert torch.equal(xa.grad, xb.grad)
+
+
+def test_fast_max_pool_falls_back_where_it_does_not_apply():
+    from torch.func import grad, vmap
+
+    from shieldwall.models.pooling import MaxPool2d
+
+    x = torch.randn(2, 3, 8, 8)
+    assert not MaxPool2d(2, padding=1)._fast(x)
+    assert not MaxPool2d(2, ceil_mode=True)._fast(x)
+    assert not MaxPool2d(2)._fast(x.contiguous(memory_format=torch.channels_last))
+    assert not MaxPool2d(2)._fast(x[0])  # 3-D input
+    # under torch.func (the batched simulator) the plain kernel runs, and vmap(grad) agrees
+    pool = MaxPool2d(2)
+    per_sample = vmap(grad(lambda v: pool(v.unsqueeze(0)).square().sum()))(x)
+    for i in range(2):
+        xi = x[i:i + 1].clone().requires_grad_()
+        nn.MaxPool2d(2)(xi).square().sum().backward()
+        assert torch.equal(per_sample[i], xi.grad[0])

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from shieldwall.models import MODELS
+from shieldwall.models.pooling import MaxPool2d
 from shieldwall.models.utils import image_shape, output_shape
 
 __all__ = ["CNN", "BucketingCNN", "CNNDropOut", "LeNet"]
@@ -45,10 +46,10 @@ class CNN(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(channels, 32, kernel_size=5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Conv2d(32, 64, kernel_size=5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Flatten(),
         )
         flat = math.prod(output_shape(self.features, input_shape))
@@ -72,7 +73,7 @@ class CNNDropOut(nn.Module):
             nn.ReLU(),
             nn.Conv2d(32, 64, kernel_size=3),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Dropout(0.25),
             nn.Flatten(),
         )
@@ -97,7 +98,7 @@ class BucketingCNN(nn.Module):
             nn.Conv2d(channels, 32, kernel_size=3),
             nn.ReLU(),
             nn.Conv2d(32, 64, kernel_size=3),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Dropout2d(0.25),
             nn.Flatten(),
         )
@@ -124,10 +125,10 @@ class LeNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(channels, 6, kernel_size=5, padding=pad1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Conv2d(6, 16, kernel_size=5, padding=pad2),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Flatten(),
         )
         flat = math.prod(output_shape(self.features, input_shape))

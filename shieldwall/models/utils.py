@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from shieldwall.models.pooling import MaxPool2d
+
 __all__ = ["has_batchnorm", "num_parameters", "image_shape", "output_shape", "pool_or_identity"]
 
 
@@ -55,5 +57,5 @@ def pool_or_identity(size: int, kernel: int = 2, avg: bool = False) -> tuple[nn.
     """
     if size < kernel:
         return nn.Identity(), size
-    layer = nn.AvgPool2d(kernel) if avg else nn.MaxPool2d(kernel)
+    layer = nn.AvgPool2d(kernel) if avg else MaxPool2d(kernel)
     return layer, size // kernel

@@ -50,6 +50,16 @@ class _Unsupported(Exception):
     pass
 
 
+class _Tracer(fx.Tracer):
+    """Keeps subclasses of the per-sample modules (``shieldwall.models.pooling.MaxPool2d``) as
+    single calls, as ``torch.nn``'s own are, instead of tracing into their forward."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _PER_SAMPLE_MODULES) or super().is_leaf_module(
+            m, module_qualified_name
+        )
+
+
 class RowOptimizer(Protocol):
     """What :class:`_StackedLinearStep` needs of :class:`~.batched_kernel.RowSGD`."""
 
@@ -91,7 +101,8 @@ class StackedForward:
     def build(cls, module: nn.Module) -> StackedForward | None:
         """The rewritten forward, or ``None`` when the graph has a node this module lacks."""
         try:
-            gm = fx.symbolic_trace(module)
+            graph = _Tracer().trace(module)
+            gm = fx.GraphModule(module, graph)
             modules = dict(module.named_modules())
             for node in gm.graph.nodes:
                 cls._check(node, modules)
