@@ -207,3 +207,16 @@ def test_fast_max_pool_falls_back_where_it_does_not_apply():
         xi = x[i:i + 1].clone().requires_grad_()
         nn.MaxPool2d(2)(xi).square().sum().backward()
         assert torch.equal(per_sample[i], xi.grad[0])
+
+
+def test_fast_max_pool_second_derivatives_match_torch():
+    from shieldwall.models.pooling import MaxPool2d
+
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    results = []
+    for pool in (MaxPool2d(2), nn.MaxPool2d(2)):
+        xi = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(pool(xi * xi).square().sum(), xi, create_graph=True)
+        (h,) = torch.autograd.grad(g.sum(), xi)
+        results.append((g.detach(), h))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

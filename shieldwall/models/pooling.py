@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
 __all__ = ["MaxPool2d"]
@@ -39,7 +38,6 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
         return out.contiguous()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (indices,) = ctx.saved_tensors
         # the kernel reads only the input's sizes and layout: an unfilled NCHW tensor will do
@@ -74,4 +72,3 @@ class MaxPool2d(nn.MaxPool2d):
             and not self.return_indices
             and not torch._C._are_functorch_transforms_active()
         )
-
