@@ -31,6 +31,7 @@ from shieldwall.rundir.directory import (
     LOCK_NAME,
     RunDirError,
     claim_run_dir,
+    held_run_dirs,
     release_run_dir,
 )
 
@@ -151,6 +152,7 @@ def run_cells(
                          f"{', '.join(RESULTS_MODES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    held_before = out_dir.resolve() in held_run_dirs()  # a caller's lock stays the caller's
     try:  # one grid per folder: a second would run the same cells and rewrite status.json
         claim_run_dir(out_dir)
     except RunDirError:
@@ -163,7 +165,8 @@ def run_cells(
         return _run_cells(executor, configs, fn, out_dir, results, cpus_per_cell,
                           gpus_per_cell, already_done, echo, on_done)
     finally:
-        release_run_dir(out_dir)
+        if not held_before:
+            release_run_dir(out_dir)
 
 
 def _lock_holder(out_dir: Path) -> str:
