@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from shieldwall.config import load_config  # noqa: E402
 from shieldwall.config.loader import ConfigError  # noqa: E402
 from shieldwall.matrix import Cell, plot_heatmap, run_cells  # noqa: E402
+from shieldwall.rundir import RunDirError  # noqa: E402
 
 BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
 RESULTS = ROOT / "experiments" / "results" / "bucketing_mnist.csv"
@@ -381,7 +382,11 @@ def main() -> int:
         for c in results:  # a finished cell's checkpoint (worker momenta: ~125 MB) is not needed
             (Path(args.out) / "cells" / c.name / "checkpoint.pt").unlink(missing_ok=True)
 
-    run_cells(base, todo, args.out, jobs=args.jobs, on_result=on_result)
+    try:
+        run_cells(base, todo, args.out, jobs=args.jobs, on_result=on_result)
+    except RunDirError as exc:  # another grid runs in --out
+        print(f"reproduce_bucketing.py: {exc}", file=sys.stderr)
+        return 1
     report({**done, **read_results()}, Path(args.out))
     return 0
 
