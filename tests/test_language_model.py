@@ -211,6 +211,11 @@ def _agree_worker(rank: int, init: str, values: list[str], out: str) -> None:
 
     from shieldwall.runtime.agreement import check_agreement
 
+    def unpickling_forbidden(*_args, **_kwargs):
+        raise AssertionError("check_agreement must not unpickle what other ranks send")
+
+    # all_gather_object unpickles every rank's bytes: a hostile rank would run code here
+    dist.all_gather_object = unpickling_forbidden
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=len(values))
     try:
         check_agreement("the tokenizer (vocabulary)", values[rank])

@@ -10,6 +10,7 @@ every process when they differ.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from shieldwall.config.loader import ConfigError
@@ -20,20 +21,26 @@ __all__ = ["check_agreement", "check_data_agreement"]
 def check_agreement(what: str, value: str) -> None:
     """ConfigError on every rank unless all ranks of the default group pass the same ``value``.
 
-    Does nothing outside an initialised ``torch.distributed`` run.
+    Each rank sends the SHA-256 of its value as a fixed 32-byte tensor: no rank unpickles or
+    allocates anything another rank chose (``all_gather_object`` would run a hostile rank's
+    pickle on every other one). Does nothing outside an initialised ``torch.distributed`` run.
     """
+    import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return
-    values: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(values, str(value))
-    differ = [r for r, v in enumerate(values) if v != values[0]]
+    mine = torch.frombuffer(bytearray(hashlib.sha256(str(value).encode()).digest()),
+                            dtype=torch.uint8)
+    digests = [torch.zeros(32, dtype=torch.uint8) for _ in range(dist.get_world_size())]
+    dist.all_gather(digests, mine)
+    hexes = [bytes(d.tolist()).hex() for d in digests]
+    differ = [r for r, h in enumerate(hexes) if h != hexes[0]]
     if differ:
         raise ConfigError(
-            f"{what} differs between processes: rank 0 has {values[0][:16]}, rank(s) "
-            f"{', '.join(map(str, differ))} {values[differ[0]][:16]}; give every process the "
-            "same data and tokenizer cache (text_args.tokenizer_cache_dir)"
+            f"{what} differs between processes: rank 0 has {hexes[0][:16]}, rank(s) "
+            f"{', '.join(map(str, differ))} {hexes[differ[0]][:16]} (SHA-256); give every "
+            "process the same data and tokenizer cache (text_args.tokenizer_cache_dir)"
         )
 
 
