@@ -181,3 +181,24 @@ def test_wire_round_trip_and_refuses_arbitrary_pickles() -> None:
     assert from_bytes(pickle.dumps(Evil())) is None
     assert from_bytes(b"garbage") is None
     assert from_bytes(pickle.dumps(("D", "NotAMessage", ()))) is None
+
+
+def test_wire_refuses_a_small_message_that_decodes_to_a_huge_one() -> None:
+    import time
+
+    # pickle's memo lets one sub-object be referenced many times: 30 levels of [x, x] are a
+    # few hundred bytes that _decode would expand to 2**30 leaves
+    data = ("T", "torch.float32", (4,), b"\0" * 16)
+    for _ in range(30):
+        data = ("l", [data, data])
+    raw = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    assert len(raw) < 1000
+    start = time.perf_counter()
+    assert from_bytes(raw) is None
+    assert time.perf_counter() - start < 1.0
+    # honest messages, however many parts, stay within the budget
+    key = make_keypair("hmac", b"k" * 32)
+    many = [sign(key, 2, Part(7, i, torch.randn(3))) for i in range(200)]
+    back = from_bytes(to_bytes(many))
+    assert back is not None and len(back) == 200
+    assert from_bytes(to_bytes(Commit(1, tuple(b"h" * 32 for _ in range(64)), 0.5))) is not None

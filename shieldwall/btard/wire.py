@@ -63,19 +63,38 @@ def encode(obj: Any) -> Any:
     raise TypeError(f"cannot encode a {type(obj).__name__}")
 
 
-def _decode(data: Any) -> Any:
+class _Budget:
+    """What decoding may still build: one unit per node, one per byte of tensor data.
+
+    The unpickler lets a message refer to one sub-object many times (its memo), so a few hundred
+    bytes can describe a structure whose tree has billions of nodes; :func:`encode` never shares
+    sub-objects, so an honest message decodes within a small multiple of its own size.
+    """
+
+    def __init__(self, units: int | None) -> None:
+        self.left = units
+
+    def spend(self, units: int) -> None:
+        if self.left is not None:
+            self.left -= units
+            if self.left < 0:
+                raise ValueError("message decodes to more than its size allows")
+
+
+def _decode(data: Any, budget: _Budget) -> Any:
+    budget.spend(1)
     tag = data[0]
     if tag == "v":
         value = data[1]
         if value is not None and not isinstance(value, (bool, int, float, str, bytes)):
             raise ValueError("bad value")
-        return value
+        return value  # a str or bytes is returned, not copied: one unit however often used
     if tag == "t":
-        return tuple(_decode(x) for x in data[1])
+        return tuple(_decode(x, budget) for x in data[1])
     if tag == "l":
-        return [_decode(x) for x in data[1]]
+        return [_decode(x, budget) for x in data[1]]
     if tag == "d":
-        return {_decode(k): _decode(v) for k, v in data[1]}
+        return {_decode(k, budget): _decode(v, budget) for k, v in data[1]}
     if tag == "T":
         _, dtype_name, shape, raw = data
         dtype = _DTYPES[dtype_name]
@@ -87,22 +106,25 @@ def _decode(data: Any) -> Any:
             numel *= s
         if numel > _MAX_NUMEL:
             raise ValueError("tensor too large")
+        budget.spend(len(raw))
         flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0)
         return flat.view(dtype).reshape(shape).clone()
     if tag == "D":
         cls = _CLASSES[data[1]]
         names = [f.name for f in dataclasses.fields(cls)]
-        values = [_decode(x) for x in data[2]]
+        values = [_decode(x, budget) for x in data[2]]
         if len(values) != len(names):
             raise ValueError("bad field count")
         return cls(**dict(zip(names, values)))
     raise ValueError(f"unknown tag {tag!r}")
 
 
-def decode(data: Any) -> Any:
-    """The message :func:`encode` made, or ``None`` if ``data`` is malformed."""
+def decode(data: Any, max_units: int | None = None) -> Any:
+    """The message :func:`encode` made, or ``None`` if ``data`` is malformed or would decode to
+    more than ``max_units`` (nodes plus tensor bytes; ``None``: no limit, for data built in
+    this process)."""
     try:
-        return _decode(data)
+        return _decode(data, _Budget(max_units))
     except Exception:  # noqa: BLE001 - anything malformed is silence
         return None
 
@@ -122,7 +144,7 @@ def from_bytes(raw: bytes) -> Any:
         data = _PlainUnpickler(io.BytesIO(raw)).load()
     except Exception:  # noqa: BLE001 - malformed input is silence
         return None
-    return decode(data)
+    return decode(data, max_units=2 * len(raw) + 1024)
 
 
 def payload_size(obj: Any) -> int:
