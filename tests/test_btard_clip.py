@@ -27,7 +27,7 @@ from shieldwall.btard.crypto import (
     tensor_digest,
     verify_signature,
 )
-from shieldwall.btard.messages import Commit, Part, Signed, sign
+from shieldwall.btard.messages import Commit, Hello, Part, Signed, sign
 from shieldwall.btard.wire import from_bytes, to_bytes
 
 torch.set_num_threads(1)
@@ -202,3 +202,38 @@ def test_wire_refuses_a_small_message_that_decodes_to_a_huge_one() -> None:
     back = from_bytes(to_bytes(many))
     assert back is not None and len(back) == 200
     assert from_bytes(to_bytes(Commit(1, tuple(b"h" * 32 for _ in range(64)), 0.5))) is not None
+
+
+class _LyingDist:
+    """torch.distributed for rank 0 of two, where rank 1 announces ``lie`` bytes."""
+
+    def __init__(self, lie: int) -> None:
+        self.lie, self.buffer_bytes = lie, None
+
+    def all_gather(self, outs, t, group=None) -> None:
+        if t.dtype == torch.int64 and t.numel() == 1:  # the sizes
+            outs[0].copy_(t)
+            outs[1].fill_(self.lie)
+        else:  # the payloads: rank 1 sends nothing usable
+            self.buffer_bytes = t.numel()
+            outs[0].copy_(t)
+
+    def all_to_all_single(self, out, inp, group=None, **splits) -> None:
+        if not splits:
+            out.copy_(torch.tensor([0, self.lie]))
+
+
+@pytest.mark.parametrize("lie", [-5, (1 << 30) + 1, 1 << 62])
+def test_torch_dist_transport_refuses_sizes_peers_announce_before_allocating(lie) -> None:
+    from shieldwall.btard.transport import PeerTimeout, TorchDistTransport, Traffic
+
+    tr = TorchDistTransport.__new__(TorchDistTransport)  # no process group: a fake dist
+    tr.peers = tr.members = (0, 1)
+    tr.local, tr.rank, tr._group, tr.traffic = (0,), 0, None, Traffic()
+    tr.max_bytes = 1 << 30
+    tr._dist = _LyingDist(lie)
+    got = tr.broadcast("hello", {0: Hello(1, b"c" * 8)})
+    assert got[1] is None and isinstance(got[0], Hello)  # the liar is silent
+    assert tr._dist.buffer_bytes == len(to_bytes(Hello(1, b"c" * 8)))  # sized by honest ones
+    with pytest.raises(PeerTimeout, match=f"peer 1 announced a {lie}-byte message"):
+        tr.exchange("scatter", {0: {}})

@@ -139,14 +139,16 @@ def uses_processes(cfg: ExperimentConfig) -> bool:
     return choice == "auto" and "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def _build_transport(cfg: ExperimentConfig, n: int) -> Transport:
+def _build_transport(cfg: ExperimentConfig, n: int, vector_bytes: int = 0) -> Transport:
     if not uses_processes(cfg):
         return InMemoryTransport(range(n), measure=cfg.btard_args.measure_bytes)
     world = int(os.environ.get("WORLD_SIZE", n))
     if world != n:
         raise ConfigError(f"BTARD runs one peer per process: WORLD_SIZE={world} but "
                           f"train_args.client_num_in_total={n}")
-    return TorchDistTransport(timeout=cfg.comm_args.round_timeout)
+    # every message carries at most one (part of a) model-sized tensor: 4x that, plus slack
+    return TorchDistTransport(timeout=cfg.comm_args.round_timeout,
+                              max_bytes=max(64 << 20, 4 * vector_bytes + (16 << 20)))
 
 
 def _make_peers(
@@ -228,7 +230,8 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
     oracle = GradientOracle(PSSGD(t, model, device), shards, seed,
                             data_attack(byz, dataset.num_classes))
     params = oracle.algorithm.flat.vector()
-    transport = transport if transport is not None else _build_transport(cfg, n)
+    transport = transport if transport is not None else _build_transport(
+        cfg, n, params.numel() * params.element_size())
     try:
         check_data_agreement(dataset)  # one vocabulary on every peer process
         peers = _make_peers(cfg, transport, proto, oracle, model, params, byz, device)

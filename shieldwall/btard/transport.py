@@ -157,6 +157,9 @@ class TorchDistTransport(Transport):
             ``RANK``/``WORLD_SIZE`` environment variables (torchrun, or set by the launcher).
         timeout: seconds a collective may wait for the other processes.
         init_method: rendezvous URL (default: ``env://``, i.e. ``MASTER_ADDR``/``MASTER_PORT``).
+        max_bytes: the largest message a peer may announce; buffers are sized by what peers
+            announce, so a larger (or negative) size is refused before anything is allocated
+            (:func:`~shieldwall.btard.run.build` sets it from the model's size).
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class TorchDistTransport(Transport):
         *,
         timeout: float = 300.0,
         init_method: str | None = None,
+        max_bytes: int = 1 << 30,
     ) -> None:
         import torch.distributed as dist
 
@@ -174,6 +178,7 @@ class TorchDistTransport(Transport):
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         super().__init__(range(world_size), (rank,))
         self.rank = rank
+        self.max_bytes = max_bytes
         self._dist = dist
         self._owns_group = not dist.is_initialized()
         if self._owns_group:
@@ -198,7 +203,11 @@ class TorchDistTransport(Transport):
         size = torch.tensor([len(raw)], dtype=torch.int64)
         sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(k)]
         self._call(self._dist.all_gather, sizes, size)
-        longest = max(int(s) for s in sizes)
+        # a size out of [0, max_bytes] is a Byzantine announcement: that sender is silent, and
+        # every honest peer sizes the buffers from the valid sizes alone (the same on all)
+        announced = [int(s) for s in sizes]
+        valid = [0 <= n <= self.max_bytes for n in announced]
+        longest = max((n for n, ok in zip(announced, valid) if ok), default=0)
         buf = torch.zeros(max(longest, 1), dtype=torch.uint8)
         if raw:
             buf[: len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
@@ -207,9 +216,8 @@ class TorchDistTransport(Transport):
         if raw:
             self.traffic.add(phase, len(raw) * (k - 1), k - 1)
         received: dict[int, Any] = {}
-        for peer, s, b in zip(self.members, sizes, bufs):
-            n = int(s)
-            received[peer] = from_bytes(b[:n].numpy().tobytes()) if n > 0 else None
+        for peer, n, ok, b in zip(self.members, announced, valid, bufs):
+            received[peer] = from_bytes(b[:n].numpy().tobytes()) if ok and n > 0 else None
         return received
 
     def exchange(
@@ -225,6 +233,12 @@ class TorchDistTransport(Transport):
         send_sizes = torch.tensor([len(c) for c in chunks], dtype=torch.int64)
         recv_sizes = torch.zeros_like(send_sizes)
         self._call(self._dist.all_to_all_single, recv_sizes, send_sizes)
+        bad = [(src, n) for src, n in zip(self.members, recv_sizes.tolist())
+               if not 0 <= n <= self.max_bytes]
+        if bad:  # the splits must match what the sender sends: nothing to skip, so stop here
+            src, n = bad[0]
+            raise PeerTimeout(f"peer {self.rank}: peer {src} announced a {n}-byte message "
+                              f"(at most {self.max_bytes}); nothing was allocated")
         payload = b"".join(chunks)
         send = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else (
             torch.zeros(0, dtype=torch.uint8)
