@@ -470,3 +470,37 @@ def test_hello_fields_are_bounded_and_calls_per_client_capped(server):
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert [p.result(timeout=10) for p in polls] == [Kind.WAIT] * 4
     pool.shutdown()
+
+
+def test_a_row_that_never_finishes_neither_holds_the_server_nor_loops(server):
+    rt = server(round_timeout=1.0, quorum_timeout=1.0)
+    conns = [connect(rt, k) for k in (1, 2, 3)]
+    future = start_round(rt, 0)
+    tasks = [fetch_round(c) for c in conns]
+    good = wire.tensor_bytes(torch.ones(DIM))
+    release = threading.Event()
+
+    def trickle() -> Iterator[bytes]:  # a few bytes, then nothing: the stream stays open
+        yield wire.encode(Kind.CHUNK, None, good[:4])
+        release.wait(30)
+
+    assert answer(conns[0], tasks[0], torch.ones(DIM))["accepted"]
+    empty = raw_upload(conns[1], tasks[1], {}, [wire.encode(Kind.CHUNK, None, b"")] * 50)
+    assert not empty["accepted"] and "empty chunk" in empty["reason"]
+    start = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(conns[2].upload_frames,
+                           {"round": tasks[2].round, "nonce": tasks[2].nonce, "num_samples": 1,
+                            "loss": 0.1, "dtype": "float32", "shape": [DIM], "nbytes": DIM * 4},
+                           trickle())
+        res = future.result(timeout=10)
+        try:  # the round's close cancels the upload still reading: the handler returns
+            outcome = slow.result(timeout=10)
+            assert not outcome["accepted"]
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.CANCELLED
+        finally:
+            release.set()
+    assert time.monotonic() - start < 8
+    assert "empty chunk" in res.rejected[1] and 2 in res.rejected
+    assert rt.hub.current is None or not rt.hub.current.uploads

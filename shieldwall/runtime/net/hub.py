@@ -87,6 +87,8 @@ class OpenRound:
     started: float = field(default_factory=time.monotonic)
     answers: dict[int, Answer] = field(default_factory=dict)
     receiving: set[int] = field(default_factory=set)
+    uploads: dict[int, grpc.ServicerContext] = field(default_factory=dict)
+    """Client index → the upload call reading its row (cancelled when the round closes)."""
     handed: set[int] = field(default_factory=set)
     skipped: set[int] = field(default_factory=set)
     closed: bool = False
@@ -262,8 +264,10 @@ class Hub:
         finally:
             self._leave(client)
 
-    def _counted(self, frames: Iterator[bytes]) -> Iterator[bytes]:
+    def _counted(self, frames: Iterator[bytes], r: OpenRound) -> Iterator[bytes]:
         for raw in frames:
+            if r.closed:  # a row still trickling in when the round closed is late
+                raise TimeoutError(f"round {r.plan.round} closed during the upload")
             self.bytes_in += len(raw)
             yield raw
 
@@ -299,9 +303,10 @@ class Hub:
                 return wire.encode(Kind.ACK, {"accepted": False, "reason": reason})
             assert r is not None
             r.receiving.add(index)
+            r.uploads[index] = context
         answer = Answer(None, reason="upload failed")
         try:
-            answer = read_row(head, self._counted(frames), r.dim, r.dtype,
+            answer = read_row(head, self._counted(frames, r), r.dim, r.dtype,
                               self.settings.max_update_norm, self.sample_caps[index])
         except grpc.RpcError:
             answer = Answer(None, reason="upload stream broken (a message above the size limit, "
@@ -311,6 +316,7 @@ class Hub:
         finally:
             with self.cond:
                 r.receiving.discard(index)
+                r.uploads.pop(index, None)
                 late = r.closed
                 if not late:
                     r.answers[index] = answer
@@ -397,6 +403,8 @@ class Hub:
                     self.cond.wait(max(min(left, 1.0), 0.01))
                     continue
                 r.closed = True
+                for call in r.uploads.values():  # unblock handlers waiting on a slow stream
+                    call.cancel()
                 r.skipped = set(missing) - set(awaited)
                 for i in missing:
                     if i not in r.receiving:

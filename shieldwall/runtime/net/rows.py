@@ -5,7 +5,8 @@ that shape's size, and a ``num_samples``/``loss`` claim that
 :func:`~shieldwall.runtime.claims.check_claims` accepts (a whole number of samples no larger
 than the client's shard, which the server knows; a finite non-negative loss). Chunks are then
 read until the declared size, never past it (so a peer cannot make the server buffer more than
-one row), and a stream that ends early is *truncated*. The assembled tensor goes through
+one row); an empty chunk is refused (so a stream has at most one frame per byte), and a stream
+that ends early is *truncated*. The assembled tensor goes through
 :func:`~shieldwall.runtime.base.sanitize_row` (dtype, shape, NaN/Inf, norm bound).
 """
 
@@ -67,6 +68,8 @@ def read_row(
             payload = wire.decode(raw, Kind.CHUNK).payload
         except WireError as exc:
             return Answer(None, reason=f"bad chunk: {exc}")
+        if not payload:  # frames that carry nothing would let a stream go on for ever
+            return Answer(None, reason="empty chunk")
         if len(buf) + len(payload) > nbytes:
             return Answer(None, reason=f"oversize stream: over the {nbytes} declared bytes")
         buf += payload
