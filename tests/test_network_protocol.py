@@ -504,3 +504,13 @@ def test_a_row_that_never_finishes_neither_holds_the_server_nor_loops(server):
     assert time.monotonic() - start < 8
     assert "empty chunk" in res.rejected[1] and 2 in res.rejected
     assert rt.hub.current is None or not rt.hub.current.uploads
+
+
+@pytest.mark.parametrize("head", [b"[" * 30000, b'{"num_samples": ' + b"9" * 5000 + b"}"],
+                         ids=["nested-30000", "int-5000-digits"])
+def test_headers_json_cannot_parse_are_wire_errors(head):
+    # a RecursionError or a ValueError out of json.loads used to escape the handlers
+    magic, version, kind, _ = wire._PREFIX.unpack_from(wire.encode(Kind.UPLOAD, {}))
+    frame = wire._PREFIX.pack(magic, version, kind, len(head)) + head
+    with pytest.raises(WireError, match="header is not JSON"):
+        wire.decode(frame)

@@ -110,7 +110,10 @@ class Connection:
         """The next round for this client, or ``Kind.WAIT``/``Kind.STOP``."""
         frames = self._fetch(wire.encode(Kind.FETCH), metadata=self.metadata(),
                              timeout=POLL_SECONDS + self.settings.round_timeout)
-        first = wire.decode(next(frames), (Kind.ROUND, Kind.WAIT, Kind.STOP))
+        head = next(frames, None)
+        if head is None:
+            raise WireError("the server ended the fetch without a frame")
+        first = wire.decode(head, (Kind.ROUND, Kind.WAIT, Kind.STOP))
         if first.kind != Kind.ROUND:
             return first.kind
         rnd = wire.check_round(first.header)

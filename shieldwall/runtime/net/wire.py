@@ -112,10 +112,10 @@ def decode(data: bytes, expect: int | tuple[int, ...] | None = None) -> Frame:
         raise WireError(f"protocol version {version}, this build speaks {VERSION}")
     if hlen > MAX_HEADER or _PREFIX.size + hlen > len(data):
         raise WireError(f"header length {hlen} does not fit the frame")
-    try:
+    try:  # ValueError: JSON errors, and integers past Python's 4300-digit limit
         header = json.loads(bytes(data[_PREFIX.size : _PREFIX.size + hlen]) or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"header is not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise WireError(f"header is not JSON: {type(exc).__name__}: {str(exc)[:120]}") from None
     if not isinstance(header, dict):
         raise WireError("header is not a JSON object")
     wanted = (expect,) if isinstance(expect, int) else expect
