@@ -115,3 +115,13 @@ def test_a_peer_serving_a_wrong_state_is_caught() -> None:
     fake.bad_servers.clear()
     assert not SwarmNode._download(fake, 7, state_hash(wide), [14], (1, 2), (3,))
     assert fake.bad_servers == [14] and fake.peer.params.shape == (4,)
+
+
+def test_a_non_member_is_refused_on_receipt_once_the_group_is_known(pair) -> None:
+    ta, tb, ids = pair
+    tb.begin_step(7, [tb.pid], {tb.pid: ids[tb.pid]})  # ta is not in tb's group this step
+    before = tb.rejected.get("not a member", 0)
+    _raw(ta, tb, to_bytes((7, "hello", Hello(7, b"x"))))     # refused at once, not buffered
+    _raw(ta, tb, to_bytes((8, "hello", Hello(8, b"early"))))  # the next step's group: kept
+    assert tb.rejected["not a member"] == before + 1
+    assert ta.pid not in tb._box.get((7, "hello"), {}) and ta.pid in tb._box[(8, "hello")]

@@ -153,8 +153,11 @@ class SwarmNode:
                                 announce_maddrs=opts.announce or None, use_relay=opts.use_relay,
                                 use_auto_relay=opts.use_auto_relay, use_ipfs=opts.use_ipfs)
         self.maddrs = [str(m) for m in self.dht.get_visible_maddrs()]
-        self.transport = tr = HivemindTransport(self.dht, opts.prefix,
-                                                phase_timeout=opts.phase_timeout)
+        # a message carries at most one (part of a) model-sized tensor: 4x that, plus slack
+        vector_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self.transport = tr = HivemindTransport(
+            self.dht, opts.prefix, phase_timeout=opts.phase_timeout,
+            max_bytes=min(64 << 20, 4 * vector_bytes + (1 << 20)))
         self.pid = tr.pid
         a = cfg.attack_args
         byz = None

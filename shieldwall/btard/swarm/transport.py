@@ -71,6 +71,7 @@ class HivemindTransport(Transport):
         self.dht, self.prefix = dht, prefix
         self.phase_timeout, self.max_bytes = phase_timeout, max_bytes
         self.max_senders = max_senders
+        self._group_step: int | None = None  # the step whose group begin_step has set
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -117,6 +118,8 @@ class HivemindTransport(Transport):
                 self._reject("unknown phase", sender)
             elif not self.step <= step <= self.step + 2:
                 self._reject(f"wrong step {step} (now {self.step})", sender)
+            elif step == self._group_step and src not in self.members:  # the group is known
+                self._reject("not a member", sender)
             else:
                 slot = self._box.setdefault((step, phase), {})
                 if len(slot) >= self.max_senders:
@@ -184,7 +187,7 @@ class HivemindTransport(Transport):
         """Start step ``step`` with ``group`` (sorted pids; ``ids`` maps them to PeerIDs)."""
         with self._cond:
             self.ids.update(ids)
-            self.step = step
+            self.step = self._group_step = step
             self.peers = tuple(sorted(group))
             self.members = self.peers
             self._awaited = set(self.members) - {self.pid}
