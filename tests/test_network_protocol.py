@@ -514,3 +514,18 @@ def test_headers_json_cannot_parse_are_wire_errors(head):
     frame = wire._PREFIX.pack(magic, version, kind, len(head)) + head
     with pytest.raises(WireError, match="header is not JSON"):
         wire.decode(frame)
+
+
+def test_a_round_is_handed_to_a_client_at_most_three_times(server):
+    from shieldwall.runtime.net.hub import MAX_HANDOUTS
+
+    rt = server(round_timeout=3.0, quorum_timeout=3.0)
+    conns = [connect(rt, k) for k in (1, 2, 3)]
+    future = start_round(rt, 0)
+    tasks = [fetch_round(c) for c in conns]
+    for _ in range(MAX_HANDOUTS - 1):  # a fetch cut off mid-stream may be fetched again
+        assert isinstance(conns[0].fetch(), RoundTask)
+    assert conns[0].fetch() == Kind.WAIT  # then no more copies of the vector
+    for c, t in zip(conns, tasks):
+        assert answer(c, t, torch.ones(DIM))["accepted"]
+    assert future.result(timeout=10).rejected == {}

@@ -65,6 +65,9 @@ POLL_SECONDS = 5.0
 SESSION_TTL = 15.0
 """A session silent for longer may be taken over by a new process of the same client."""
 MAX_CALLS_PER_CLIENT = 4
+MAX_HANDOUTS = 3
+"""Times one client may be handed one round: a fetch cut off mid-stream is fetched again, but
+more would let a client make the server send the whole vector again and again."""
 LIVE = "is connected now"
 """Said in a duplicate refusal when the session's holder has a call open: it is alive."""
 ADAPTIVE_FACTOR = 4.0
@@ -90,6 +93,7 @@ class OpenRound:
     uploads: dict[int, grpc.ServicerContext] = field(default_factory=dict)
     """Client index → the upload call reading its row (cancelled when the round closes)."""
     handed: set[int] = field(default_factory=set)
+    handouts: dict[int, int] = field(default_factory=dict)
     skipped: set[int] = field(default_factory=set)
     closed: bool = False
 
@@ -236,8 +240,10 @@ class Hub:
                         self.cond.notify_all()
                         break
                     if (r is not None and not r.closed and index in r.plan.client_ids
-                            and index not in r.answers and index not in r.receiving):
+                            and index not in r.answers and index not in r.receiving
+                            and r.handouts.get(index, 0) < MAX_HANDOUTS):
                         r.handed.add(index)
+                        r.handouts[index] = r.handouts.get(index, 0) + 1
                         chosen = r
                         break
                     left = deadline - time.monotonic()
