@@ -125,3 +125,22 @@ def test_a_non_member_is_refused_on_receipt_once_the_group_is_known(pair) -> Non
     _raw(ta, tb, to_bytes((8, "hello", Hello(8, b"early"))))  # the next step's group: kept
     assert tb.rejected["not a member"] == before + 1
     assert ta.pid not in tb._box.get((7, "hello"), {}) and ta.pid in tb._box[(8, "hello")]
+
+
+def test_messages_for_steps_whose_group_is_unknown_have_a_byte_budget(pair) -> None:
+    from shieldwall.btard.swarm.transport import PHASES
+
+    ta, tb, ids = pair
+    tb.begin_step(10, sorted(ids), ids)
+    budget, tb.max_early_bytes = tb.max_early_bytes, 8000
+    try:
+        before = tb.rejected.get("early messages over budget", 0)
+        for phase in list(PHASES)[:4]:  # the next step: anyone may send, nobody is known yet
+            _raw(ta, tb, to_bytes((11, phase, Hello(11, b"x" * 3000))))
+        assert tb.rejected["early messages over budget"] == before + 2  # two fit in 8000 bytes
+        tb.begin_step(11, sorted(ids), ids)  # their step began: no longer early, room again
+        assert not tb._early
+        _raw(ta, tb, to_bytes((12, list(PHASES)[0], Hello(12, b"x" * 3000))))
+        assert tb.rejected["early messages over budget"] == before + 2
+    finally:
+        tb.max_early_bytes = budget

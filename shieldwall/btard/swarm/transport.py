@@ -61,10 +61,13 @@ class HivemindTransport(Transport):
         max_bytes: the largest payload accepted.
         max_senders: the most senders one (step, phase) buffers (early messages are kept until
             the step's group is known).
+        max_early_bytes: the most bytes buffered for steps whose group is not known yet
+            (anyone may send those; default 8 × ``max_bytes``).
     """
 
     def __init__(self, dht: Any, prefix: str, *, phase_timeout: float = 30.0,
-                 max_bytes: int = 64 << 20, max_senders: int = 4096) -> None:
+                 max_bytes: int = 64 << 20, max_senders: int = 4096,
+                 max_early_bytes: int | None = None) -> None:
         from hivemind.proto import averaging_pb2
 
         self._pb = averaging_pb2
@@ -72,6 +75,8 @@ class HivemindTransport(Transport):
         self.phase_timeout, self.max_bytes = phase_timeout, max_bytes
         self.max_senders = max_senders
         self._group_step: int | None = None  # the step whose group begin_step has set
+        self.max_early_bytes = 8 * max_bytes if max_early_bytes is None else max_early_bytes
+        self._early: dict[tuple[int, str, int], int] = {}  # (step, phase, src) -> bytes
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -122,13 +127,18 @@ class HivemindTransport(Transport):
                 self._reject("not a member", sender)
             else:
                 slot = self._box.setdefault((step, phase), {})
+                early = step != self._group_step
                 if len(slot) >= self.max_senders:
                     self._reject("too many senders", sender)
                 elif src in slot:
                     self._reject("replayed", sender)
+                elif early and sum(self._early.values()) + len(raw) > self.max_early_bytes:
+                    self._reject("early messages over budget", sender)
                 else:
                     self.ids.setdefault(src, context.remote_id)
                     slot[src] = message
+                    if early:
+                        self._early[(step, phase, src)] = len(raw)
                     self._cond.notify_all()
         return self._pb.DownloadData()
 
@@ -197,6 +207,8 @@ class HivemindTransport(Transport):
                     for src in [s for s in slot if s not in self.members]:
                         del slot[src]
                         self._reject("not a member", str(src))
+            self._early = {k: n for k, n in self._early.items()  # this step's are no longer early
+                           if k[0] > step and k[2] in self._box.get(k[:2], {})}
 
     def broadcast(self, phase: str, outgoing: dict[int, Any]) -> dict[int, Any]:
         message = outgoing.get(self.pid)
