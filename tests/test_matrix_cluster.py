@@ -234,3 +234,21 @@ def test_a_second_grid_on_the_same_folder_stops_in_one_line(tmp_path):
         out = run_cells(ex, {"a": _raw(tmp_path, "a")}, dict, tmp_path, results="shared")
     assert set(out.results) == {"a"}
     assert tmp_path.resolve() not in held_run_dirs()
+
+
+def test_a_script_without_a_main_guard_is_told_why_its_workers_die(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "grid_script.py"
+    script.write_text(
+        "from shieldwall.grid import LocalProcessExecutor, run_cells\n"
+        "with LocalProcessExecutor(1) as ex:\n"
+        f"    out = run_cells(ex, {{'a': {{'tracking_args': {{'log_file_dir': "
+        f"{str(tmp_path / 'cells')!r}, 'run_name': 'a'}}}}}}, dict, {str(tmp_path / 'out')!r}, "
+        "results='shared')\n"
+        "print('FAILED', out.failed['a'])\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert "has no `if __name__ == \"__main__\":` guard" in done.stdout, done.stdout[-500:]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -33,6 +34,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -116,6 +118,20 @@ def exit_with_parent(parent: int, period: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def _unguarded_main_hint() -> str:
+    """A hint when the driver is a script without a ``__main__`` guard: spawned workers
+    re-import it, run its grid again and die while starting."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        source = Path(path).read_text() if path else ""
+    except OSError:
+        return ""
+    if not source or "__main__" in source:
+        return ""
+    return (f"; {path} has no `if __name__ == \"__main__\":` guard, and spawned workers "
+            "re-import it: put the code that runs the grid under one")
+
+
 class LocalProcessExecutor(Executor):
     """``jobs`` spawned processes on this machine, reused across tasks.
 
@@ -166,7 +182,8 @@ class LocalProcessExecutor(Executor):
                 if exc is None:
                     yield key, fut.result()
                 elif isinstance(exc, BrokenProcessPool):  # the next submit() rebuilds the pool
-                    yield key, WorkerDied(f"a local worker process died ({_describe(exc)})")
+                    yield key, WorkerDied(f"a local worker process died ({_describe(exc)})"
+                                          + _unguarded_main_hint())
                 else:
                     yield key, CellError(_describe(exc))
 
