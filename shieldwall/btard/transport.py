@@ -30,6 +30,7 @@ by the protocol (excluded for the round, banned after ``btard_args.silence_limit
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
@@ -39,6 +40,8 @@ from typing import Any
 import torch
 
 from shieldwall.btard.wire import from_bytes, payload_size, to_bytes
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Transport", "InMemoryTransport", "TorchDistTransport", "PeerTimeout", "Traffic"]
 
@@ -199,6 +202,10 @@ class TorchDistTransport(Transport):
 
     def broadcast(self, phase: str, outgoing: dict[int, Any]) -> dict[int, Any]:
         raw = to_bytes(outgoing.get(self.rank)) if outgoing.get(self.rank) is not None else b""
+        if len(raw) > self.max_bytes:  # the others would refuse it: stay silent instead
+            log.warning("peer %d: a %d-byte %s message exceeds max_bytes=%d: not sent",
+                        self.rank, len(raw), phase, self.max_bytes)
+            raw = b""
         k = len(self.members)
         size = torch.tensor([len(raw)], dtype=torch.int64)
         sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(k)]
