@@ -74,5 +74,3 @@ def _show(x: int | float) -> str:
     if isinstance(x, float):
         return f"{x:g}"
     return str(x) if abs(x) < 10**18 else f"an integer of {x.bit_length()} bits"
-
-

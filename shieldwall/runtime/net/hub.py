@@ -92,8 +92,8 @@ class OpenRound:
     receiving: set[int] = field(default_factory=set)
     uploads: dict[int, grpc.ServicerContext] = field(default_factory=dict)
     """Client index → the upload call reading its row (cancelled when the round closes)."""
-    handed: set[int] = field(default_factory=set)
     handouts: dict[int, int] = field(default_factory=dict)
+    """Client index → times the round was handed to it (fetched)."""
     skipped: set[int] = field(default_factory=set)
     closed: bool = False
 
@@ -242,7 +242,6 @@ class Hub:
                     if (r is not None and not r.closed and index in r.plan.client_ids
                             and index not in r.answers and index not in r.receiving
                             and r.handouts.get(index, 0) < MAX_HANDOUTS):
-                        r.handed.add(index)
                         r.handouts[index] = r.handouts.get(index, 0) + 1
                         chosen = r
                         break
@@ -384,7 +383,7 @@ class Hub:
                 accepted = sum(1 for a in r.answers.values() if a.row is not None)
                 missing = [i for i in r.plan.client_ids if i not in r.answers]
                 awaited = [i for i in missing
-                           if i not in self.written_off or i in r.receiving or i in r.handed]
+                           if i not in self.written_off or i in r.receiving or i in r.handouts]
                 limit, rule = self.deadline(r)
                 if not missing:
                     why = "all answered"
@@ -420,7 +419,7 @@ class Hub:
 
     def absent_reason(self, r: OpenRound, index: int) -> str:
         client = self.settings.client_ids[index]
-        if index in r.handed:
+        if index in r.handouts:
             return "absent: fetched the round but sent no row in time"
         if client not in self.sessions:
             return "absent: never connected" + (" (not waited for)" if index in r.skipped else "")
