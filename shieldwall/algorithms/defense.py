@@ -209,22 +209,11 @@ class Defense:
         """The largest ``f' <= f`` with which this defense runs on ``n`` rows (``-1``: none,
         not even ``f' = 0``); probed on zeros without touching any state, cached per
         ``(n, f)``."""
-        key = (n, f)
-        if key not in self._largest_f:
-            found = -1
-            for cand in range(min(f, n), -1, -1):
-                try:
-                    self(torch.zeros((n, 2)), cand, commit=False)
-                except ValueError:
-                    continue
-                found = cand
-                break
-            self._largest_f[key] = found
-        return self._largest_f[key]
+        return self._probe_f(0, n, f)
 
-    def _after_filter_f(self, start: int, n: int, f: int, name: str) -> int:
+    def _probe_f(self, start: int, n: int, f: int) -> int:
         """The largest ``f' <= f`` with which the stages from pre-aggregation step ``start`` on
-        run on the ``n`` rows a filter (``name``) left; raises ``ValueError`` if none does."""
+        run on ``n`` rows of zeros (``-1``: none); cached."""
         key = (start, n, f)
         if key not in self._largest_f:
             found = -1
@@ -236,7 +225,12 @@ class Defense:
                 found = cand
                 break
             self._largest_f[key] = found
-        found = self._largest_f[key]
+        return self._largest_f[key]
+
+    def _after_filter_f(self, start: int, n: int, f: int, name: str) -> int:
+        """The largest ``f' <= f`` with which the stages from pre-aggregation step ``start`` on
+        run on the ``n`` rows a filter (``name``) left; raises ``ValueError`` if none does."""
+        found = self._probe_f(start, n, f)
         if found < 0:
             raise ValueError(
                 f"{self.label}: the {n} rows left by {name!r} are too few for what follows it, "
