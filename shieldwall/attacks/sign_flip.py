@@ -2,10 +2,11 @@
 
 :math:`b_j = -s \\cdot g_{j \\bmod h}` with scale :math:`s` (default 1), the sign-flipping attack
 of e.g. Damaskinos et al. 2018 ("Asynchronous Byzantine machine learning") and Li et al. 2019
-("RSA: Byzantine-robust stochastic aggregation methods"), as in ByzFL's ``SignFlipping``. It needs
-only the attacker's own honest update (``omniscient=False``). With ``scale=1`` it coincides with
-FedML's ``flip`` (see :mod:`.fedml_byzantine`); ByzShield's ``rev_grad`` is the ``scale=100``
-case (:mod:`.byzshield`).
+("RSA: Byzantine-robust stochastic aggregation methods"). It needs only the attacker's own honest
+update (``omniscient=False``). ByzFL's ``SignFlipping`` negates the *mean* of the vectors it is
+given (in its framework, every honest update of the round), which is this attack when given only
+the attacker's own update. With ``scale=1`` it coincides with FedML's ``flip`` (see
+:mod:`.fedml_byzantine`); ByzShield's ``rev_grad`` is the ``scale=100`` case (:mod:`.byzshield`).
 """
 
 from __future__ import annotations
