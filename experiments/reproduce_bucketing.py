@@ -2,8 +2,8 @@
 
 The grid of the paper's exp3 (github.com/epfml/byzantine-robust-noniid-optimizer, ``exp3.py`` and
 ``run.sh``): n = 25 workers of which f = 5 Byzantine, label-sorted shards, its CNN
-(``bucketing_cnn``, every worker drawing the same dropout masks, redrawn every 30 steps, as its
-simulator does), batch 32, lr 0.01, 600 steps; worker momentum β ∈ {0, 0.9}; bucketing
+(``bucketing_cnn``, every worker drawing the same dropout masks, drawn once for the run, as its
+simulator does on a GPU), batch 32, lr 0.01, 600 steps; worker momentum β ∈ {0, 0.9}; bucketing
 s ∈ {none, 2}; aggregators CM, CClip (τ = 10 / (1 − β): 10 for β = 0, 100 for β = 0.9, as
 its exp3 logs ran; 3 iterations from the previous aggregate, zero at first), Krum, RFA (8
 smoothed Weiszfeld steps from zero, ν = 0.1) and — not in the paper's logs — trimmed mean;
@@ -53,6 +53,9 @@ BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
 RESULTS = ROOT / "experiments" / "results" / "bucketing_mnist.csv"
 #: every evaluation (each 30 steps) of our finished cells, in the paper's CSV layout
 CURVES = ROOT / "experiments" / "results" / "bucketing_mnist_curves.csv"
+#: the runs that diverged (every honest update non-finite or beyond the norm bound), and at which
+#: step: they stop there, and their later evaluations repeat the diverged model's accuracy
+DIVERGED = ROOT / "experiments" / "results" / "bucketing_mnist_diverged.csv"
 #: the first harness's cells (FedML's cnn_dropout, dropout masks per worker), superseded
 FIRST = ROOT / "experiments" / "results" / "bucketing_mnist_cnn_dropout.csv"
 PAPER = ROOT / "experiments" / "results" / "bucketing_paper_exp3.csv"
@@ -79,6 +82,8 @@ AGGREGATORS = {
 BUCKETS = (2, 0)
 #: the evaluations averaged in the table's "late" columns: steps 480, 510, …, 600
 LATE = tuple(range(480, 601, 30))
+#: every evaluation of a run: each 30 steps to 600
+EVAL_STEPS = tuple(range(30, 601, 30))
 
 
 def clip_tau(beta: float) -> float:
@@ -202,30 +207,67 @@ def read_curves(path: Path) -> dict[tuple[str, str, int, float, int], Curve]:
     return out
 
 
-def cell_curve(run_dir: Path) -> Curve:
-    """A cell's evaluations (%) by step, from its ``metrics.jsonl``."""
+def cell_curve(run_dir: Path) -> tuple[Curve, int | None]:
+    """A cell's evaluations (%) by step, from its ``metrics.jsonl``, and the step at which it
+    diverged (``None``: it did not).
+
+    A run whose model diverged stops at that round (see
+    :class:`shieldwall.runtime.base.ModelDivergedError`) with one last evaluation of the model
+    as it stood; its remaining evaluations are filled with that accuracy, as the paper's code,
+    which trains on with non-finite weights, scores a constant chance-level accuracy from there.
+    """
     curve: Curve = {}
+    diverged = None
     path = run_dir / "metrics.jsonl"
     if path.is_file():
         for line in path.read_text().splitlines():
             entry = json.loads(line)
-            if "test_accuracy" in entry:
+            if "diverged" in entry:  # evaluated before its round: the model after `round` steps
+                diverged = int(entry["round"])
+                acc = 100 * float(entry["test_accuracy"])
+                for step in EVAL_STEPS:
+                    if step >= diverged:
+                        curve.setdefault(step, acc)
+            elif "test_accuracy" in entry:
                 curve[int(entry["round"]) + 1] = 100 * float(entry["test_accuracy"])
-    return curve
+    return curve, diverged
+
+
+def read_diverged() -> dict[tuple[str, str, int, float, int], int]:
+    """The diverged runs in :data:`DIVERGED`: (attack, agg, s, β, seed) → step."""
+    out: dict[tuple[str, str, int, float, int], int] = {}
+    if DIVERGED.is_file():
+        with DIVERGED.open() as fh:
+            for row in csv.DictReader(fh):
+                out[(row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
+                     int(row["seed"]))] = int(row["step"])
+    return out
 
 
 def update_curves(cells: list[Cell], out: Path) -> dict[tuple[str, str, int, float, int], Curve]:
     """Add the finished ``cells``' curves found under ``out`` to :data:`CURVES` (rows already
     there are kept: a checkout without the run directories loses nothing)."""
     curves = read_curves(CURVES)
+    diverged = read_diverged()
     for c in cells:
-        curve = cell_curve(out / "cells" / c.name)
+        curve, step = cell_curve(out / "cells" / c.name)
         if curve:
             curves[(*labels(c), c.seed)] = curve
+        if step is not None:
+            diverged[(*labels(c), c.seed)] = step
+    if diverged:
+        tmp = DIVERGED.with_suffix(".tmp")
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["attack", "aggregator", "s", "beta", "seed", "step"])
+            for key in sorted(diverged):
+                w.writerow([*key, diverged[key]])
+        tmp.replace(DIVERGED)
     tmp = CURVES.with_suffix(".tmp")
     with tmp.open("w", newline="") as fh:
         fh.write("# Test top-1 (%) of every finished cell of experiments/reproduce_bucketing.py, "
-                 "each evaluation (every 30 steps)\n")
+                 "each evaluation (every 30 steps); a run in bucketing_mnist_diverged.csv "
+                 "repeats its diverged model's accuracy after the step it diverged at\n")
         w = csv.writer(fh)
         w.writerow(["attack", "aggregator", "s", "beta", "seed", "iterations", "accuracy"])
         for key in sorted(curves):
@@ -288,6 +330,7 @@ def report(results: dict[Cell, float], out: Path | None = None) -> Path:
     paper = read_paper()
     paper_late = late_means(read_curves(PAPER))
     ours_late = late_means(update_curves(list(results), out or ROOT / "runs" / "bucketing_mnist"))
+    diverged = read_diverged()
     ours: dict[tuple[str, str, int, float], list[float]] = {}
     for c, acc in results.items():
         ours.setdefault(labels(c), []).append(100 * acc)
@@ -313,9 +356,16 @@ def report(results: dict[Cell, float], out: Path | None = None) -> Path:
                     pl, ol = paper_late.get(key, []), ours_late.get(key, [])
                     late = (f"{statistics.fmean(ol) - statistics.fmean(pl):+.1f}"
                             if pl and ol else "")
+                    mark = " †" if any(k[:4] == key for k in diverged) else ""
                     lines.append(f"| {beta} | {s or 'none'} | {agg} | {atk} | {_fmt(p)} | "
-                                 f"{_fmt(o)} | {delta} | {_fmt(pl)} | {_fmt(ol) if ol else '–'} "
-                                 f"| {late} | {old} |")
+                                 f"{_fmt(o)}{mark} | {delta} | {_fmt(pl)} | "
+                                 f"{_fmt(ol) if ol else '–'} | {late} | {old} |")
+    if diverged:
+        lines += ["", "† diverged (every honest update non-finite or above the norm bound; the "
+                  "run stops there and its later evaluations repeat the diverged model's "
+                  "accuracy): " + "; ".join(
+                      f"β = {b}, s = {s or 'none'}, {agg}, {atk}, seed {seed} at step {step}"
+                      for (atk, agg, s, b, seed), step in sorted(diverged.items())) + "."]
     lines += progress_lines(results)
     table = DOCS / "bucketing_table.md"
     table.write_text("\n".join(lines) + "\n")

@@ -347,3 +347,24 @@ def test_late_means_and_curves_round_trip(tmp_path, monkeypatch):
     other = rb.cell("BF", "rfa", 0, 0.0, 1)  # no run directory here: its rows stay as they are
     rb.update_curves([other], tmp_path / "out")
     assert rb.read_curves(rb.CURVES) == {("IPM", "cm", 2, 0.9, 0): {30: 50.0, 600: 97.5}}
+
+
+def test_a_diverged_cell_repeats_its_last_accuracy_and_is_marked(tmp_path, monkeypatch):
+    rb = _script()
+    monkeypatch.setattr(rb, "CURVES", tmp_path / "curves.csv")
+    monkeypatch.setattr(rb, "DIVERGED", tmp_path / "diverged.csv")
+    c = rb.cell("BF", "krum", 2, 0.0, 0)
+    run = tmp_path / "out" / "cells" / c.name
+    run.mkdir(parents=True)
+    # evaluated after 30 and 60 steps, then round 60's updates were all non-finite: the loop
+    # evaluated the model after 60 steps once more and stopped
+    run.joinpath("metrics.jsonl").write_text(
+        '{"round": 29, "test_accuracy": 0.5}\n{"round": 59, "test_accuracy": 0.099}\n'
+        '{"round": 60, "diverged": "round 60: the model has diverged", "test_accuracy": 0.098}\n'
+    )
+    curve, step = rb.cell_curve(run)
+    assert step == 60
+    assert curve == {30: 50.0, 60: 9.9, **{s: 9.8 for s in range(90, 601, 30)}}
+    rb.update_curves([c], tmp_path / "out")
+    assert rb.read_diverged() == {("BF", "krum", 2, 0.0, 0): 60}
+    assert rb.late_means(rb.read_curves(rb.CURVES)) == {("BF", "krum", 2, 0.0): [9.8]}

@@ -25,7 +25,14 @@ from torch import Tensor
 from shieldwall.algorithms.adversary import Adversary
 from shieldwall.algorithms.base import Algorithm
 from shieldwall.algorithms.defense import Defense
-from shieldwall.runtime.base import RoundPlan, Runtime, is_lost_row, sanitize_row
+from shieldwall.runtime.base import (
+    ModelDivergedError,
+    RoundPlan,
+    Runtime,
+    is_lost_row,
+    is_value_rejection,
+    sanitize_row,
+)
 from shieldwall.seeding import numpy_generator
 
 __all__ = ["Server", "RoundRecord", "RoundFailedError"]
@@ -147,6 +154,8 @@ class Server:
                     usable[i] = False
 
         keep = [i for i, ok in enumerate(usable) if ok]
+        if not keep or self.defense.largest_f(len(keep), 0) < 0:
+            self._check_diverged(round, ids, rejected)
         if not keep:
             reasons = ", ".join(f"client {c}: {why}" for c, why in sorted(rejected.items()))
             raise RoundFailedError(
@@ -195,3 +204,21 @@ class Server:
             record.selected = sorted(chosen)
             record.dropped = sorted(set(ids) - chosen)
         return new_params, record
+
+    def _check_diverged(self, round: int, ids: tuple[int, ...], rejected: dict[int, str]) -> None:
+        """Raise :class:`ModelDivergedError` when the round cannot aggregate because most of its
+        rows, from clients not simulated as Byzantine, were rejected for their values: the
+        model itself has diverged (every honest client computes on it), which no client can
+        bring back, unlike absent clients."""
+        byz = self.adversary.byzantine_ids(round) if self.adversary else frozenset()
+        bad = [c for c in ids if c not in byz and is_value_rejection(rejected.get(c, ""))]
+        if 2 * len(bad) <= len(ids):
+            return
+        examples = ", ".join(f"client {c}: {rejected[c]}" for c in bad[:3])
+        raise ModelDivergedError(
+            f"round {round}: the model has diverged: the updates of {len(bad)} of the "
+            f"{len(ids)} clients are non-finite or above comm_args.max_update_norm "
+            f"({examples}{', …' if len(bad) > 3 else ''}); the run ends here (a smaller "
+            "learning rate, or clipping, may keep it from diverging)",
+            round,
+        )

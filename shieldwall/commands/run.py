@@ -102,6 +102,10 @@ def _report(summary: dict) -> None:
     if summary:
         acc = summary.get("final_test_accuracy")
         acc_text = "n/a" if acc is None else f"{100 * acc:.2f}%"
+        if summary.get("diverged_at_round") is not None:
+            print(f"the model diverged at round {summary['diverged_at_round']}; test accuracy "
+                  f"of the model as it stood: {acc_text}  (run directory: {summary['run_dir']})")
+            return
         print(f"final test accuracy: {acc_text}  (run directory: {summary['run_dir']})")
 
 

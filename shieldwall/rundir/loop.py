@@ -35,6 +35,7 @@ from shieldwall.rundir.directory import (
     record_config,
     release_run_dir,
 )
+from shieldwall.runtime.base import ModelDivergedError
 from shieldwall.threads import configure_threads
 
 __all__ = ["Stateful", "device_for", "finished_summary", "open_run", "open_run_dir",
@@ -212,6 +213,7 @@ def _rounds(
     test_x, test_y = dataset.test_x.to(device), dataset.test_y.to(device)
     ckpt_every = t.checkpoint_frequency
     last: dict[str, Any] = {}
+    diverged: int | None = None
     started = time.perf_counter()
     with MetricsLogger(
         run_dir,
@@ -222,7 +224,17 @@ def _rounds(
     ) as metrics:
         for r in range(start, t.comm_round):
             round_start = time.perf_counter()
-            params, entry = step(params, r)
+            try:
+                params, entry = step(params, r)
+            except ModelDivergedError as exc:
+                log.warning("%s", exc)
+                algorithm.flat.load(params)  # the model as it stands, before round r
+                loss, acc = evaluate(algorithm.model, test_x, test_y)
+                last = {"round": r, "diverged": str(exc), "test_loss": loss,
+                        "test_accuracy": acc, "wall_time": time.perf_counter() - started}
+                metrics.log_round(last)
+                diverged = r
+                break
             entry["round_time"] = time.perf_counter() - round_start
             if r == start and changes:
                 entry["config_changes"] = changes
@@ -249,6 +261,8 @@ def _rounds(
         "wall_time": time.perf_counter() - started,
         **({"eval_split": dataset.eval_split} if dataset.eval_split != "test" else {}),
         **{k: last[k] for k in ("test_perplexity", "train_perplexity") if k in last},
+        **({"diverged_at_round": diverged, "diverged": last["diverged"]}
+           if diverged is not None else {}),
     }
     (run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
     torch.save(params.cpu(), run_dir / "final_params.pt")
