@@ -217,7 +217,7 @@ def cell_curve(run_dir: Path) -> tuple[Curve, int | None]:
     diverged (``None``: it did not).
 
     A run whose model diverged stops at that round (see
-    :class:`shieldwall.runtime.base.ModelDivergedError`) with one last evaluation of the model
+    :class:`shieldwall.algorithms.base.ModelDivergedError`) with one last evaluation of the model
     as it stood; its remaining evaluations are filled with that accuracy, as the paper's code,
     which trains on with non-finite weights, scores a constant chance-level accuracy from there.
     """

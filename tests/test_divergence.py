@@ -17,13 +17,14 @@ import torch
 import yaml
 from torch import nn
 
+from shieldwall.algorithms.base import ModelDivergedError
 from shieldwall.algorithms.defense import Defense
 from shieldwall.algorithms.ps_sgd import PSSGD
 from shieldwall.algorithms.server import RoundFailedError, Server
 from shieldwall.cli import main
 from shieldwall.config import config_from_dict
 from shieldwall.config.schema import TrainArgs
-from shieldwall.runtime.base import ModelDivergedError, RoundResults
+from shieldwall.runtime.base import RoundResults
 from shieldwall.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -21,10 +21,27 @@ from torch import Tensor, nn
 from shieldwall.algorithms.flat import FlatModel
 from shieldwall.config.schema import TrainArgs
 
-__all__ = ["Algorithm", "ClientData", "ClientTask", "LocalResult", "DataAttack", "evaluate"]
+__all__ = [
+    "Algorithm", "ClientData", "ClientTask", "LocalResult", "DataAttack", "ModelDivergedError",
+    "evaluate",
+]
 
 DataAttack = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 """A Byzantine worker's data corruption ``(x, y, generator) -> (x, y)`` (label flipping…)."""
+
+
+class ModelDivergedError(RuntimeError):
+    """A round's updates say the *model* has diverged, not its clients: most rows, from clients
+    not simulated as Byzantine, are non-finite or beyond ``comm_args.max_update_norm``.
+
+    Training past this point only feeds non-finite numbers to the rule (where the papers' own
+    code ends with a NaN model at chance accuracy), so the round loop ends the run here: it
+    evaluates the model as it stands and writes the summary with ``diverged_at_round``.
+    """
+
+    def __init__(self, message: str, round: int) -> None:
+        super().__init__(message)
+        self.round = round
 
 
 @dataclass

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor
 
 from shieldwall.algorithms.adversary import Adversary
-from shieldwall.algorithms.base import Algorithm
+from shieldwall.algorithms.base import Algorithm, ModelDivergedError
 from shieldwall.algorithms.defense import Defense
 from shieldwall.runtime.base import (
-    ModelDivergedError,
     RoundPlan,
     Runtime,
     is_lost_row,

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 import yaml
 
-from shieldwall.algorithms.base import Algorithm, evaluate
+from shieldwall.algorithms.base import Algorithm, ModelDivergedError, evaluate
 from shieldwall.checkpoint import load_checkpoint, save_checkpoint
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.config.fedml import fedml_semantics
@@ -35,7 +35,6 @@ from shieldwall.rundir.directory import (
     record_config,
     release_run_dir,
 )
-from shieldwall.runtime.base import ModelDivergedError
 from shieldwall.threads import configure_threads
 
 __all__ = ["Stateful", "device_for", "finished_summary", "open_run", "open_run_dir",

@@ -31,7 +31,6 @@ __all__ = [
     "Runtime",
     "ClientExecutor",
     "LOST_ROW_PREFIXES",
-    "ModelDivergedError",
     "is_lost_row",
     "is_value_rejection",
     "row_form_problem",
@@ -55,20 +54,6 @@ def is_value_rejection(reason: str) -> bool:
     """Whether a row was rejected for its values (non-finite, or a norm above the bound; see
     :func:`sanitize_row`) rather than its form or its absence."""
     return str(reason).startswith(("non-finite values", "norm "))
-
-
-class ModelDivergedError(RuntimeError):
-    """A round's updates say the *model* has diverged, not its clients: most rows, from clients
-    not simulated as Byzantine, are non-finite or beyond ``comm_args.max_update_norm``.
-
-    Training past this point only feeds non-finite numbers to the rule (where the papers' own
-    code ends with a NaN model at chance accuracy), so the round loop ends the run here: it
-    evaluates the model as it stands and writes the summary with ``diverged_at_round``.
-    """
-
-    def __init__(self, message: str, round: int) -> None:
-        super().__init__(message)
-        self.round = round
 
 
 @dataclass(frozen=True)
