@@ -368,3 +368,11 @@ def test_a_diverged_cell_repeats_its_last_accuracy_and_is_marked(tmp_path, monke
     rb.update_curves([c], tmp_path / "out")
     assert rb.read_diverged() == {("BF", "krum", 2, 0.0, 0): 60}
     assert rb.late_means(rb.read_curves(rb.CURVES)) == {("BF", "krum", 2, 0.0): [9.8]}
+
+
+def test_exp3_figure_draws_any_subset_of_runs(tmp_path):
+    rb = _script()
+    curves = {("IPM", "cm", 2, 0.9, seed): {30: 40.0 + seed, 600: 60.0} for seed in range(3)}
+    curves[("ALIE", "rfa", 0, 0.0, 0)] = {30: 80.0}  # one seed, one evaluation; other panels empty
+    path = rb.plot_curves(curves, tmp_path / "exp3.png", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
