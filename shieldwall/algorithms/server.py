@@ -153,9 +153,8 @@ class Server:
                     usable[i] = False
 
         keep = [i for i, ok in enumerate(usable) if ok]
-        if not keep or self.defense.largest_f(len(keep), 0) < 0:
-            self._check_diverged(round, ids, rejected)
         if not keep:
+            self._check_diverged(round, ids, rejected)
             reasons = ", ".join(f"client {c}: {why}" for c, why in sorted(rejected.items()))
             raise RoundFailedError(
                 f"round {round}: no client's update could be used ({reasons}); the run stopped "
@@ -165,6 +164,7 @@ class Server:
         f_wanted = max(self.f - proven, 0)
         f_left = self.defense.largest_f(len(keep), f_wanted)
         if f_left < 0:
+            self._check_diverged(round, ids, rejected)
             reasons = ", ".join(f"client {c}: {why}" for c, why in sorted(rejected.items()))
             raise RoundFailedError(
                 f"round {round}: defense {self.defense.label!r} cannot run on the {len(keep)} "
