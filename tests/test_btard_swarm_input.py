@@ -144,3 +144,79 @@ def test_messages_for_steps_whose_group_is_unknown_have_a_byte_budget(pair) -> N
         assert tb.rejected["early messages over budget"] == before + 2
     finally:
         tb.max_early_bytes = budget
+
+
+# ---- signed membership records --------------------------------------------------------------
+def _signed_dht(path, initial=()):
+    from hivemind.p2p import P2P
+
+    from shieldwall.btard.swarm.identity import signed_validator
+
+    P2P.generate_identity(str(path))
+    validator = signed_validator(path)
+    dht = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"], identity_path=str(path),
+                       check_if_identity_free=False, initial_peers=list(initial),
+                       record_validators=[validator])
+    return dht, validator
+
+
+def test_only_a_peer_itself_can_register_its_identity(tmp_path) -> None:
+    """A hostile DHT node (no validator) forges registrations: another peer's plain peer id, and
+    another peer's owner key with a made-up signature. Readers see only the signed record."""
+    from hivemind.utils import get_dht_time
+
+    from shieldwall.btard.swarm.identity import owner_peer_id
+
+    a, va = _signed_dht(tmp_path / "a.key")
+    maddrs = [str(m) for m in a.get_visible_maddrs()]
+    b, vb = _signed_dht(tmp_path / "b.key", maddrs)
+    c = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"], initial_peers=maddrs)
+    nodes = []
+    try:
+        for dht, v in ((a, va), (b, vb)):  # the signing key names the libp2p identity
+            assert owner_peer_id(v.local_public_key) == dht.peer_id.to_base58()
+        ta = HivemindTransport(a, "s", phase_timeout=5.0, max_bytes=4096)
+        tb = HivemindTransport(b, "s", phase_timeout=5.0, max_bytes=4096)
+        nodes = [ta, tb]
+        node_a = SimpleNamespace(dht=a, opts=SimpleNamespace(prefix="s"), validator=va,
+                                 transport=ta, _unsigned=set())
+        node_b = SimpleNamespace(dht=b, opts=SimpleNamespace(prefix="s"), validator=vb,
+                                 transport=tb, _unsigned=set())
+        node_a._owner, node_b._owner = va.local_public_key, vb.local_public_key
+        SwarmNode._store(node_a, "step.3", 1.5)
+        expire = get_dht_time() + 600
+        absent = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"  # a made-up peer id
+        assert c.store("s.step.3", 2.0, expire, subkey=absent)  # unprotected: stored, not read
+        forged = vb.local_public_key  # b's key, signed by nobody: every validating node refuses
+        c.store("s.step.3", 3.0, expire, subkey=forged)
+        assert not a.store("s.step.3", 4.0, expire, subkey=forged)  # a cannot sign for b
+        time.sleep(0.5)
+        for reader in (node_a, node_b):
+            got = SwarmNode._read(reader, "step.3")
+            assert got == {a.peer_id.to_base58(): 1.5}
+            assert reader.transport.rejected["unsigned record"] == 1
+        SwarmNode._read(node_b, "step.3")  # a record read again is not counted again
+        assert tb.rejected["unsigned record"] == 1
+    finally:
+        for t in nodes:
+            t.close()
+        for d in (a, b, c):
+            d.shutdown()
+
+
+def test_an_identity_file_that_is_not_an_rsa_key_is_one_line(tmp_path) -> None:
+    from hivemind.proto import crypto_pb2
+
+    from shieldwall.btard.swarm.identity import IdentityError, load_identity, owner_peer_id
+
+    garbage = tmp_path / "garbage.key"
+    garbage.write_bytes(b"\xff" * 40)
+    with pytest.raises(IdentityError, match="not a libp2p private key"):
+        load_identity(garbage)
+    ed = tmp_path / "ed.key"
+    ed.write_bytes(crypto_pb2.PrivateKey(key_type=crypto_pb2.Ed25519,
+                                         data=b"x" * 64).SerializeToString())
+    with pytest.raises(IdentityError, match="Ed25519 key.*RSA"):
+        load_identity(ed)
+    for subkey in ("Qm...", b"[owner:ssh-rsa AAAA]", b"[owner:ssh-ed25519 AAAA]", b"x" * 5000, 7):
+        assert owner_peer_id(subkey) is None

@@ -70,7 +70,10 @@ def peer_command(args: argparse.Namespace) -> int:
                         step_interval=args.step_interval, identity=args.identity,
                         announce=args.announce_maddrs, use_relay=not args.no_relay,
                         use_auto_relay=args.use_auto_relay, use_ipfs=args.use_ipfs)
-    node = SwarmNode(cfg, opts)
+    try:
+        node = SwarmNode(cfg, opts)
+    except SwarmError as exc:  # an identity file that cannot be used: one line, like a config
+        raise ValueError(str(exc)) from None
     run_dir = args.run_dir or str(Path(cfg.tracking_args.log_file_dir)
                                   / f"{cfg.tracking_args.run_name or 'swarm'}-peer-{node.pid}")
     if Path(run_dir).exists():

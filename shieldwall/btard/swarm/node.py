@@ -2,11 +2,12 @@
 
 Step ``t`` at a peer (every honest peer runs the same sequence):
 
-1. *Membership.* It stores ``{peer_id: time}`` under the DHT key ``<prefix>.step.<t+1>``
-   (registering for the next step) and reads ``<prefix>.step.<t>``: the group of step ``t`` is
-   every registered identity (integer id :func:`~.transport.pid_of` of its libp2p peer id)
-   that is not banned in the ledger. New identities' signing keys are fetched from them over
-   the authenticated libp2p connection.
+1. *Membership.* It stores a record under the DHT key ``<prefix>.step.<t+1>`` (registering
+   for the next step), signed with its libp2p identity key (:mod:`.identity`: nobody else can
+   register it), and reads ``<prefix>.step.<t>``: the group of step ``t`` is every identity
+   with a validly signed registration (integer id :func:`~.transport.pid_of` of its libp2p
+   peer id) that is not banned in the ledger. New identities' protocol signing keys are
+   fetched from them over the authenticated libp2p connection.
 2. *Publish.* It serves the state it starts the step from — parameters, optimizer state, step,
    ledger (bans, silences), the group — and its hash :func:`state_hash`.
 3. *Protocol.* :func:`~shieldwall.btard.protocol.run_step` over
@@ -30,6 +31,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,7 @@ from shieldwall.btard.crypto import make_keypair, tensor_digest
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
 from shieldwall.btard.state import load_into, state_file, write_state
+from shieldwall.btard.swarm.identity import IdentityError, owner_peer_id, signed_validator
 from shieldwall.btard.swarm.transport import HivemindTransport, pid_of
 from shieldwall.btard.wire import from_bytes, to_bytes
 from shieldwall.config import ExperimentConfig
@@ -139,6 +142,7 @@ class SwarmNode:
 
     def __init__(self, cfg: ExperimentConfig, opts: SwarmOptions) -> None:
         import hivemind
+        from hivemind.p2p import P2P
 
         from shieldwall.btard.run import build_workload, data_attack, protocol_config
 
@@ -148,10 +152,24 @@ class SwarmNode:
         self.proto = protocol_config(cfg)
         self.dataset, parts, model = build_workload(cfg, torch.device("cpu"))
         ds = self.dataset
-        self.dht = hivemind.DHT(start=True, host_maddrs=opts.listen,
-                                initial_peers=opts.initial_peers, identity_path=opts.identity,
-                                announce_maddrs=opts.announce or None, use_relay=opts.use_relay,
-                                use_auto_relay=opts.use_auto_relay, use_ipfs=opts.use_ipfs)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = opts.identity or os.path.join(tmp, "identity.key")
+            fresh = not os.path.isfile(path)
+            if fresh:  # made here, so that this process knows the key that signs its records
+                try:
+                    P2P.generate_identity(path)
+                except OSError as e:
+                    raise SwarmError(f"cannot create identity file {path}: {e}") from None
+            try:
+                self.validator = signed_validator(path)
+            except IdentityError as e:
+                raise SwarmError(str(e)) from None
+            self.dht = hivemind.DHT(
+                start=True, host_maddrs=opts.listen, initial_peers=opts.initial_peers,
+                identity_path=path, check_if_identity_free=not fresh,
+                record_validators=[self.validator], announce_maddrs=opts.announce or None,
+                use_relay=opts.use_relay, use_auto_relay=opts.use_auto_relay,
+                use_ipfs=opts.use_ipfs)
         self.maddrs = [str(m) for m in self.dht.get_visible_maddrs()]
         # a message carries at most one (part of a) model-sized tensor: 4x that, plus slack
         vector_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -159,6 +177,9 @@ class SwarmNode:
             self.dht, opts.prefix, phase_timeout=opts.phase_timeout,
             max_bytes=min(64 << 20, 4 * vector_bytes + (1 << 20)))
         self.pid = tr.pid
+        if owner_peer_id(self._owner) != tr.peer_id:  # the key that signs is the libp2p key
+            self.close()
+            raise SwarmError(f"the DHT signing key does not match peer id {tr.peer_id}")
         a = cfg.attack_args
         byz = None
         if opts.byzantine:
@@ -176,32 +197,45 @@ class SwarmNode:
         self.step = 0
         self._first_step = 0  # the swarm's first step (initial_state may move it)
         self._served: tuple[bytes, bytes] = (b"", b"")  # (hash reply, state bytes)
+        self._unsigned: set[tuple[str, str]] = set()  # unsigned DHT records seen (counted)
         self.bad_servers: list[int] = []  # peers that served a state not matching the majority
         tr.handlers.update({"key": lambda: self.key.public, "hash": lambda: self._served[0],
                             "state": lambda: self._served[1]})
 
     # ---- DHT membership -------------------------------------------------------------------
+    @property
+    def _owner(self) -> bytes:
+        """This peer's subkey in membership records (signed: see :mod:`.identity`)."""
+        return self.validator.local_public_key
+
     def _store(self, key: str, value: Any, ttl: float = 600.0) -> None:
         from hivemind.utils import get_dht_time
 
         self.dht.store(f"{self.opts.prefix}.{key}", value, get_dht_time() + ttl,
-                       subkey=self.transport.peer_id)
+                       subkey=self._owner)
 
     def _read(self, key: str) -> dict[str, Any]:
+        """``{peer id: value}`` of the signed records under ``key`` (other subkeys ignored)."""
         got = self.dht.get(f"{self.opts.prefix}.{key}", latest=True)
         if got is None or not isinstance(got.value, dict):
             return {}
-        return {str(k): v.value for k, v in got.value.items()}
+        out = {}
+        for subkey, item in got.value.items():
+            peer_id = owner_peer_id(subkey)
+            if peer_id is None:  # counted once with the dropped messages, never logged
+                seen = (key, repr(subkey)[:256])
+                if seen not in self._unsigned and len(self._unsigned) < 4096:
+                    self._unsigned.add(seen)
+                    self.transport.rejected["unsigned record"] += 1
+                continue
+            out[peer_id] = item.value
+        return out
 
     def _group(self, step: int) -> dict[int, Any]:
         from hivemind.p2p import PeerID
 
-        out = {}
-        for peer_id in self._read(f"step.{step}"):
-            try:
-                out[pid_of(peer_id)] = PeerID.from_base58(peer_id)
-            except Exception:  # noqa: BLE001 - a garbage subkey
-                log.warning("ignored a malformed registration %r", peer_id)
+        out = {pid_of(peer_id): PeerID.from_base58(peer_id)
+               for peer_id in self._read(f"step.{step}")}
         return {p: i for p, i in out.items() if p not in self.ledger.banned}
 
     def _keys(self, group: dict[int, Any]) -> None:
