@@ -50,6 +50,9 @@ from shieldwall.config.loader import ConfigError  # noqa: E402
 from shieldwall.matrix import Cell, plot_heatmap, run_cells  # noqa: E402
 from shieldwall.rundir import RunDirError  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bucketing_figures import plot_curves  # noqa: E402
+
 BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
 RESULTS = ROOT / "experiments" / "results" / "bucketing_mnist.csv"
 #: every evaluation (each 30 steps) of our finished cells, in the paper's CSV layout
@@ -57,8 +60,6 @@ CURVES = ROOT / "experiments" / "results" / "bucketing_mnist_curves.csv"
 #: the runs that diverged (every honest update non-finite or beyond the norm bound), and at which
 #: step: they stop there, and their later evaluations repeat the diverged model's accuracy
 DIVERGED = ROOT / "experiments" / "results" / "bucketing_mnist_diverged.csv"
-#: the first harness's cells (FedML's cnn_dropout, dropout masks per worker), superseded
-FIRST = ROOT / "experiments" / "results" / "bucketing_mnist_cnn_dropout.csv"
 PAPER = ROOT / "experiments" / "results" / "bucketing_paper_exp3.csv"
 DOCS = ROOT / "docs" / "bucketing"
 MOMENTUM = "train_args.worker_momentum"
@@ -282,16 +283,21 @@ def update_curves(cells: list[Cell], out: Path) -> dict[tuple[str, str, int, flo
     return curves
 
 
-def late_means(curves: dict[tuple[str, str, int, float, int], Curve]
-               ) -> dict[tuple[str, str, int, float], list[float]]:
-    """Per (attack, agg, s, β): each seed's mean over the evaluations at :data:`LATE` (runs
-    missing any of them are left out). Oscillating cells swing by tens of points between
-    evaluations; the last five say more than the last one."""
+def late_means(curves: dict[tuple[str, str, int, float, int], Curve],
+               steps: tuple[int, ...] = LATE) -> dict[tuple[str, str, int, float], list[float]]:
+    """Per (attack, agg, s, β): each seed's mean over the evaluations at ``steps`` (default
+    :data:`LATE`; runs missing any of them are left out). Oscillating cells swing by tens of
+    points between evaluations; the last five say more than the last one, and all twenty
+    (:data:`EVAL_STEPS`, the area under the curve) compare whole runs."""
     out: dict[tuple[str, str, int, float], list[float]] = {}
     for (*key, _seed), curve in sorted(curves.items()):
-        if all(step in curve for step in LATE):
-            out.setdefault(tuple(key), []).append(statistics.fmean(curve[s] for s in LATE))
+        if all(step in curve for step in steps):
+            out.setdefault(tuple(key), []).append(statistics.fmean(curve[s] for s in steps))
     return out
+
+
+def _delta(ours: list[float], paper: list[float]) -> str:
+    return f"{statistics.fmean(ours) - statistics.fmean(paper):+.1f}" if ours and paper else ""
 
 
 def _fmt(values: list[float]) -> str:
@@ -333,19 +339,20 @@ def report(results: dict[Cell, float], out: Path | None = None) -> Path:
     """The side-by-side table (Markdown) and heatmaps per (β, s): ours and the paper's."""
     DOCS.mkdir(parents=True, exist_ok=True)
     paper = read_paper()
-    paper_late = late_means(read_curves(PAPER))
-    ours_late = late_means(update_curves(list(results), out or ROOT / "runs" / "bucketing_mnist"))
+    paper_curves = read_curves(PAPER)
+    ours_curves = update_curves(list(results), out or ROOT / "runs" / "bucketing_mnist")
+    paper_late, ours_late = late_means(paper_curves), late_means(ours_curves)
+    paper_all = late_means(paper_curves, EVAL_STEPS)
+    ours_all = late_means(ours_curves, EVAL_STEPS)
     diverged = read_diverged()
     ours: dict[tuple[str, str, int, float], list[float]] = {}
     for c, acc in results.items():
         ours.setdefault(labels(c), []).append(100 * acc)
-    first: dict[tuple[str, str, int, float], list[float]] = {}
-    for c, acc in read_results(FIRST).items():
-        first.setdefault(labels(c), []).append(100 * acc)
     lines = [
-        "| β | s | aggregator | attack | paper (exp3 logs) | shieldwall | Δ mean "
-        "| paper, steps 480–600 | shieldwall, steps 480–600 | Δ | first harness (superseded) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| β | s | aggregator | attack | paper (exp3 logs) | shieldwall | Δ "
+        "| paper, steps 480–600 | shieldwall, steps 480–600 | Δ "
+        "| paper, all 20 evaluations | shieldwall, all 20 | Δ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for beta in (0.9, 0.0):
         for s in BUCKETS:
@@ -355,16 +362,13 @@ def report(results: dict[Cell, float], out: Path | None = None) -> Path:
                     p, o = paper.get(key, []), ours.get(key, [])
                     if not p and not o:
                         continue
-                    delta = (f"{statistics.fmean(o) - statistics.fmean(p):+.1f}"
-                             if p and o else "")
-                    old = _fmt(first[key]) if key in first else ""
                     pl, ol = paper_late.get(key, []), ours_late.get(key, [])
-                    late = (f"{statistics.fmean(ol) - statistics.fmean(pl):+.1f}"
-                            if pl and ol else "")
+                    pa, oa = paper_all.get(key, []), ours_all.get(key, [])
                     mark = " †" if any(k[:4] == key for k in diverged) else ""
                     lines.append(f"| {beta} | {s or 'none'} | {agg} | {atk} | {_fmt(p)} | "
-                                 f"{_fmt(o)}{mark} | {delta} | {_fmt(pl)} | "
-                                 f"{_fmt(ol) if ol else '–'} | {late} | {old} |")
+                                 f"{_fmt(o)}{mark} | {_delta(o, p)} | {_fmt(pl)} | "
+                                 f"{_fmt(ol)} | {_delta(ol, pl)} | {_fmt(pa)} | {_fmt(oa)} | "
+                                 f"{_delta(oa, pa)} |")
     if diverged:
         lines += ["", "† diverged (every honest update non-finite or above the norm bound; the "
                   "run stops there and its later evaluations repeat the diverged model's "
@@ -396,60 +400,12 @@ def report(results: dict[Cell, float], out: Path | None = None) -> Path:
                    if cbeta == beta and cs == s for k, v in enumerate(vals)}
             plot_heatmap(ref, list(ATTACKS), aggs, DOCS / f"paper_beta{beta}_s{s}.png",
                          title=f"paper's exp3 logs: β={beta}, s={s or 'none'}")
+    attacks = [a for a in ATTACKS if a != "NA"]
     plot_curves(read_curves(CURVES), DOCS / "exp3_shieldwall.png",
-                "shieldwall: test accuracy (%) on non-iid MNIST, n = 25, f = 5")
+                "shieldwall: test accuracy (%) on non-iid MNIST, n = 25, f = 5", attacks, BUCKETS)
     plot_curves(read_curves(PAPER), DOCS / "exp3_paper.png",
-                "paper's exp3 logs: validation accuracy (%), n = 25, f = 5")
+                "paper's exp3 logs: validation accuracy (%), n = 25, f = 5", attacks, BUCKETS)
     return table
-
-
-def plot_curves(curves: dict[tuple[str, str, int, float, int], Curve], path: Path,
-                title: str) -> Path:
-    """The paper's exp3 figure (``exp3.py --plot``: accuracy against iterations, one panel per
-    rule (rows) and attack (columns), colour = bucket size s, line style = β): the mean over
-    the seeds present, and their range shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    aggs, attacks = ["cm", "cp", "krum", "rfa"], [a for a in ATTACKS if a != "NA"]
-    fig, axes = plt.subplots(len(aggs), len(attacks), figsize=(3.0 * len(attacks),
-                             2.4 * len(aggs)), sharex=True, sharey=True, squeeze=False)
-    colours = {2: "tab:red", 0: "tab:blue"}
-    styles = {0.9: "-", 0.0: "--"}
-    for i, agg in enumerate(aggs):
-        for j, atk in enumerate(attacks):
-            ax = axes[i][j]
-            for s in BUCKETS:
-                for beta in (0.9, 0.0):
-                    runs = [c for (a, g, cs, b, _), c in curves.items()
-                            if (a, g, cs, b) == (atk, agg, s, beta)]
-                    steps = sorted({step for c in runs for step in c})
-                    if not steps:
-                        continue
-                    vals = [[c[step] for c in runs if step in c] for step in steps]
-                    ax.plot(steps, [statistics.fmean(v) for v in vals], styles[beta],
-                            color=colours[s], lw=1.2, label=f"s = {s or 'none'}, β = {beta}")
-                    if len(runs) > 1:
-                        ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals],
-                                        color=colours[s], alpha=0.12, lw=0)
-            ax.set(xlim=(0, 600), ylim=(0, 100))
-            ax.grid(alpha=0.3)
-            if i == 0:
-                ax.set_title(f"ATK = {atk}")
-            if j == 0:
-                ax.set_ylabel(f"AGG = {agg}\naccuracy (%)")
-            if i == len(aggs) - 1:
-                ax.set_xlabel("iterations")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", ncol=4, fontsize=9)
-    fig.suptitle(f"{title}\nmean over the seeds present, their range shaded", x=0.02, ha="left",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
 
 
 def main() -> int:

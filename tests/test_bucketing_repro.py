@@ -333,6 +333,11 @@ def test_late_means_and_curves_round_trip(tmp_path, monkeypatch):
         ("IPM", "cm", 2, 0.9, 2): {600: 99.0},  # evaluations missing: left out
     }
     assert rb.late_means(curves) == {("IPM", "cm", 2, 0.9): [20.0, 50.0]}
+    # the whole-run column: every evaluation 30..600 must be present
+    full = {step: 1.0 * step for step in rb.EVAL_STEPS}
+    assert rb.late_means({**curves, ("BF", "cm", 0, 0.0, 0): full}, rb.EVAL_STEPS) == {
+        ("BF", "cm", 0, 0.0): [315.0]}
+    assert rb._delta([40.0, 50.0], [50.0]) == "-5.0" and rb._delta([], [1.0]) == ""
     # a finished cell's metrics.jsonl reaches the committed curves CSV; rows there are kept
     monkeypatch.setattr(rb, "CURVES", tmp_path / "curves.csv")
     c = rb.cell("IPM", "cm", 2, 0.9, 0)
@@ -374,5 +379,5 @@ def test_exp3_figure_draws_any_subset_of_runs(tmp_path):
     rb = _script()
     curves = {("IPM", "cm", 2, 0.9, seed): {30: 40.0 + seed, 600: 60.0} for seed in range(3)}
     curves[("ALIE", "rfa", 0, 0.0, 0)] = {30: 80.0}  # one seed, one evaluation; other panels empty
-    path = rb.plot_curves(curves, tmp_path / "exp3.png", "test")
+    path = rb.plot_curves(curves, tmp_path / "exp3.png", "test")  # (bucketing_figures.py)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
