@@ -275,3 +275,16 @@ def test_initial_state_reads_params_state_dicts_and_refuses_bad_files(tmp_path: 
         run_btard(cfg)
     with pytest.raises(ConfigError, match="btard_args.save_steps"):
         build(make_cfg(tmp_path, attack=None, save_steps=[-1]))
+
+
+def test_a_peer_withholding_its_parts_takes_one_claimant_down_not_all() -> None:
+    """Missing messages eliminate disjoint pairs: the withholder and the first aggregator that
+    reported it, not every aggregator it skipped (which would end the run)."""
+    run = build(make_cfg(attack=None, n=6))
+    run.peers[2].scatter = lambda: {}  # present, committed, sends its parts to nobody
+    v = run.step(0)[0]
+    assert v.eliminated == [(0, 2)] and set(v.banned) == {0, 2} and not v.step
+    assert run.ledger.active == (1, 3, 4, 5)
+    assert all(run.step(r)[0].step for r in (1, 2))
+    active = [run.peers[i].params for i in run.ledger.active]
+    assert all(torch.equal(active[0], p) for p in active[1:])

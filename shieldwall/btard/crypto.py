@@ -38,6 +38,7 @@ __all__ = [
     "digest",
     "KeyPair",
     "make_keypair",
+    "public_key_ok",
     "verify_signature",
     "resolve_scheme",
     "mprng_secret",
@@ -180,9 +181,25 @@ def make_keypair(scheme: str, seed: bytes | None = None) -> KeyPair:
 _ED25519_CACHE: dict[bytes, Any] = {}
 
 
+def public_key_ok(scheme: str, public: Any) -> bool:
+    """Whether ``public`` can be a key of ``scheme`` (32 bytes for both; an Ed25519 key must
+    also decode). A peer announcing anything else is treated as having announced no key."""
+    if type(public) is not bytes or len(public) != 32:
+        return False
+    if scheme == "ed25519":
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        try:
+            Ed25519PublicKey.from_public_bytes(public)
+        except ValueError:
+            return False
+    return True
+
+
 def verify_signature(scheme: str, public: bytes, message: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` is ``public``'s signature of ``message``."""
-    if not isinstance(signature, bytes):
+    """Whether ``signature`` is ``public``'s signature of ``message`` (``False``, never an
+    exception, for a malformed key or signature)."""
+    if not isinstance(signature, bytes) or type(public) is not bytes:
         return False
     if scheme == "ed25519":
         from cryptography.exceptions import InvalidSignature
@@ -190,6 +207,10 @@ def verify_signature(scheme: str, public: bytes, message: bytes, signature: byte
 
         key = _ED25519_CACHE.get(public)
         if key is None:
+            if not public_key_ok(scheme, public):
+                return False
+            if len(_ED25519_CACHE) >= 65536:  # identities are cheap in an open swarm
+                _ED25519_CACHE.clear()
             key = _ED25519_CACHE[public] = Ed25519PublicKey.from_public_bytes(public)
         try:
             key.verify(signature, message)

@@ -20,7 +20,10 @@ Rules:
   (while not disputing the aggregator's result) is banned.
 * **Missing point-to-point messages** cannot be proven either way: the claimant and the peer it
   names are both removed ("eliminated"). At least one of the two is Byzantine, so with
-  :math:`b < n/2` Byzantine peers the remaining ones still have :math:`b' < n'/2`.
+  :math:`b < n/2` Byzantine peers the remaining ones still have :math:`b' < n'/2`. Pairs are
+  disjoint: claims are taken in order and one naming a peer already out (banned this step, or
+  in an earlier pair) is dropped, so a peer that withholds its messages from everybody takes
+  one claimant with it, not all of them.
 * An MPRNG reveal that does not match its commitment bans its sender.
 * ``check_mode: simulated`` (the paper's experiments, Sec. 4): instead of validators, every
   attacking Byzantine peer is banned with probability ``check_proba`` per step, default
@@ -263,11 +266,26 @@ def judge(
             _ban(v, agg, "clip_check", "CenteredClip check failed", j)
     if cfg.check_mode == "simulated" and view.shared_seed is not None:
         _simulated_checks(view, cfg, v)
+    v.eliminated = _disjoint_pairs(v.eliminated, set(v.banned))
     for a, b in v.eliminated:
         for peer in (a, b):
             v.banned.setdefault(peer, "eliminated over a missing message")
     v.step = not (v.banned or v.eliminated or v.failed_parts or v.accusations)
     return v
+
+
+def _disjoint_pairs(claims: list[tuple[int, int]], banned: set[int]) -> list[tuple[int, int]]:
+    """The eliminations a step carries out: claims in their (common-knowledge) order, each
+    skipped when either peer is already out — banned this step, or in an earlier pair. Every
+    pair holds a Byzantine peer, so each costs the honest side at most one peer per Byzantine
+    one; without this, one peer withholding its part from every aggregator would take all of
+    them down with it."""
+    gone, kept = set(banned), []
+    for a, b in claims:
+        if a not in gone and b not in gone:
+            gone |= {a, b}
+            kept.append((a, b))
+    return kept
 
 
 def _ban(v: Verdict, peer: int, kind: str, reason: str, part: int | None = None) -> None:

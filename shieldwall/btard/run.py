@@ -35,10 +35,10 @@ from shieldwall.attacks import AttackContext
 from shieldwall.attacks.schedule import byzantine_ids
 from shieldwall.btard.byzantine import Byzantine
 from shieldwall.btard.common import GradientOracle, ProtocolConfig, RoundView
-from shieldwall.btard.crypto import make_keypair, resolve_scheme
+from shieldwall.btard.crypto import make_keypair, public_key_ok, resolve_scheme
 from shieldwall.btard.judge import Verdict
 from shieldwall.btard.peer import Peer
-from shieldwall.btard.protocol import Ledger, run_step
+from shieldwall.btard.protocol import BanRecord, Ledger, run_step
 from shieldwall.btard.state import load_into, read_state, state_file, write_state
 from shieldwall.btard.transport import InMemoryTransport, TorchDistTransport, Transport
 from shieldwall.config import ConfigError, ExperimentConfig
@@ -131,6 +131,13 @@ def data_attack(byz: dict[int, Byzantine], num_classes: int):
     return corrupt
 
 
+#: why peers in separate processes refuse HMAC: its "public" key is the signing secret
+HMAC_ACROSS_PROCESSES = (
+    "btard_args.signature: hmac hands every peer the others' signing secrets (any of them could "
+    "sign as another), so it is for the in-process simulator only; peers in separate processes "
+    "need ed25519 (or auto with the cryptography package installed)")
+
+
 def uses_processes(cfg: ExperimentConfig) -> bool:
     """Whether this process is one peer of a torch.distributed run."""
     choice = cfg.comm_args.runtime.lower()
@@ -142,6 +149,8 @@ def uses_processes(cfg: ExperimentConfig) -> bool:
 def _build_transport(cfg: ExperimentConfig, n: int, vector_bytes: int = 0) -> Transport:
     if not uses_processes(cfg):
         return InMemoryTransport(range(n), measure=cfg.btard_args.measure_bytes)
+    if resolve_scheme(cfg.btard_args.signature) != "ed25519":
+        raise ConfigError(HMAC_ACROSS_PROCESSES)
     world = int(os.environ.get("WORLD_SIZE", n))
     if world != n:
         raise ConfigError(f"BTARD runs one peer per process: WORLD_SIZE={world} but "
@@ -164,9 +173,10 @@ def _make_peers(
 
     keys = {pid: make_keypair(proto.scheme, secret("key", pid)) for pid in transport.local}
     announced = transport.broadcast("keys", {pid: k.public for pid, k in keys.items()})
-    keyring = {pid: pub for pid, pub in announced.items() if isinstance(pub, bytes)}
-    if len(keyring) != len(transport.peers):
-        raise RuntimeError(f"peers {sorted(set(transport.peers) - set(keyring))} sent no key")
+    keyring = {pid: pub for pid, pub in announced.items() if public_key_ok(proto.scheme, pub)}
+    if missing := sorted(set(transport.peers) - set(keyring)):
+        # a peer without a usable key cannot sign: build() bans it before the first step
+        log.warning("peers %s announced no valid %s key", missing, proto.scheme)
     return {
         pid: Peer(pid, proto, oracle, keys[pid], keyring, secret("entropy", pid), params,
                   PSSGD(cfg.train_args, model, device), byz.get(pid))
@@ -239,6 +249,9 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
         transport.close()
         raise
     ledger = Ledger(tuple(range(n)), proto.silence_limit)
+    ring = next(iter(peers.values())).keyring if peers else {}
+    for pid in sorted(set(ledger.peers) - set(ring)):  # the keys were broadcast: all agree
+        ledger.banned[pid] = BanRecord(pid, 0, "announced no valid signing key")
     return BTARDRun(cfg, proto, transport, peers, ledger, oracle, byz, dataset)
 
 

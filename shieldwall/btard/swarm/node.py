@@ -43,7 +43,7 @@ from shieldwall.algorithms.base import ClientData, evaluate
 from shieldwall.algorithms.ps_sgd import PSSGD
 from shieldwall.btard.byzantine import Byzantine
 from shieldwall.btard.common import GradientOracle
-from shieldwall.btard.crypto import make_keypair, tensor_digest
+from shieldwall.btard.crypto import make_keypair, public_key_ok, tensor_digest
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
 from shieldwall.btard.state import load_into, state_file, write_state
@@ -144,12 +144,19 @@ class SwarmNode:
         import hivemind
         from hivemind.p2p import P2P
 
-        from shieldwall.btard.run import build_workload, data_attack, protocol_config
+        from shieldwall.btard.run import (
+            HMAC_ACROSS_PROCESSES,
+            build_workload,
+            data_attack,
+            protocol_config,
+        )
 
         self.cfg, self.opts = cfg, opts
         t, seed = cfg.train_args, cfg.common_args.random_seed
         torch.set_num_threads(cfg.device_args.num_threads or 1)
         self.proto = protocol_config(cfg)
+        if self.proto.scheme != "ed25519":
+            raise SwarmError(HMAC_ACROSS_PROCESSES)
         self.dataset, parts, model = build_workload(cfg, torch.device("cpu"))
         ds = self.dataset
         with tempfile.TemporaryDirectory() as tmp:
@@ -244,7 +251,7 @@ class SwarmNode:
         for pid in group:
             if pid not in ring:
                 key = self.transport.ask(pid, "key", timeout=self.opts.phase_timeout)
-                if key is not None:
+                if public_key_ok(self.proto.scheme, key):  # else its messages never verify
                     ring[pid] = key
 
     # ---- state ----------------------------------------------------------------------------
