@@ -1,5 +1,6 @@
-"""Signing keys are remote input too: a malformed announced key silences its peer instead of
-crashing the others, and HMAC (whose "public" key is the secret) stays inside one process."""
+"""Signing keys are remote input too: a malformed announced key bans its peer instead of
+crashing the others, HMAC (whose "public" key is the secret) stays inside one process, and the
+swarm's RSA identity signatures verify only with the signer's own key."""
 
 from __future__ import annotations
 
@@ -55,9 +56,20 @@ def test_hmac_is_refused_when_peers_are_separate_processes() -> None:
         btard_run._build_transport(cfg, 4)
 
 
-def test_the_swarm_refuses_hmac_before_starting_a_dht() -> None:
-    pytest.importorskip("hivemind", reason="the swarm extra (hivemind) is not installed")
-    from shieldwall.btard.swarm.node import SwarmError, SwarmNode, SwarmOptions
+def test_rsa_signatures_of_an_identity_key() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    with pytest.raises(SwarmError, match="hmac"):
-        SwarmNode(make_cfg(attack=None, n=4, signature="hmac"), SwarmOptions())
+    from shieldwall.btard.crypto import rsa_keypair
+
+    key = rsa_keypair(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    other = rsa_keypair(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    sig = key.sign(b"m")
+    assert public_key_ok("rsa", key.public) and verify_signature("rsa", key.public, b"m", sig)
+    assert not verify_signature("rsa", key.public, b"n", sig)
+    assert not verify_signature("rsa", other.public, b"m", sig)
+    assert not verify_signature("rsa", key.public, b"m", sig[:-1] + b"\x00")
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    ed = make_keypair("ed25519", b"s" * 32)
+    for bad in (rsa_keypair(small).public, ed.public, b"\x30" * 300, b"", None):
+        assert not public_key_ok("rsa", bad)
+        assert verify_signature("rsa", bad, b"m", sig) is False

@@ -152,8 +152,10 @@ def _signed_dht(path, initial=()):
 
     from shieldwall.btard.swarm.identity import signed_validator
 
+    from shieldwall.btard.swarm.identity import load_identity
+
     P2P.generate_identity(str(path))
-    validator = signed_validator(path)
+    validator = signed_validator(load_identity(path))
     dht = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"], identity_path=str(path),
                        check_if_identity_free=False, initial_peers=list(initial),
                        record_validators=[validator])
@@ -179,9 +181,9 @@ def test_only_a_peer_itself_can_register_its_identity(tmp_path) -> None:
         tb = HivemindTransport(b, "s", phase_timeout=5.0, max_bytes=4096)
         nodes = [ta, tb]
         node_a = SimpleNamespace(dht=a, opts=SimpleNamespace(prefix="s"), validator=va,
-                                 transport=ta, _unsigned=set())
+                                 transport=ta, _unsigned=set(), _public={})
         node_b = SimpleNamespace(dht=b, opts=SimpleNamespace(prefix="s"), validator=vb,
-                                 transport=tb, _unsigned=set())
+                                 transport=tb, _unsigned=set(), _public={})
         node_a._owner, node_b._owner = va.local_public_key, vb.local_public_key
         SwarmNode._store(node_a, "step.3", 1.5)
         expire = get_dht_time() + 600
@@ -197,6 +199,20 @@ def test_only_a_peer_itself_can_register_its_identity(tmp_path) -> None:
             assert reader.transport.rejected["unsigned record"] == 1
         SwarmNode._read(node_b, "step.3")  # a record read again is not counted again
         assert tb.rejected["unsigned record"] == 1
+        # a's protocol key is the one its registration was signed with: it hashes to a's peer
+        # id, and a's protocol signatures (same identity key) verify with it
+        from shieldwall.btard.crypto import rsa_keypair, verify_signature
+        from shieldwall.btard.swarm.identity import load_identity, peer_id_of
+
+        public = node_b._public[ta.pid]
+        assert peer_id_of(public) == a.peer_id.to_base58() and list(node_b._public) == [ta.pid]
+        key_a = rsa_keypair(load_identity(tmp_path / "a.key"))
+        assert key_a.public == public
+        assert verify_signature("rsa", public, b"evidence", key_a.sign(b"evidence"))
+        ring = {tb.pid: b"mine"}
+        node_b.peer = SimpleNamespace(keyring=ring)
+        SwarmNode._keys(node_b, {ta.pid: a.peer_id, 12345: a.peer_id})  # 12345: never registered
+        assert ring == {tb.pid: b"mine", ta.pid: public}
     finally:
         for t in nodes:
             t.close()

@@ -10,7 +10,10 @@ r"""Commitments, signatures and the multi-party random number generator (MPRNG).
   ``cryptography`` package; real public-key signatures) and ``hmac`` (HMAC-SHA256 whose
   verification key is the signing key: the same protocol behaviour at a fraction of the cost,
   for simulations only, since anyone holding the key ring could forge). ``auto`` picks
-  ``ed25519`` when it is installed.
+  ``ed25519`` when it is installed. ``rsa`` (PKCS#1 v1.5, SHA-256; the public key is DER
+  SubjectPublicKeyInfo) is what the hivemind swarm uses: there the signing key is the peer's
+  libp2p identity key, whose hash *is* its peer id, so a peer cannot show different keys to
+  different peers (:func:`rsa_keypair`).
 * **MPRNG** (Sec. 3, the multi-party random number generator): commit–reveal.
   Each peer draws a secret :math:`r_i`, broadcasts :math:`c_i = \mathrm{sha256}(r_i)` at the start
   of the round and reveals :math:`r_i` only after every aggregator has committed to its result;
@@ -38,6 +41,7 @@ __all__ = [
     "digest",
     "KeyPair",
     "make_keypair",
+    "rsa_keypair",
     "public_key_ok",
     "verify_signature",
     "resolve_scheme",
@@ -146,7 +150,7 @@ class KeyPair:
     """A peer's signing key and the public key it announces.
 
     Attributes:
-        scheme: ``ed25519`` or ``hmac``.
+        scheme: ``ed25519``, ``hmac`` or ``rsa``.
         public: bytes every peer uses to verify this peer's signatures.
     """
 
@@ -157,7 +161,21 @@ class KeyPair:
     def sign(self, message: bytes) -> bytes:
         if self.scheme == "ed25519":
             return self._private.sign(message)
+        if self.scheme == "rsa":
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import padding
+
+            return self._private.sign(message, padding.PKCS1v15(), hashes.SHA256())
         return hmac.new(self._private, message, hashlib.sha256).digest()
+
+
+def rsa_keypair(private: Any) -> KeyPair:
+    """The ``rsa`` key pair of a ``cryptography`` RSA private key (a libp2p identity's)."""
+    from cryptography.hazmat.primitives import serialization
+
+    public = private.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    return KeyPair("rsa", public, private)
 
 
 def make_keypair(scheme: str, seed: bytes | None = None) -> KeyPair:
@@ -179,11 +197,27 @@ def make_keypair(scheme: str, seed: bytes | None = None) -> KeyPair:
 
 
 _ED25519_CACHE: dict[bytes, Any] = {}
+_RSA_CACHE: dict[bytes, Any] = {}
+
+
+def _rsa_public(public: bytes) -> Any:
+    """The RSA public key of DER bytes, or ``None`` (not RSA, under 2048 bits, garbage)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    try:
+        key = serialization.load_der_public_key(public)
+    except Exception:  # noqa: BLE001 - garbage is no key
+        return None
+    return key if isinstance(key, rsa.RSAPublicKey) and 2048 <= key.key_size <= 8192 else None
 
 
 def public_key_ok(scheme: str, public: Any) -> bool:
-    """Whether ``public`` can be a key of ``scheme`` (32 bytes for both; an Ed25519 key must
-    also decode). A peer announcing anything else is treated as having announced no key."""
+    """Whether ``public`` can be a key of ``scheme`` (32 bytes for ``ed25519`` and ``hmac``, and
+    an Ed25519 key must decode; a DER RSA key of 2048–8192 bits for ``rsa``). A peer announcing
+    anything else is treated as having announced no key."""
+    if scheme == "rsa":
+        return type(public) is bytes and len(public) <= 2048 and _rsa_public(public) is not None
     if type(public) is not bytes or len(public) != 32:
         return False
     if scheme == "ed25519":
@@ -215,6 +249,23 @@ def verify_signature(scheme: str, public: bytes, message: bytes, signature: byte
         try:
             key.verify(signature, message)
         except InvalidSignature:
+            return False
+        return True
+    if scheme == "rsa":
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        key = _RSA_CACHE.get(public)
+        if key is None:
+            if not public_key_ok(scheme, public):
+                return False
+            if len(_RSA_CACHE) >= 65536:
+                _RSA_CACHE.clear()
+            key = _RSA_CACHE[public] = _rsa_public(public)
+        try:
+            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        except (InvalidSignature, ValueError):
             return False
         return True
     expected = hmac.new(public, message, hashlib.sha256).digest()

@@ -12,6 +12,12 @@ or reads one (an unsigned or wrongly signed record is dropped), so a Byzantine p
 register another identity — an absent peer, which the group would then count silent and ban, or
 a made-up one, which would cost every step a phase timeout. A reader turns the subkey back into
 the peer id with :func:`owner_peer_id` and ignores any other subkey.
+
+The same key signs the protocol's messages (scheme ``rsa`` of :mod:`shieldwall.btard.crypto`),
+and each peer's public key is read from its registration's subkey: a key is bound to its peer
+id by the hash, so a Byzantine peer cannot hand different keys to different peers (which would
+make its signed evidence verify at some peers and not at others, and so frame an honest
+accuser).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IdentityError", "load_identity", "owner_peer_id", "signed_validator"]
+__all__ = ["IdentityError", "load_identity", "owner_peer_id", "owner_public", "peer_id_of",
+           "signed_validator"]
 
 _OWNER = re.compile(rb"\[owner:(ssh-rsa [A-Za-z0-9+/=]+)\]")
 
@@ -31,11 +38,10 @@ class IdentityError(ValueError):
 
 
 def load_identity(path: str | Path) -> Any:
-    """The RSA private key (hivemind's ``RSAPrivateKey``) of a libp2p identity file."""
+    """The RSA private key (a ``cryptography`` key) of a libp2p identity file."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from hivemind.proto import crypto_pb2
-    from hivemind.utils.crypto import RSAPrivateKey
 
     try:
         proto = crypto_pb2.PrivateKey.FromString(Path(path).read_bytes())
@@ -50,25 +56,40 @@ def load_identity(path: str | Path) -> Any:
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one line
         raise IdentityError(f"identity file {path} is not a libp2p private key "
                             f"({type(e).__name__}); remove it to create one") from None
-    key = RSAPrivateKey.__new__(RSAPrivateKey)
-    key._private_key = raw
-    return key
+    return raw
 
 
-def signed_validator(path: str | Path) -> Any:
-    """hivemind's signature validator holding the identity key of ``path``."""
+def signed_validator(private: Any) -> Any:
+    """hivemind's signature validator signing with ``private`` (an identity's RSA key)."""
     from hivemind.dht.crypto import RSASignatureValidator
+    from hivemind.utils.crypto import RSAPrivateKey
 
-    return RSASignatureValidator(load_identity(path))
+    key = RSAPrivateKey.__new__(RSAPrivateKey)  # hivemind's wrapper around the same key
+    key._private_key = private
+    return RSASignatureValidator(key)
+
+
+def peer_id_of(public: bytes) -> str:
+    """The base58 libp2p peer id of an RSA public key (DER SubjectPublicKeyInfo): the SHA-256
+    multihash (code 0x12, length 32) of the protobuf-encoded key."""
+    from hivemind.p2p import PeerID
+    from hivemind.proto import crypto_pb2
+
+    encoded = crypto_pb2.PublicKey(key_type=crypto_pb2.RSA, data=public).SerializeToString()
+    return PeerID(b"\x12\x20" + hashlib.sha256(encoded).digest()).to_base58()
 
 
 def owner_peer_id(subkey: Any) -> str | None:
     """The base58 libp2p peer id an ``[owner:<ssh-rsa key>]`` subkey names; ``None`` for any
     other subkey (a plain string, garbage, a key that is not RSA)."""
+    public = owner_public(subkey)
+    return None if public is None else peer_id_of(public)
+
+
+def owner_public(subkey: Any) -> bytes | None:
+    """The RSA public key (DER) of an ``[owner:<ssh-rsa key>]`` subkey; ``None`` otherwise."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from hivemind.p2p import PeerID
-    from hivemind.proto import crypto_pb2
 
     if not isinstance(subkey, bytes) or len(subkey) > 4096:
         return None
@@ -81,8 +102,5 @@ def owner_peer_id(subkey: Any) -> str | None:
         return None
     if not isinstance(public, rsa.RSAPublicKey):
         return None
-    der = public.public_bytes(serialization.Encoding.DER,
-                              serialization.PublicFormat.SubjectPublicKeyInfo)
-    encoded = crypto_pb2.PublicKey(key_type=crypto_pb2.RSA, data=der).SerializeToString()
-    # the multihash of a SHA-256 digest: code 0x12, length 32, digest
-    return PeerID(b"\x12\x20" + hashlib.sha256(encoded).digest()).to_base58()
+    return public.public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -6,8 +6,9 @@ Step ``t`` at a peer (every honest peer runs the same sequence):
    for the next step), signed with its libp2p identity key (:mod:`.identity`: nobody else can
    register it), and reads ``<prefix>.step.<t>``: the group of step ``t`` is every identity
    with a validly signed registration (integer id :func:`~.transport.pid_of` of its libp2p
-   peer id) that is not banned in the ledger. New identities' protocol signing keys are
-   fetched from them over the authenticated libp2p connection.
+   peer id) that is not banned in the ledger. The same identity key signs the protocol's
+   messages, and each member's public key is the one its registration names: it hashes to its
+   peer id, so nobody can show different keys to different peers.
 2. *Publish.* It serves the state it starts the step from — parameters, optimizer state, step,
    ledger (bans, silences), the group — and its hash :func:`state_hash`.
 3. *Protocol.* :func:`~shieldwall.btard.protocol.run_step` over
@@ -26,6 +27,7 @@ exactly then can be seen by some peers and not others.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -43,11 +45,17 @@ from shieldwall.algorithms.base import ClientData, evaluate
 from shieldwall.algorithms.ps_sgd import PSSGD
 from shieldwall.btard.byzantine import Byzantine
 from shieldwall.btard.common import GradientOracle
-from shieldwall.btard.crypto import make_keypair, public_key_ok, tensor_digest
+from shieldwall.btard.crypto import rsa_keypair, tensor_digest
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
 from shieldwall.btard.state import load_into, state_file, write_state
-from shieldwall.btard.swarm.identity import IdentityError, owner_peer_id, signed_validator
+from shieldwall.btard.swarm.identity import (
+    IdentityError,
+    load_identity,
+    owner_public,
+    peer_id_of,
+    signed_validator,
+)
 from shieldwall.btard.swarm.transport import HivemindTransport, pid_of
 from shieldwall.btard.wire import from_bytes, to_bytes
 from shieldwall.config import ExperimentConfig
@@ -144,19 +152,13 @@ class SwarmNode:
         import hivemind
         from hivemind.p2p import P2P
 
-        from shieldwall.btard.run import (
-            HMAC_ACROSS_PROCESSES,
-            build_workload,
-            data_attack,
-            protocol_config,
-        )
+        from shieldwall.btard.run import build_workload, data_attack, protocol_config
 
         self.cfg, self.opts = cfg, opts
         t, seed = cfg.train_args, cfg.common_args.random_seed
         torch.set_num_threads(cfg.device_args.num_threads or 1)
-        self.proto = protocol_config(cfg)
-        if self.proto.scheme != "ed25519":
-            raise SwarmError(HMAC_ACROSS_PROCESSES)
+        # messages are signed with the libp2p identity key, whatever btard_args.signature says
+        self.proto = dataclasses.replace(protocol_config(cfg), scheme="rsa")
         self.dataset, parts, model = build_workload(cfg, torch.device("cpu"))
         ds = self.dataset
         with tempfile.TemporaryDirectory() as tmp:
@@ -168,9 +170,12 @@ class SwarmNode:
                 except OSError as e:
                     raise SwarmError(f"cannot create identity file {path}: {e}") from None
             try:
-                self.validator = signed_validator(path)
+                private = load_identity(path)
             except IdentityError as e:
                 raise SwarmError(str(e)) from None
+            self.validator = signed_validator(private)
+            self.key = rsa_keypair(private)  # signs DHT records and protocol messages alike
+            self._public: dict[int, bytes] = {}  # pid -> identity key, from its registration
             self.dht = hivemind.DHT(
                 start=True, host_maddrs=opts.listen, initial_peers=opts.initial_peers,
                 identity_path=path, check_if_identity_free=not fresh,
@@ -184,7 +189,7 @@ class SwarmNode:
             self.dht, opts.prefix, phase_timeout=opts.phase_timeout,
             max_bytes=min(64 << 20, 4 * vector_bytes + (1 << 20)))
         self.pid = tr.pid
-        if owner_peer_id(self._owner) != tr.peer_id:  # the key that signs is the libp2p key
+        if peer_id_of(self.key.public) != tr.peer_id:  # the key that signs is the libp2p key
             self.close()
             raise SwarmError(f"the DHT signing key does not match peer id {tr.peer_id}")
         a = cfg.attack_args
@@ -196,7 +201,6 @@ class SwarmNode:
         poison = data_attack({self.pid: byz} if byz is not None else {}, ds.num_classes)
         self.oracle = GradientOracle(PSSGD(t, model, torch.device("cpu")),
                                      _Shards(list(parts.values())), seed, poison)
-        self.key = make_keypair(self.proto.scheme, os.urandom(32))
         self.peer = Peer(self.pid, self.proto, self.oracle, self.key, {self.pid: self.key.public},
                          os.urandom(32), self.oracle.algorithm.flat.vector(),
                          PSSGD(t, model, torch.device("cpu")), byz)
@@ -206,7 +210,7 @@ class SwarmNode:
         self._served: tuple[bytes, bytes] = (b"", b"")  # (hash reply, state bytes)
         self._unsigned: set[tuple[str, str]] = set()  # unsigned DHT records seen (counted)
         self.bad_servers: list[int] = []  # peers that served a state not matching the majority
-        tr.handlers.update({"key": lambda: self.key.public, "hash": lambda: self._served[0],
+        tr.handlers.update({"hash": lambda: self._served[0],
                             "state": lambda: self._served[1]})
 
     # ---- DHT membership -------------------------------------------------------------------
@@ -222,19 +226,24 @@ class SwarmNode:
                        subkey=self._owner)
 
     def _read(self, key: str) -> dict[str, Any]:
-        """``{peer id: value}`` of the signed records under ``key`` (other subkeys ignored)."""
+        """``{peer id: value}`` of the signed records under ``key`` (other subkeys ignored);
+        each signer's public key goes to the protocol's key ring source ``_public``."""
         got = self.dht.get(f"{self.opts.prefix}.{key}", latest=True)
         if got is None or not isinstance(got.value, dict):
             return {}
         out = {}
         for subkey, item in got.value.items():
-            peer_id = owner_peer_id(subkey)
-            if peer_id is None:  # counted once with the dropped messages, never logged
+            public = owner_public(subkey)
+            if public is None:  # counted once with the dropped messages, never logged
                 seen = (key, repr(subkey)[:256])
                 if seen not in self._unsigned and len(self._unsigned) < 4096:
                     self._unsigned.add(seen)
                     self.transport.rejected["unsigned record"] += 1
                 continue
+            peer_id = peer_id_of(public)
+            if len(self._public) >= 65536:  # a flood of identities: forget, read again later
+                self._public.clear()
+            self._public[pid_of(peer_id)] = public  # its protocol key: bound to it by the hash
             out[peer_id] = item.value
         return out
 
@@ -246,13 +255,12 @@ class SwarmNode:
         return {p: i for p, i in out.items() if p not in self.ledger.banned}
 
     def _keys(self, group: dict[int, Any]) -> None:
+        """Members' protocol keys: the identity keys their registrations were signed with."""
         ring = self.peer.keyring
         self.transport.ids.update(group)
         for pid in group:
-            if pid not in ring:
-                key = self.transport.ask(pid, "key", timeout=self.opts.phase_timeout)
-                if public_key_ok(self.proto.scheme, key):  # else its messages never verify
-                    ring[pid] = key
+            if pid not in ring and pid in self._public:
+                ring[pid] = self._public[pid]
 
     # ---- state ----------------------------------------------------------------------------
     def _state(self, group: tuple[int, ...]) -> dict[str, Any]:
