@@ -345,7 +345,8 @@ class BTARDArgs:
     """A recomputed gradient may differ from the committed one by this relative L2 error."""
     signature: str = choice("auto", "auto", "ed25519", "hmac")
     """Message signatures: ``ed25519`` (needs the ``cryptography`` package), ``hmac`` (fast,
-    simulation only), ``auto`` (ed25519 when installed)."""
+    in-process simulation only: refused under torch.distributed), ``auto`` (ed25519 when
+    installed). The hivemind swarm ignores it and signs with each peer's libp2p identity key."""
     measure_bytes: bool = False
     """Simulator: serialise every message to count exact bytes (slower)."""
     save_steps: list[int] = field(default_factory=list)
