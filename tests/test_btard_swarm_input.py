@@ -150,9 +150,7 @@ def test_messages_for_steps_whose_group_is_unknown_have_a_byte_budget(pair) -> N
 def _signed_dht(path, initial=()):
     from hivemind.p2p import P2P
 
-    from shieldwall.btard.swarm.identity import signed_validator
-
-    from shieldwall.btard.swarm.identity import load_identity
+    from shieldwall.btard.swarm.identity import load_identity, signed_validator
 
     P2P.generate_identity(str(path))
     validator = signed_validator(load_identity(path))

@@ -124,3 +124,27 @@ def test_byzshield_names_and_errors() -> None:
         resolve_setup(args_from_byzshield({"err_mode": "label_flip"}), 15)
     with pytest.raises(ConfigError, match="group-size"):
         args_from_byzshield({"group-sise": 3})
+
+
+def test_cluster_step_survives_files_without_any_replica() -> None:
+    # ByzShield's MOLS K=15, r=3, q=6 with the median: f = c_max = 12 and F = 25 = 2f + 1, so a
+    # file whose three workers all sent rejected frames (NaN rows) leaves too few files for f=12
+    from shieldwall.aggregators import aggregate
+    from shieldwall.config.schema import RedundancyArgs
+    from shieldwall.redundancy.driver import cluster_step
+    from shieldwall.redundancy.training import _vote
+
+    setup = resolve_setup(RedundancyArgs(enable=True, approach="mols", group_size=3,
+                                         worker_fail=6), 15)
+    p = setup.placement
+    assert (p.num_files, setup.f, setup.aggregator) == (25, 12, "median")
+    files = torch.randn(p.num_files, 5, generator=torch.Generator().manual_seed(0))
+    rows = files[torch.tensor(p.files_of_worker)].clone()  # (K, l, d) honest rows
+    rows[p.replica_workers[0]] = float("nan")  # every replica of file 0 rejected or lost
+    agg, voted, _, _, missing = cluster_step(
+        setup, rows, torch.zeros(5), step=0, seed=0, rtol=1e-5, atol=1e-8,
+        attack_at_ps=False, adversaries=[], vote=_vote,
+    )
+    keep = torch.isfinite(voted).all(dim=1)
+    assert missing == int((~keep).sum()) >= 1 and not bool(keep[0])
+    assert torch.equal(agg, aggregate("median", voted[keep], 0).vector)  # f changes no median

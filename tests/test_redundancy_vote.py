@@ -98,6 +98,19 @@ def test_nan_and_inf_liars():
     assert torch.equal(res.voted[0], inf)
 
 
+def test_fallback_median_leaves_lost_replicas_out():
+    # NaN rows are replicas the PS rejected or never received: not values, not the largest one
+    nan = torch.full((2,), float("nan"))
+    h, liar = torch.tensor([1.0, 1.0]), torch.tensor([50.0, -50.0])
+    res = vote_replicas(torch.stack([h, h, liar, nan]).unsqueeze(0))  # r = 4, 2 < r′ = 3
+    assert not bool(res.has_majority[0]) and torch.equal(res.voted[0], h)
+    res = vote_replicas(torch.stack([h, liar, nan]).unsqueeze(0))  # the midpoint, not the max
+    assert torch.equal(res.voted[0], torch.tensor([25.5, -24.5]))
+    for reps in ([h, nan, nan], [nan, h]):  # one replica arrived: the file keeps its value
+        assert torch.equal(vote_replicas(torch.stack(reps).unsqueeze(0)).voted[0], h)
+    assert bool(vote_replicas(torch.stack([nan, nan, nan]).unsqueeze(0)).voted.isnan().all())
+
+
 def test_majority_of_liars_wins_which_is_what_c_max_counts():
     p = build_placement("mols", 15, 3)
     files, grads = _honest(p)
@@ -130,3 +143,19 @@ def test_vectorised_over_many_coordinates():
     res = majority_vote(grads, p)
     assert torch.equal(res.voted, files)
     assert res.disagreed.sum() == 1
+
+
+def test_liar_within_tolerance_does_not_win_against_an_exact_majority():
+    # replica 0 lies by ~ the whole tolerance on every coordinate: it agrees with the two honest
+    # (bit-identical) copies, so all three have support 3; the exact majority must still win
+    h = torch.randn(64, generator=torch.Generator().manual_seed(0))
+    liar = h + torch.sign(h) * 0.99 * (1e-8 + 1e-5 * h.abs())
+    res = vote_replicas(torch.stack([liar, h, h.clone()]).unsqueeze(0), rtol=1e-5, atol=1e-8)
+    assert torch.equal(res.voted[0], h) and res.winner.tolist() == [1]
+    assert res.majority_size.tolist() == [3] and not bool(res.disagreed.any())
+    # r = 5: a second liar close to the first but not to h gives the first liar support 5 > 4
+    far = liar + torch.sign(h) * 0.99 * (1e-8 + 1e-5 * liar.abs())
+    res = vote_replicas(torch.stack([liar, far, h, h.clone(), h.clone()]).unsqueeze(0),
+                        rtol=1e-5, atol=1e-8)
+    assert torch.equal(res.voted[0], h) and res.winner.tolist() == [2]
+    assert res.disagreed.tolist() == [[False, True, False, False, False]]

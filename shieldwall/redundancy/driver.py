@@ -44,9 +44,12 @@ def cluster_step(
     """The PS's work on the workers' ``(K, l, d)`` rows.
 
     Returns the aggregate, the ``(F, d)`` voted gradients, the files won by the adversaries, the
-    files without a majority and the files left out (no replica arrived).
+    files without a majority and the files left out (no replica arrived). When the files left
+    are too few for the aggregator with ``setup.f`` (e.g. the median with F = 2f + 1), it runs
+    with the largest f it accepts on them; with none, the step's aggregate is zero.
     """
     from shieldwall.aggregators import aggregate
+    from shieldwall.algorithms.defense import Defense
     from shieldwall.attacks import ATTACKS, AttackContext
 
     p = setup.placement
@@ -76,7 +79,16 @@ def cluster_step(
     if missing == p.num_files:
         return torch.zeros_like(params), voted, won, fallback, missing
     kept = voted if missing == 0 else voted[keep]
-    result = aggregate(setup.aggregator, kept, setup.f)
+    f = setup.f
+    if missing:  # lost or rejected replicas (a Byzantine worker's choice) must not crash the PS
+        f = Defense(setup.aggregator).largest_f(int(kept.shape[0]), f)
+        if f < setup.f:
+            log.warning("step %d: %s cannot run on the %d files left with f=%d; %s", step,
+                        setup.aggregator, int(kept.shape[0]), setup.f,
+                        f"using f={f}, its largest" if f >= 0 else "skipping the step")
+        if f < 0:
+            return torch.zeros_like(params), voted, won, fallback, missing
+    result = aggregate(setup.aggregator, kept, f)
     return result.vector, voted, won, fallback, missing
 
 

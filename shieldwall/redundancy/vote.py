@@ -7,12 +7,18 @@ with nothing, equal infinities agree). The support of a replica is the number of
 replicas it agrees with, itself included.
 
 * **Majority**: if some replica has support > r/2 (at least r′ = ⌊r/2⌋ + 1), the file's voted
-  gradient is the value of the replica with the largest support (lowest replica index on ties).
+  gradient is the value of the replica with the largest support. A value that r′ replicas sent
+  bit for bit wins first (honest replicas are one deterministic computation, as DETOX's and
+  ByzShield's exact-equality vote assumes): a liar's row within the tolerance of the honest one
+  agrees with every replica and would otherwise win a tie of supports by its replica index.
+  Remaining ties go to the replica with more exact copies, then to the lowest replica index.
   Its value is returned as sent, not averaged with its supporters.
 * **Fallback** (no strict majority: ties such as 1–1 for r = 2 or 2–2 for r = 4, or all replicas
-  different): the coordinate-wise median of the r replicas — the middle value for odd r, the mean
-  of the two middle values for even r. With ≥ r′ honest replicas this never happens, so the
-  fallback only matters when the adversaries split a file's vote.
+  different): the coordinate-wise median of the replicas — the middle value for an odd count,
+  the mean of the two middle values for an even one. NaN (a rejected or lost replica) is left
+  out, not sorted as the largest value; a coordinate with no value left is NaN (the file is then
+  left out of the aggregation). With ≥ r′ honest replicas this never happens, so the fallback
+  only matters when the adversaries split a file's vote or replicas are lost.
 
 Comparison is by value only, never by object identity. The work is vectorised over files and
 coordinates; the loop runs over the r(r − 1)/2 replica pairs.
@@ -102,11 +108,13 @@ def gather_replicas(grads: Tensor, placement: Placement) -> Tensor:
 
 
 def _coordinate_median(replicas: Tensor) -> Tensor:
-    r = replicas.shape[1]
-    ordered = replicas.sort(dim=1).values
-    if r % 2:
-        return ordered[:, r // 2]
-    return 0.5 * (ordered[:, r // 2 - 1] + ordered[:, r // 2])
+    """``(F, r, d) → (F, d)`` median over the replicas, NaN left out (module docstring)."""
+    ordered = replicas.sort(dim=1).values  # NaN sorts last
+    count = (~replicas.isnan()).sum(dim=1, keepdim=True)  # (F, 1, d) values per coordinate
+    low = ordered.gather(1, ((count - 1).clamp(min=0)) // 2).squeeze(1)
+    high = ordered.gather(1, (count // 2).clamp(max=replicas.shape[1] - 1)).squeeze(1)
+    median = 0.5 * (low + high)
+    return torch.where(count.squeeze(1) > 0, median, torch.full_like(median, float("nan")))
 
 
 def vote_replicas(replicas: Tensor, *, rtol: float = 1e-5, atol: float = 1e-8) -> VoteResult:
@@ -115,22 +123,30 @@ def vote_replicas(replicas: Tensor, *, rtol: float = 1e-5, atol: float = 1e-8) -
         raise ValueError(f"replicas must be (F, r, d) with r ≥ 1, got {tuple(replicas.shape)}")
     nf, r, _ = replicas.shape
     agree = torch.eye(r, dtype=torch.bool).expand(nf, r, r).clone()  # (F, r, r)
+    exact = agree.clone()  # bit-for-bit equal values (by ==: -0.0 equals 0.0)
     for i in range(r):
         for j in range(i + 1, r):
             a_ij = replicas_agree(replicas[:, i], replicas[:, j], rtol=rtol, atol=atol)
             agree[:, i, j] = a_ij
             agree[:, j, i] = a_ij
+            e_ij = (replicas[:, i] == replicas[:, j]).all(dim=-1)
+            exact[:, i, j] = e_ij
+            exact[:, j, i] = e_ij
     # a NaN replica does not even agree with itself
     agree[:, torch.arange(r), torch.arange(r)] = replicas_agree(
         replicas, replicas, rtol=rtol, atol=atol
     )
+    exact &= agree[:, torch.arange(r), torch.arange(r)].unsqueeze(2)
     support = agree.sum(dim=2)  # (F, r)
-    # the largest support, lowest index first: argmax of support·r + (r − 1 − index)
-    score = support * r + (r - 1 - torch.arange(r))
+    copies = exact.sum(dim=2)  # (F, r): replicas holding exactly this value, itself included
+    need = majority_threshold(r)
+    # lexicographic: an exact majority, the largest support, most exact copies, lowest index
+    key = (copies >= need).long() * (r + 1) ** 2 + support * (r + 1) + copies
+    score = key * r + (r - 1 - torch.arange(r))
     ref = score.argmax(dim=1)
     files = torch.arange(nf)
     size = support[files, ref]
-    has_majority = size >= majority_threshold(r)
+    has_majority = size >= need
     voted = replicas[files, ref]
     if not bool(has_majority.all()):
         fallback = ~has_majority
