@@ -330,6 +330,24 @@ def test_rejected_rows_do_not_count_toward_the_quorum(server):
     assert list(res.rejected) == [1]
 
 
+def test_a_quorum_waits_for_the_rows_the_defense_needs(server):
+    # quorum 1, but the defense needs 3 rows for its f (the plan's min_accepted): one fast
+    # (e.g. Byzantine) row does not close the round
+    rt = server(quorum=1, quorum_timeout=0.2, round_timeout=10.0)
+    conns = [connect(rt, k) for k in (1, 2, 3)]
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(rt.run_clients, torch.zeros(DIM), RoundPlan(0, (0, 1, 2),
+                                                                      min_accepted=3))
+    tasks = [fetch_round(c) for c in conns]
+    assert answer(conns[0], tasks[0], torch.full((DIM,), 5.0))["accepted"]
+    time.sleep(1.0)
+    assert not future.done()
+    for c, t in zip(conns[1:], tasks[1:]):
+        assert answer(c, t, torch.ones(DIM))["accepted"]
+    assert future.result(timeout=10).rejected == {}
+    pool.shutdown()
+
+
 def test_a_silent_client_is_written_off_after_one_adaptive_deadline(server, monkeypatch, caplog):
     from shieldwall.runtime.net import hub
 
@@ -470,6 +488,40 @@ def test_hello_fields_are_bounded_and_calls_per_client_capped(server):
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert [p.result(timeout=10) for p in polls] == [Kind.WAIT] * 4
     pool.shutdown()
+
+
+def test_calls_that_never_send_their_message_hold_no_worker_thread(server):
+    # gRPC reads a unary request in a worker thread before the handler runs, with no deadline:
+    # calls opened without their message used to hold every thread, then every RPC slot, before
+    # any credential was checked (honest joins then timed out, then were RESOURCE_EXHAUSTED)
+    from shieldwall.runtime.net.hub import MAX_CALLS_PER_CLIENT
+
+    rt = server(ids=(1, 2), tokens={1: "one", 2: "two"})
+    channel = grpc.insecure_channel(f"127.0.0.1:{rt.port}")
+    release = threading.Event()
+
+    def silent() -> Iterator[bytes]:  # opens the call, never sends a message
+        release.wait(30)
+        yield from ()
+
+    def open_calls(method: str, count: int, metadata=()) -> list[grpc.Future]:
+        call = channel.stream_unary(f"/{wire.SERVICE}/{method}")
+        return [call.future(silent(), metadata=metadata) for _ in range(count)]
+
+    try:
+        strangers = open_calls(wire.JOIN, 30) + open_calls(wire.FETCH, 30)
+        for call in strangers:  # refused at once, not after the message that never comes
+            assert call.exception(timeout=10).code() == grpc.StatusCode.UNAUTHENTICATED
+        rogue = open_calls(wire.JOIN, 10, ((wire.META_CLIENT, "2"), (wire.META_TOKEN, "two")))
+        time.sleep(0.5)
+        refused = [c for c in rogue if c.done()]
+        assert len(refused) == 10 - MAX_CALLS_PER_CLIENT  # its calls beyond its cap
+        assert all(c.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in refused)
+        conn = Connection(client_settings(rt), 1, "one")
+        assert conn.join("honest", timeout=5.0)["dim"] == DIM  # not starved by either
+    finally:
+        release.set()
+        channel.close()
 
 
 def test_a_row_that_never_finishes_neither_holds_the_server_nor_loops(server):

@@ -112,3 +112,15 @@ def test_after_a_filter_f_is_lowered_only_to_what_the_rule_can_run(caplog):
     assert torch.equal(out.vector, torch.zeros(2))
     lowered = [r.message for r in caplog.records if "using f=2" in r.message]
     assert len(lowered) == 1, caplog.text  # logged once
+
+
+def test_the_plan_asks_a_quorum_for_the_rows_the_rule_needs_for_f():
+    # a quorum closes a round on the rows that came first, the Byzantine ones (which need not
+    # compute) among them: fewer than the rule needs for f would have f lowered on rows that
+    # may be mostly Byzantine (7 clients, f = 2, Krum, quorum 3: the aggregate was theirs)
+    rows = torch.ones(7, 1)
+    expected = {"krum": 7, "median": 5, "trimmed_mean": 5, "mean": 2}
+    for rule, floor in expected.items():
+        srv = server(rows, lost=set(), rule=rule, f=2)
+        assert srv.plan(0).min_accepted == floor, rule
+    assert server(torch.ones(4, 1), set(), "krum", f=2).plan(0).min_accepted == 4  # all

@@ -164,6 +164,14 @@ def test_grpc_round_headers_with_any_field_values_are_judged(change):
                                                      4 if "32" in rnd.dtype else 8)
 
 
+@pytest.mark.parametrize("shape", [[0, 10**30], [0, 2**62], [10**30, 0, 10**30]])
+def test_an_empty_shape_with_a_huge_dimension_is_a_reason_not_an_exception(shape):
+    # 0 values, 0 bytes: every size check passed, then torch.empty raised (TypeError)
+    head = upload_header(shape=shape, nbytes=0)
+    answer = read_row(head, iter([]), DIM, torch.float32, MAX_NORM, CAP)
+    assert answer.row is None and "too large" in str(answer.reason)
+
+
 def test_the_honest_upload_is_accepted_and_a_sample_claim_above_the_shard_is_not():
     row = net_wire.tensor_bytes(torch.ones(DIM))
     ok = read_row(upload_header(), iter([net_wire.encode(Kind.CHUNK, None, row)]), DIM,

@@ -112,6 +112,7 @@ class Server:
         self.seed = seed
         self.max_update_norm = max_update_norm
         self._f_lowered = False
+        self._min_rows: dict[int, int] = {}
 
     def plan(self, round: int) -> RoundPlan:
         if self.clients_per_round >= self.num_clients:
@@ -121,7 +122,26 @@ class Server:
             chosen = rng.choice(self.num_clients, size=self.clients_per_round, replace=False)
             ids = tuple(sorted(int(c) for c in chosen))
         poisoned = self.adversary.poisoned(round, ids) if self.adversary else frozenset()
-        return RoundPlan(round, ids, poisoned)
+        return RoundPlan(round, ids, poisoned, min_accepted=self.min_rows(len(ids)))
+
+    def min_rows(self, n: int) -> int:
+        """The fewest of ``n`` rows on which the defense tolerates the full ``f`` (``n`` if
+        none). A round a quorum closes early waits for that many accepted rows: the rows it
+        closes on are those that came first, the Byzantine ones included (they need not
+        compute), so with fewer the defense would run with ``f`` lowered on rows that may be
+        mostly Byzantine."""
+        if n not in self._min_rows:
+            low, high = 1, n  # largest_f grows with the number of rows: bisect
+            if self.defense.largest_f(n, self.f) < self.f:
+                low = n
+            while low < high:
+                mid = (low + high) // 2
+                if self.defense.largest_f(mid, self.f) >= self.f:
+                    high = mid
+                else:
+                    low = mid + 1
+            self._min_rows[n] = low
+        return self._min_rows[n]
 
     def round(self, params: Tensor, round: int) -> tuple[Tensor, RoundRecord]:
         plan = self.plan(round)

@@ -64,11 +64,15 @@ class RoundPlan:
         round: 0-based round (or step) index.
         client_ids: the clients taking part, in row order.
         poisoned_ids: clients whose local data the data attack corrupts this round.
+        min_accepted: the fewest accepted rows on which the defense tolerates its full ``f``;
+            a runtime that may close a round before every client answered (a quorum) waits
+            for at least this many (0: no floor).
     """
 
     round: int
     client_ids: tuple[int, ...]
     poisoned_ids: frozenset[int] = frozenset()
+    min_accepted: int = 0
 
 
 @dataclass

@@ -5,6 +5,11 @@ Rules (frames in :mod:`.wire`):
 * **Authentication.** Every call names its client id and token in metadata. An id not in
   ``client_id_list`` or a wrong token is refused (``UNAUTHENTICATED``) and logged; under mutual
   TLS the client certificate's common name must also be ``client-K`` for the claimed id ``K``.
+  Every method is served as request-*streaming* (the wire is the same for the clients' unary
+  calls), so that a handler authenticates the call and counts it against
+  :data:`MAX_CALLS_PER_CLIENT` *before* any request message is read: gRPC reads a unary
+  request in a worker thread before the handler runs, with no deadline, so a peer that opens
+  calls and never sends their message would hold every worker thread and RPC slot.
 * **Sessions.** ``Join`` opens a session. A second process claiming a client whose session was
   active within :data:`SESSION_TTL` seconds is a duplicate: refused (``ALREADY_EXISTS``) and
   logged. ``Fetch``/``Upload`` with any other than the current session are refused
@@ -21,7 +26,9 @@ Rules (frames in :mod:`.wire`):
 
   1. every client of the round has answered (accepted or rejected);
   2. ``quorum`` *accepted* rows are in and ``quorum_timeout`` seconds have passed (a rejected
-     row never counts toward the quorum, so garbage cannot close a round early);
+     row never counts toward the quorum, so garbage cannot close a round early; the quorum is
+     raised to the plan's ``min_accepted``, the rows on which the defense tolerates ``f``, so
+     that fast Byzantine rows cannot be most of those a quorum closes on);
   3. every client still *expected* has answered and at least one row was accepted: a client
      that sent nothing in its previous round and has not called the server since is written
      off (not waited for) until it calls again (a client that is merely slow to connect at the
@@ -130,14 +137,15 @@ class Hub:
         self.bytes_in = 0
         self.bytes_out = 0
         self.poll = POLL_SECONDS
+        self._quorum_raised = False  # warned once that comm_args.quorum was raised
 
     # ---------------------------------------------------------------- gRPC side
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
             wire.SERVICE,
             {
-                wire.JOIN: grpc.unary_unary_rpc_method_handler(self.join),
-                wire.FETCH: grpc.unary_stream_rpc_method_handler(self.fetch),
+                wire.JOIN: grpc.stream_unary_rpc_method_handler(self.join),
+                wire.FETCH: grpc.stream_stream_rpc_method_handler(self.fetch),
                 wire.UPLOAD: grpc.stream_unary_rpc_method_handler(self.upload),
             },
         )
@@ -190,11 +198,11 @@ class Hub:
         with self.cond:
             self.calls[client] -= 1
 
-    def join(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        client, _ = self._enter(context, session=False)
+    def join(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        client, _ = self._enter(context, session=False)  # before reading: see module docstring
         try:
             try:
-                hello = wire.decode(request, Kind.HELLO).header
+                hello = wire.decode(next(requests, b""), Kind.HELLO).header
             except WireError as exc:
                 self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"client {client}: {exc}")
             instance, now = str(hello.get("instance", ""))[:64], time.monotonic()
@@ -224,7 +232,8 @@ class Hub:
         finally:
             self._leave(client)
 
-    def fetch(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def fetch(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        # the FETCH frame carries nothing the server needs: it is never read (module docstring)
         client, s = self._enter(context, session=True)
         assert s is not None
         try:
@@ -375,7 +384,12 @@ class Hub:
         """Block until the round may close (module docstring); close it; say why it closed."""
         s = self.settings
         n = len(r.plan.client_ids)
-        quorum = min(s.quorum or n, n)
+        quorum = min(max(s.quorum or n, r.plan.min_accepted), n)
+        if s.quorum and s.quorum < quorum and not self._quorum_raised:
+            self._quorum_raised = True
+            log.warning("comm_args.quorum=%d is raised to %d: the defense needs that many rows to "
+                        "tolerate its f, and the first rows in may be the Byzantine ones",
+                        s.quorum, quorum)
         noticed = False
         with self.cond:
             while True:

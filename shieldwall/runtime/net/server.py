@@ -25,7 +25,7 @@ from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
 from shieldwall.data.partition import partition_indices
 from shieldwall.runtime.base import RUNTIMES, ClientExecutor, RoundPlan, RoundResults, Runtime
-from shieldwall.runtime.net.hub import Hub
+from shieldwall.runtime.net.hub import MAX_CALLS_PER_CLIENT, Hub
 from shieldwall.runtime.net.settings import NetSettings, client_ids
 
 __all__ = ["GrpcServerRuntime", "server_credentials", "sample_caps"]
@@ -82,12 +82,15 @@ class GrpcServerRuntime(Runtime):
     def __init__(self, settings: NetSettings, dim: int, sample_caps: dict[int, int]) -> None:
         self.settings = settings
         self.hub = Hub(settings, dim, sample_caps)
-        n = len(settings.client_ids)
+        # a thread for every call the clients may hold open at once (MAX_CALLS_PER_CLIENT
+        # each, counted before any message is read), so that no client's calls can starve
+        # another's; calls refused at once (unauthenticated, over the cap) get the spare slots
+        workers = MAX_CALLS_PER_CLIENT * len(settings.client_ids) + 8
         self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=2 * n + 8, thread_name_prefix="sw-grpc"),
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sw-grpc"),
             handlers=(self.hub.handler(),),
             options=[*settings.grpc_options(), ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=4 * n + 16,
+            maximum_concurrent_rpcs=2 * workers,
         )
         creds = server_credentials(settings)
         try:

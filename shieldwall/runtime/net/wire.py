@@ -151,10 +151,11 @@ def tensor_from_bytes(data: bytes | bytearray, dtype_text: str, shape: list[int]
 
 
 def check_shape(shape: Any, limit: int) -> list[int]:
-    """A header's ``shape``: a list of non-negative ints with at most ``limit`` elements."""
+    """A header's ``shape``: a list of non-negative ints with at most ``limit`` elements
+    (each dimension too: ``[0, 10**30]`` holds nothing but is no tensor torch can build)."""
     if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise WireError(f"shape must be a list of non-negative integers, got {shape!r}")
-    if len(shape) > 8 or math.prod(shape) > limit:
+    if len(shape) > 8 or any(s > limit for s in shape) or math.prod(shape) > limit:
         raise WireError(f"shape {tuple(shape)} is too large")
     return shape
 
