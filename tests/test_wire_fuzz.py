@@ -296,3 +296,14 @@ def test_btard_mutated_messages_are_judged(data):
 ])
 def test_btard_plain_data_outside_the_grammar_is_silence(plain):
     assert btard_wire.decode(plain) is None
+
+
+@pytest.mark.parametrize("change", [{"dtype": "x" * 60000}, {"shape": ["y" * 60000]},
+                                    {"nbytes": "z" * 60000}, {"num_samples": "w" * 60000}])
+def test_a_rejection_quoting_client_text_is_bounded(change):
+    # reasons are logged and kept in metrics.jsonl every round: a 60 KB header field must not
+    # become a 60 KB line per Byzantine client per round
+    from shieldwall.runtime.net.rows import MAX_REASON
+
+    answer = read_row(upload_header(**change), iter([]), DIM, torch.float32, MAX_NORM, CAP)
+    assert answer.row is None and len(answer.reason) <= MAX_REASON + 40

@@ -304,7 +304,7 @@ class Hub:
         with self.cond:
             r, reason = self.current, None
             if r is None or head.get("round") != r.plan.round or head.get("nonce") != r.nonce:
-                reason = (f"stale round {head.get('round')!r} (open: "
+                reason = (f"stale round {repr(head.get('round'))[:40]} (open: "
                           f"{'none' if r is None else r.plan.round})")
             elif r.closed:
                 reason = f"late: round {r.plan.round} is closed"

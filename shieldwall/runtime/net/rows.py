@@ -28,6 +28,10 @@ from shieldwall.runtime.net.wire import Kind, WireError
 __all__ = ["Answer", "read_row"]
 
 
+MAX_REASON = 200
+"""The longest rejection reason kept (longer ones are cut: they quote client input)."""
+
+
 @dataclass
 class Answer:
     """A client's answer to a round: its row, or ``None`` and why it was rejected."""
@@ -36,6 +40,12 @@ class Answer:
     num_samples: float = 0.0
     loss: float = float("nan")
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        # reasons quote what the client sent (a 64 KiB header at most): logged and kept in
+        # metrics.jsonl every round, so they are cut to a bounded length
+        if self.reason is not None and len(self.reason) > MAX_REASON:
+            self.reason = f"{self.reason[:MAX_REASON]}… ({len(self.reason)} characters)"
 
 
 def read_row(
