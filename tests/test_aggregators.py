@@ -121,6 +121,25 @@ def test_geometric_median_exact(select_path):
     close(res, [0.0], atol=1e-5)
 
 
+def test_geometric_median_default_start_on_a_row(select_path):
+    # Rows (0, 0), (1, 0), (2, 0), (0, 1), (0, -1): the coordinate median, the default start, is
+    # row 0, but the unit vectors from it to the other rows sum to (2, 0), longer than row 0's
+    # own weight (1, both times 1/5), so the minimiser is off it, on the x-axis where
+    # v + (1 - v) + (2 - v) + 2 sqrt(1 + v^2) is flat: 2v / sqrt(1 + v^2) = 1, v = 1/sqrt(3).
+    # The smoothed step from a row weighs it by 1/nu and barely moves; the default tolerance
+    # then stopped on the row, (0, 0).
+    x = t([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    gm = AGGREGATORS.get("geometric_median")
+    expected = [1 / math.sqrt(3.0), 0.0]
+    close(gm(x, 1), expected, atol=1e-2)  # the default tol leaves about sqrt(tol) of error
+    close(gm(x, 1, tol=1e-15), expected, atol=1e-6)
+    close(gm(x.float(), 1), torch.tensor(expected).float(), atol=1e-2)
+    # Two rows on the start, whose weight outweighs the others' pull (|(1, 1) - (1, 1)/sqrt 2| /
+    # 5 < 2/5): the start is the geometric median and stays.
+    y = t([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    close(gm(y, 1), [0.0, 0.0])
+
+
 def test_geometric_median_named_starts(select_path):
     # Rows (1, 0), (0, 2), (3, 0); one Weiszfeld step from the origin weighs each row by
     # 1 / |x_i| = 1, 1/2, 1/3: v = ((1, 0) + (0, 1) + (1, 0)) / (11/6) = (12/11, 6/11).

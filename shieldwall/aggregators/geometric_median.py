@@ -29,6 +29,12 @@ step costs one pass over the rows where numba is installed (the new point and it
 every row from each cache-sized block of columns at once), two matrix-vector products otherwise
 (:meth:`~shieldwall.aggregators.base.DistancesToPoint.combine`); no ``(n, d)`` temporary.
 
+A point that sits exactly on rows (the coordinate median often is a row when ``d`` is small)
+takes Vardi and Zhang's step instead of the smoothed one, which would weigh those rows by
+:math:`\alpha_i/\nu` and barely move (the tolerance test then stopped on the row, not at the
+minimiser): it stays when the other rows' pull is no larger than the weight on it, else it steps
+off (Y. Vardi, C.-H. Zhang, PNAS 97, 2000).
+
 Breakdown point 1/2: needs :math:`n \ge 2f + 1`.
 
 Reference: K. Pillutla, S. M. Kakade, Z. Harchaoui, "Robust Aggregation for Federated Learning",
@@ -91,6 +97,24 @@ def _start(updates: Tensor, init: Tensor | str | None, alpha: Tensor) -> Tensor:
     return start.clone()
 
 
+def _off_rows(updates: Tensor, v: Tensor, dist: Tensor, alpha: Tensor, at: Tensor) -> Tensor:
+    r"""Weiszfeld's step from a point ``v`` that coincides with the rows ``at`` (Vardi & Zhang,
+    "The multivariate L1-median and associated data depth", PNAS 97, 2000).
+
+    With :math:`\eta = \sum_{i \in at} \alpha_i`, :math:`w_i = \alpha_i / \|x_i - v\|` over the
+    other rows, :math:`R = \sum_i w_i (x_i - v)` and :math:`r = \|R\|`: ``v`` is the geometric
+    median when :math:`r \le \eta`; otherwise the step is :math:`v + (1 - \eta / r) R / \sum_i w_i`.
+    """
+    eta = float(alpha[at].sum())
+    w = torch.where(at, 0.0, alpha / torch.where(at, 1.0, dist))
+    total = float(w.sum())
+    pull = w.to(updates.dtype) @ updates - total * v
+    r = float(torch.linalg.vector_norm(pull.double()))
+    if r <= eta:
+        return v
+    return v + (1.0 - eta / r) / total * pull
+
+
 @AGGREGATORS.register(
     "geometric_median",
     aliases=("geomed", "rfa", "geo_median"),
@@ -137,9 +161,17 @@ def geometric_median(
     dist = sq_dist(v).sqrt_()
     objective = float(alpha @ dist)
     for _ in range(max_iter):
-        beta = alpha / dist.clamp(min=nu)
-        v, sq = sq_dist.combine(beta / beta.sum())
-        dist = sq.sqrt_()
+        at = dist == 0
+        if bool(at.any()) and not bool(at.all()):
+            # v sits on rows: the smoothed step would weigh them by alpha / nu and barely move,
+            # and the tolerance test would then stop on that row (the default median start is
+            # often a row when d is small).
+            v = _off_rows(updates, v, dist, alpha, at)
+            dist = sq_dist(v).sqrt_()
+        else:
+            beta = alpha / dist.clamp(min=nu)
+            v, sq = sq_dist.combine(beta / beta.sum())
+            dist = sq.sqrt_()
         previous, objective = objective, float(alpha @ dist)
         if tol > 0 and abs(previous - objective) <= tol * objective:
             break
