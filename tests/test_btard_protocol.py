@@ -199,9 +199,11 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path) -> None:
 def test_malformed_messages_never_crash_or_frame_honest_peers() -> None:
     """A peer committing to NaN or wrong-length parts is proven guilty by the aggregators; a
     peer broadcasting garbage is treated as silent. Honest peers are untouched."""
+    import dataclasses
+
     from shieldwall.btard.clip import split_parts
     from shieldwall.btard.crypto import tensor_digest
-    from shieldwall.btard.messages import Accuse, Check, Commit
+    from shieldwall.btard.messages import Accuse, Check
 
     run = build(make_cfg(attack=None, n=6))
     nan_peer, long_peer, garbage_peer = 1, 3, 4
@@ -213,7 +215,9 @@ def test_malformed_messages_never_crash_or_frame_honest_peers() -> None:
             c = original(present, byz_present)
             peer.st.grad = make(peer.st.grad)
             peer.st.parts = split_parts(peer.st.grad, len(present))
-            return Commit(c.round, tuple(tensor_digest(p) for p in peer.st.parts), c.loss)
+            return dataclasses.replace(
+                c, part_hashes=tuple(tensor_digest(p) for p in peer.st.parts)
+            )
 
         peer.commit = commit
 
@@ -288,3 +292,111 @@ def test_a_peer_withholding_its_parts_takes_one_claimant_down_not_all() -> None:
     assert all(run.step(r)[0].step for r in (1, 2))
     active = [run.peers[i].params for i in run.ledger.active]
     assert all(torch.equal(active[0], p) for p in active[1:])
+
+
+@pytest.mark.parametrize("shift", [1e8, 1e12])
+def test_a_huge_aggregate_cannot_widen_its_own_check(shift: float) -> None:
+    """The CenteredClip check's rounding allowance grows with a norm; were it the result's own
+    norm, an aggregator returning its part plus a vector of norm >~ 1e7 tau would pass every
+    check with honest checksums only, so no validator could ever catch it."""
+    import dataclasses
+
+    from shieldwall.btard.crypto import tensor_digest
+
+    run = build(make_cfg(attack=None, n=6, validators=6))
+    bad = 3
+    peer = run.peers[bad]
+    aggregate = peer.aggregate
+
+    def huge(received: dict, commits: dict) -> Any:
+        rc = aggregate(received, commits)
+        v = peer.st.result
+        u = torch.randn(v.numel(), generator=torch.Generator().manual_seed(1))
+        peer.st.result = t = (v.double() + shift * u / u.norm()).to(v.dtype)
+        return dataclasses.replace(rc, result_hash=tensor_digest(t),
+                                   result_norm=float(t.double().norm()))
+
+    peer.aggregate = huge  # type: ignore[method-assign]
+    before = run.peers[0].params.clone()
+    v = run.step(0)[0]
+    assert not v.step and v.banned == {bad: "CenteredClip check failed"}
+    assert torch.equal(run.peers[0].params, before)
+
+
+def test_a_lie_about_a_part_norm_is_proven() -> None:
+    """A sender committing to a wrong norm of a part (to widen its aggregator's check) is
+    caught by the aggregator with its signed part."""
+    import dataclasses
+
+    run = build(make_cfg(attack=None, n=5))
+    bad = 1
+    peer = run.peers[bad]
+    commit = peer.commit
+
+    def inflated(present: tuple[int, ...], byz: list[int]) -> Any:
+        c = commit(present, byz)
+        return dataclasses.replace(c, part_norms=tuple(1e9 for _ in c.part_norms))
+
+    peer.commit = inflated  # type: ignore[method-assign]
+    v = run.step(0)[0]
+    assert v.banned == {bad: "bad_part"} and not v.step
+    assert all(a["proven"] and a["accused"] == bad for a in v.accusations)
+
+def test_an_aggregator_cannot_drop_senders_behind_accusations_the_judge_skips() -> None:
+    """A ``bad_part`` accusation naming another accuser is never examined, so it must not count
+    as accounting for the sender: an aggregator dropping every other part that way is banned."""
+    import dataclasses
+
+    from shieldwall.btard.messages import Accusation
+
+    run = build(make_cfg(attack=None, n=5))
+    bad = 2
+    peer = run.peers[bad]
+    aggregate, accuse = peer.aggregate, peer.accuse
+
+    def only_mine(received: dict, commits: dict) -> Any:
+        rc = aggregate({bad: received[bad]}, commits)  # its own part alone; the rest "missing"
+        return dataclasses.replace(rc, missing=())
+
+    def covering(openings: dict, view: Any) -> Any:
+        msg = accuse(openings, view)
+        ev = peer.st.received[bad]
+        fake = tuple(Accusation("bad_part", 0 if k else 1, k, peer.st.index, (ev,))
+                     for k in view.present if k != bad)
+        return dataclasses.replace(msg, accusations=msg.accusations + fake)
+
+    peer.aggregate, peer.accuse = only_mine, covering  # type: ignore[method-assign]
+    v = run.step(0)[0]
+    assert not v.step and v.banned == {bad: "aggregator did not account for every sender"}
+
+
+def test_huge_ints_in_broadcasts_are_malformed_not_a_crash(tmp_path: Path) -> None:
+    """Well-typed but unbounded ints (solver statistics, an accused id) are silence: logged as
+    they were, they made the metrics writer's json.dumps raise (Python's int->str limit)."""
+    import dataclasses
+
+    from shieldwall.btard.messages import Accusation
+    from shieldwall.btard.run import _loop
+    from shieldwall.btard.transport import InMemoryTransport
+
+    cfg = make_cfg(tmp_path, attack=None, n=4, rounds=3, silence_limit=2)
+    run = build(cfg, InMemoryTransport(range(4), measure=True))  # through the wire codec
+    bad = 2
+    peer = run.peers[bad]
+    aggregate, accuse = peer.aggregate, peer.accuse
+    peer.aggregate = lambda received, commits: dataclasses.replace(  # type: ignore[method-assign]
+        aggregate(received, commits), iterations=10**5000
+    )
+
+    def huge_accused(openings: dict, view: Any) -> Any:
+        msg = accuse(openings, view)
+        ev = peer.st.received[bad]
+        return dataclasses.replace(
+            msg, accusations=(Accusation("bad_part", bad, 10**5000, None, (ev,)),)
+        )
+
+    peer.accuse = huge_accused  # type: ignore[method-assign]
+    out = _loop(run, tmp_path, 0)  # two silences (aborted steps), then banned
+    assert out["banned"] == {bad: 1}
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+

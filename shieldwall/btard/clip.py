@@ -54,6 +54,8 @@ __all__ = [
     "assemble",
     "clip_residual",
     "residual_tolerance",
+    "part_norm",
+    "norm_matches",
     "centered_clip_fixed_point",
     "checksum",
     "checksum_tolerance",
@@ -115,10 +117,29 @@ def clip_residual(rows: Tensor, v: Tensor, tau: float) -> Tensor:
     return w @ diff
 
 
-def residual_tolerance(num_rows: int, tau: float, result_norm: float, rel_tol: float) -> float:
-    """:math:`\\rho = n(\\epsilon\\tau + 1.2\\cdot 10^{-7}\\|v\\|)`: the residual an honest
-    aggregator guarantees at the float32 result it sends."""
-    return num_rows * (rel_tol * tau + FLOAT32_ROUNDING * result_norm)
+def residual_tolerance(
+    num_rows: int, tau: float, result_norm: float, rel_tol: float,
+    row_norm_bound: float = float("inf"),
+) -> float:
+    """:math:`\\rho = n(\\epsilon\\tau + 1.2\\cdot 10^{-7}\\min(\\|v\\|, M))`: the residual an
+    honest aggregator guarantees at the float32 result it sends.
+
+    ``row_norm_bound`` :math:`M` is the largest norm of the included rows (committed by their
+    senders): CenteredClip's result is a weighted mean of the rows, so an honest :math:`\\|v\\|`
+    never exceeds it, while the rounding term must not grow with a norm the aggregator picks
+    (a result of norm :math:`\\gtrsim 10^7\\tau` would pass any check)."""
+    return num_rows * (rel_tol * tau + FLOAT32_ROUNDING * min(result_norm, row_norm_bound))
+
+
+def part_norm(t: Tensor) -> float:
+    """:math:`\\|t\\|_2` in float64, as committed for each gradient part."""
+    return float(torch.linalg.vector_norm(t.double()))
+
+
+def norm_matches(t: Tensor, claimed: float) -> bool:
+    """Whether ``t``'s norm is the ``claimed`` one (up to float64 summation order)."""
+    norm = part_norm(t)
+    return abs(norm - claimed) <= 1e-6 * (1.0 + norm)
 
 
 def _warm_start(rows: Tensor, tau: float, iterations: int) -> Tensor:
@@ -156,6 +177,7 @@ def centered_clip_fixed_point(
     x = rows.double()
     n = x.shape[0]
     sq = (x * x).sum(dim=1)
+    bound = float(sq.max().sqrt())  # the largest row norm (what the senders commit to)
     v = _warm_start(rows, tau, iterations)
     done, exact = 0, False
     for done in range(1, max_iterations + 1):  # noqa: B007 - `done` is reported
@@ -167,7 +189,9 @@ def centered_clip_fixed_point(
             w = (tau / d2.sqrt().clamp_min(1e-300)).clamp_max(1.0)
             residual = w @ x - w.sum() * v
         out = v.to(rows.dtype)
-        limit = 0.5 * residual_tolerance(n, tau, float(torch.linalg.vector_norm(out)), rel_tol)
+        limit = 0.5 * residual_tolerance(
+            n, tau, float(torch.linalg.vector_norm(out)), rel_tol, bound
+        )
         if float(torch.linalg.vector_norm(residual)) <= limit:
             if exact or float(clip_residual(rows, out, tau).norm()) <= limit:
                 break

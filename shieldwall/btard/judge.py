@@ -47,6 +47,7 @@ from torch import Tensor
 from shieldwall.btard.clip import (
     checksum,
     checksum_tolerance,
+    norm_matches,
     residual_tolerance,
     split_parts,
     split_sizes,
@@ -105,8 +106,9 @@ def _opened_parts(msg: Signed, view: RoundView, dim: int, dtype: Any) -> list[Te
     if not well_formed(g, dim, dtype):
         return None
     parts = split_parts(g, len(view.present))
-    hashes = view.commits[msg.sender].part_hashes
-    if any(tensor_digest(p) != h for p, h in zip(parts, hashes)):
+    hashes, norms = view.commits[msg.sender].part_hashes, view.commits[msg.sender].part_norms
+    if any(tensor_digest(p) != h or not norm_matches(p, m)
+           for p, h, m in zip(parts, hashes, norms)):
         return None
     return parts
 
@@ -133,7 +135,8 @@ def _prove(
             return False, None
         t = ev.body.tensor
         return (tensor_digest(t) != view.commits[who].part_hashes[part]
-                or not well_formed(t, size, dtype)), None
+                or not well_formed(t, size, dtype)
+                or not norm_matches(t, view.commits[who].part_norms[part])), None
     if acc.kind == "bad_result" and part is not None:
         if view.aggregator(part) != who or not signed(ev, who, Result, part):
             return False, None
@@ -164,7 +167,9 @@ def _prove(
         if signed(ev, who, Part, part):
             if tensor_digest(ev.body.tensor) != view.commits[who].part_hashes[part]:
                 return True, None
-            if not well_formed(ev.body.tensor, size, dtype):
+            if not well_formed(ev.body.tensor, size, dtype) or not norm_matches(
+                ev.body.tensor, view.commits[who].part_norms[part]
+            ):
                 return True, None
             x = ev.body.tensor
         elif signed(ev, who, Opening):
@@ -184,7 +189,11 @@ def _prove(
 
 def _threshold(view: RoundView, part: int, cfg: ProtocolConfig, values: list[float]) -> float:
     rc = view.result_commits[view.aggregator(part)]
-    rho = residual_tolerance(len(rc.included), cfg.tau, rc.result_norm, cfg.rel_tol)
+    # the rounding allowance is capped by the included rows' committed norms, never by the
+    # norm the aggregator chose for its own result
+    bound = max((view.commits[k].part_norms[part] for k in set(rc.included) if k in view.commits),
+                default=0.0)
+    rho = residual_tolerance(len(rc.included), cfg.tau, rc.result_norm, cfg.rel_tol, bound)
     return cfg.check_sigmas * rho + 1e-9 * sum(abs(v) for v in values)
 
 
@@ -212,6 +221,7 @@ def judge(
     for peer in view.bad_reveals:
         _ban(v, peer, "bad_reveal", "mprng reveal does not match its commitment")
     corrections: dict[int, list[tuple[int, float]]] = {}
+    bad_senders: dict[int, set[int]] = {}  # aggregator -> senders it proved sent a bad part
     disputed: set[int] = set()  # aggregators whose result someone did not get or disputes
     for sender, msg in sorted(view.accuses.items()):
         for acc in msg.accusations:
@@ -226,6 +236,8 @@ def judge(
             })
             if proven:
                 v.banned.setdefault(acc.accused, acc.kind)
+                if acc.kind == "bad_part":
+                    bad_senders.setdefault(sender, set()).add(acc.accused)
                 if acc.kind == "bad_checksum" and true is not None:
                     corrections.setdefault(acc.part, []).append((acc.accused, true))
             else:
@@ -239,9 +251,10 @@ def judge(
                     disputed.add(other)
     for agg in view.present:
         rc = view.result_commits[agg]
-        accused = {
-            a.accused for a in view.accuses.get(agg, _NO_ACCUSE).accusations if a.kind == "bad_part"
-        }
+        # only accusations the judge examined and found proven excuse a sender: one that is not
+        # examined (another accuser named, or after a false one) would let the aggregator drop
+        # honest parts unpunished
+        accused = bad_senders.get(agg, set())
         for missing_peer in rc.missing:
             if missing_peer in present:
                 v.eliminated.append((agg, missing_peer))
@@ -295,13 +308,6 @@ def _ban(v: Verdict, peer: int, kind: str, reason: str, part: int | None = None)
         "round": v.round, "kind": kind, "accuser": None, "accused": peer, "part": part,
         "proven": True,
     })
-
-
-class _NoAccuse:
-    accusations: tuple = ()
-
-
-_NO_ACCUSE = _NoAccuse()
 
 
 def _simulated_checks(view: RoundView, cfg: ProtocolConfig, v: Verdict) -> None:

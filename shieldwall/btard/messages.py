@@ -64,9 +64,13 @@ class Hello:
 
 @dataclass(frozen=True, eq=False)
 class Commit:
+    """Hashes and norms of the sender's gradient parts (the norms bound the rounding allowance
+    of the CenteredClip check, so that an aggregator cannot widen it)."""
+
     round: int
     part_hashes: tuple[bytes, ...]
     loss: float
+    part_norms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,6 +36,8 @@ from shieldwall.btard.clip import (
     centered_clip_fixed_point,
     checksum,
     checksum_tolerance,
+    norm_matches,
+    part_norm,
     split_parts,
     split_sizes,
 )
@@ -147,7 +149,8 @@ class Peer:
         st.present, st.grad, st.loss = present, grad, honest.loss
         st.parts = split_parts(grad, len(present))
         st.index = present.index(self.pid)
-        return Commit(st.round, tuple(tensor_digest(p) for p in st.parts), float(honest.loss))
+        return Commit(st.round, tuple(tensor_digest(p) for p in st.parts), float(honest.loss),
+                      tuple(part_norm(p) for p in st.parts))
 
     def scatter(self) -> dict[int, Signed]:
         st, out = self.st, {}
@@ -167,8 +170,10 @@ class Peer:
                 missing.append(i)
                 continue
             t = msg.body.tensor
-            if tensor_digest(t) != commits[i].part_hashes[j] or not well_formed(
-                t, self._size(j), self.params.dtype
+            if (
+                tensor_digest(t) != commits[i].part_hashes[j]
+                or not well_formed(t, self._size(j), self.params.dtype)
+                or not norm_matches(t, commits[i].part_norms[j])
             ):
                 st.accusations.append(Accusation("bad_part", self.pid, i, j, (msg,)))
                 continue
@@ -261,8 +266,9 @@ class Peer:
         if not well_formed(g, self.oracle.dim, self.params.dtype):
             return [Accusation("bad_opening", self.pid, target, None, (msg,))]
         parts = split_parts(g, n)
-        hashes = view.commits[target].part_hashes
-        if any(tensor_digest(p) != h for p, h in zip(parts, hashes)):
+        hashes, norms = view.commits[target].part_hashes, view.commits[target].part_norms
+        if any(tensor_digest(p) != h or not norm_matches(p, m)
+               for p, h, m in zip(parts, hashes, norms)):
             return [Accusation("bad_opening", self.pid, target, None, (msg,))]
         expected = self.oracle.compute(self.params, st.round, target).update
         err = float(torch.linalg.vector_norm(g.double() - expected.double()))

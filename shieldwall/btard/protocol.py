@@ -127,8 +127,18 @@ def _ok(msg: Any, cls: type, r: int) -> bool:
     return isinstance(msg, cls) and type(msg.round) is int and msg.round == r
 
 
+#: Peer ids, part indices and counters are below 2**63: Python ints are unbounded and one of
+#: 5,000 digits (a few kB on the wire) is well typed but makes ``json.dumps`` of the step's
+#: record raise, which would crash the honest peer that writes the metrics.
+_INT_LIMIT = 1 << 63
+
+
+def _small(value: Any) -> bool:
+    return type(value) is int and 0 <= value < _INT_LIMIT
+
+
 def _ints(values: Any) -> bool:
-    return isinstance(values, tuple) and all(type(i) is int for i in values)
+    return isinstance(values, tuple) and all(_small(i) for i in values)
 
 
 def _valid_commit(msg: Any, r: int, n: int) -> bool:
@@ -138,6 +148,9 @@ def _valid_commit(msg: Any, r: int, n: int) -> bool:
         and len(msg.part_hashes) == n
         and all(isinstance(h, bytes) for h in msg.part_hashes)
         and isinstance(msg.loss, float)
+        and isinstance(msg.part_norms, tuple)
+        and len(msg.part_norms) == n
+        and all(isinstance(x, float) and np.isfinite(x) and x >= 0 for x in msg.part_norms)
     )
 
 
@@ -149,8 +162,8 @@ def _valid_rc(msg: Any, r: int) -> bool:
         and bool(np.isfinite(msg.result_norm))
         and _ints(msg.included)
         and _ints(msg.missing)
-        and type(msg.iterations) is int
-        and type(msg.num_clipped) is int
+        and _small(msg.iterations)
+        and _small(msg.num_clipped)
     )
 
 
@@ -167,9 +180,9 @@ def _valid_accusation(a: Any) -> bool:
     return (
         isinstance(a, Accusation)
         and isinstance(a.kind, str)
-        and type(a.accuser) is int
-        and type(a.accused) is int
-        and (a.part is None or type(a.part) is int)
+        and _small(a.accuser)
+        and _small(a.accused)
+        and (a.part is None or _small(a.part))
         and isinstance(a.evidence, tuple)
         and 1 <= len(a.evidence) <= 2
         and all(isinstance(e, Signed) for e in a.evidence)
@@ -185,7 +198,7 @@ def _valid_accuse(msg: Any, r: int, n: int) -> bool:
         and isinstance(msg.missing, tuple)
         and len(msg.missing) <= 4 * n
         and all(isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str)
-                and type(m[1]) is int for m in msg.missing)
+                and _small(m[1]) for m in msg.missing)
     )
 
 
