@@ -13,8 +13,11 @@ stopped after ``max_iter`` updates or when the objective
 :math:`g(v) = \sum_i \alpha_i \|v - x_i\|` changes by at most ``tol`` times its value (RFA's
 criterion). :math:`\alpha_i` are the normalised ``weights`` (uniform by default). The objective
 is flat at its minimum, so a relative ``tol`` on it leaves ``v`` about :math:`\sqrt{tol}` (relative
-to the rows' spread) from the exact minimiser: ample for learning; pass ``tol=0`` and a larger
-``max_iter`` for more.
+to the rows' spread) from the exact minimiser, more on a few rows in a few dimensions. The
+default ``1e-10`` (RFA's code uses ``1e-6``) puts the result within about :math:`10^{-5}` of the
+spread of the minimiser (:math:`10^{-3}` at worst for five rows in two dimensions, where
+Weiszfeld converges slowly), at no measurable cost on model-sized rows, where it converges in a
+few steps; pass ``tol=0`` and a larger ``max_iter`` for more.
 
 Start: RFA starts from the weighted mean, which a single row of norm ``1e30`` drags so far that
 Weiszfeld needs dozens of steps to come back (the error shrinks by about ``f / (n - f)`` per
@@ -127,7 +130,7 @@ def geometric_median(
     *,
     nu: float = 1e-6,
     max_iter: int = 100,
-    tol: float = 1e-6,
+    tol: float = 1e-10,
     weights: Tensor | None = None,
     init: Tensor | str | None = None,
 ) -> Tensor:
@@ -140,7 +143,7 @@ def geometric_median(
         nu: smoothing :math:`\nu > 0`: distances below it count as ``nu`` (default ``1e-6``).
         max_iter: at most this many Weiszfeld updates (default 100).
         tol: stop when the objective changes by at most ``tol`` times its value (default
-            ``1e-6``); ``0`` runs all ``max_iter`` updates.
+            ``1e-10``); ``0`` runs all ``max_iter`` updates.
         weights: optional ``(n,)`` non-negative :math:`\alpha_i` (normalised here).
         init: ``(d,)`` starting point, or ``"median"`` (the coordinate-wise median, the
             default), ``"mean"`` (the weighted mean, RFA's start) or ``"zeros"`` (the origin,
