@@ -7,6 +7,7 @@ Errors a user can fix (a bad config, a missing data folder, an unknown name) pri
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import pkgutil
@@ -18,10 +19,14 @@ import shieldwall.commands
 from shieldwall.algorithms.server import RoundFailedError
 from shieldwall.runtime.torch_dist import WorkerLostError
 
-__all__ = ["main", "build_parser", "USER_ERRORS"]
+__all__ = ["main", "build_parser", "USER_ERRORS", "FILE_ERRNOS"]
 
 # Exceptions that describe a problem with what the user asked for.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
+# OSErrors a user can fix: a full or read-only disk, no permission, a path that is a file…
+FILE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                         errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                         errno.ENAMETOOLONG})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"shieldwall: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if args.debug or exc.errno not in FILE_ERRNOS:
+            raise
+        where = f": {str(exc.filename)!r}" if exc.filename else ""
+        print(f"shieldwall: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except (WorkerLostError, RoundFailedError) as exc:  # on_worker_loss: stop; no usable row
         if args.debug:

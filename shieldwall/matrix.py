@@ -53,6 +53,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NONE = "none"
+# What a cell checkpoints to: the round loop's file, or the BTARD driver's.
+_CHECKPOINTS = ("checkpoint.pt", "btard_checkpoint.pt")
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def _run_cell(raw: dict[str, Any]) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING)
     cfg = config_from_dict(raw)
     run_dir = Path(cfg.tracking_args.log_file_dir) / str(cfg.tracking_args.run_name)
-    if (run_dir / "checkpoint.pt").is_file():  # an interrupted cell: continue it
+    if any((run_dir / name).is_file() for name in _CHECKPOINTS):  # interrupted: continue it
         return train(cfg, resume=run_dir)
     if run_dir.is_dir():  # interrupted before its first checkpoint: nothing worth keeping
         shutil.rmtree(run_dir)
@@ -180,7 +182,16 @@ def _run_cell(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _finished(out_dir: Path, cell: Cell) -> dict[str, Any] | None:
     path = out_dir / "cells" / cell.name / "summary.json"
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        summary = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        summary = None
+    if not isinstance(summary, dict) or "final_test_accuracy" not in summary:
+        log.warning("%s is incomplete: cell %s runs again (from its checkpoint)", path, cell.name)
+        return None
+    return summary
 
 
 def run_cells(

@@ -64,3 +64,17 @@ def test_matrix_rejects_bad_names_before_running(tmp_path):
     with pytest.raises(ValueError, match="unknown aggregator 'krumm'"):
         main(["--debug", "matrix", str(_base(tmp_path)), "--attacks", "sign_flip",
               "--defenses", "krumm", "--out", str(tmp_path / "x")])
+
+
+def test_torn_summary_is_not_a_finished_cell(tmp_path):
+    """A summary.json cut short (a crash, a full disk) makes the cell run again (it resumes from
+    its checkpoint), not the whole matrix stop with a YAML traceback."""
+    from shieldwall.matrix import _finished
+
+    cell = Cell("none", "none", 0)
+    path = tmp_path / "cells" / cell.name / "summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{\n  "run_dir": "x",\n  "rounds": 2,\n  "final_test_acc')
+    assert _finished(tmp_path, cell) is None
+    path.write_text('{"rounds": 2, "final_test_accuracy": 0.9}\n')
+    assert _finished(tmp_path, cell) == {"rounds": 2, "final_test_accuracy": 0.9}

@@ -3,7 +3,9 @@ records what changed, bad parameters and damaged files are one line (docs/reliab
 
 from __future__ import annotations
 
+import errno
 import gzip
+import json
 import logging
 import os
 import signal
@@ -119,6 +121,23 @@ def test_generated_run_names_never_collide(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------- item 4: resume of a finished run
+def test_summary_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from shieldwall.rundir import write_text_atomic
+
+    path = tmp_path / "summary.json"
+    path.write_text("old\n")
+
+    def full_disk(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        with self.open("w") as fh:
+            fh.write(text[:3])
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError):
+        write_text_atomic(path, '{"final_test_accuracy": 0.9}\n')
+    assert path.read_text() == "old\n" and sorted(tmp_path.iterdir()) == [path]
+
+
 def test_resume_of_a_finished_run_rewrites_nothing(finished_run, caplog):
     caplog.set_level(logging.INFO)
     before = snapshot(finished_run)
@@ -167,6 +186,18 @@ def test_btard_corrupt_checkpoint_is_one_error_naming_it(tmp_path):
         train(config_from_dict(raw), resume=run)
 
 # ------------------------------------------------------- item 5: changes recorded per round
+def test_btard_model_change_even_forced_is_one_line(tmp_path):
+    raw = yaml.safe_load(write_config(tmp_path, train_args={
+        "federated_optimizer": "BTARD", "client_num_in_total": 4, "learning_rate": 0.1,
+        "comm_round": 1}, tracking_args={"run_name": "btard"},
+        btard_args={"signature": "hmac"}).read_text())
+    run = Path(train(config_from_dict(raw))["run_dir"])
+    line = one_error(cli("run", "--resume", str(run), "--force", "--set", "model_args.model=mlp",
+                         "--set", "train_args.comm_round=2"))
+    assert "model cannot change" in line and str(run) in line
+    assert not (run / "config_changes.yaml").exists()  # nothing recorded for a refused resume
+
+
 def test_resume_set_records_changes_and_keeps_the_config(finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
     config_before = (run / "config.yaml").read_bytes()
@@ -385,6 +416,26 @@ def _idx(path: Path, arr: torch.Tensor, magic: int) -> None:
     path.write_bytes(gzip.compress(header + arr.to(torch.uint8).numpy().tobytes()))
 
 
+def test_unwritable_log_dir_is_one_line(tmp_path):
+    not_a_dir = tmp_path / "notes.txt"
+    not_a_dir.write_text("x")
+    line = one_error(cli("run", str(write_config(tmp_path)), "--log-dir", str(not_a_dir)))
+    assert str(not_a_dir) in line
+
+
+def test_full_disk_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    import shieldwall.rundir.loop
+
+    def full_disk(run_dir: Path, cfg: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "config.yaml"))
+
+    monkeypatch.setattr(shieldwall.rundir.loop, "record_config", full_disk)
+    line = one_error(cli("run", str(write_config(tmp_path))))
+    assert "No space left on device" in line and "config.yaml" in line
+
+
 def test_truncated_gz_data_file_is_one_line(tmp_path):
     folder = tmp_path / "data" / "mnist"
     folder.mkdir(parents=True)
@@ -408,12 +459,77 @@ def test_corrupt_checkpoint_is_one_line(finished_run, tmp_path):
     assert str(ckpt) in line and "cannot be read" in line
 
 
+def test_torn_last_metrics_line_is_left_out_on_resume(finished_run, tmp_path):
+    """A crash or a full disk in the middle of an append leaves half a line: resume goes on."""
+    run = copy_run(finished_run, tmp_path / "run")
+    with (run / "metrics.jsonl").open("a") as fh:
+        fh.write('{"round": 2, "train_lo')
+    proc = cli("run", "--resume", str(run), "--set", "train_args.comm_round=3")
+    assert proc.returncode == 0, proc.stderr
+    rounds = [json.loads(x)["round"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rounds == [0, 1, 2]
+
+
+def test_bad_metrics_line_inside_the_file_is_one_line(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(["{oops", *lines]) + "\n")
+    line = one_error(cli("run", "--resume", str(run), "--set", "train_args.comm_round=3"))
+    assert str(run / "metrics.jsonl") in line and "line 1" in line
+
+
+def test_metrics_rewrite_on_resume_loses_nothing_on_a_full_disk(finished_run, tmp_path,
+                                                                monkeypatch):
+    from shieldwall.metrics import MetricsLogger
+
+    run = copy_run(finished_run, tmp_path / "run")
+    before = (run / "metrics.jsonl").read_bytes()
+    with MetricsLogger(run, total_rounds=3, start_round=2, tensorboard=False, progress=False):
+        pass  # nothing after the checkpoint to drop: the file is not rewritten
+    assert (run / "metrics.jsonl").read_bytes() == before
+
+    def full_disk(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        with self.open("w") as fh:
+            fh.write(text[: len(text) // 3])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        MetricsLogger(run, total_rounds=3, start_round=1, tensorboard=False, progress=False)
+    assert (run / "metrics.jsonl").read_bytes() == before  # every finished round is still there
+    assert not (run / "metrics.tmp").exists()
+
+
 def test_round_without_a_usable_row_stops_with_one_line(tmp_path):
     """Every client's row rejected (here all NaN) ends the run with one line, exit 1."""
     cfg = write_config(tmp_path, attack_args={"enable_attack": True, "attack_type": "nan",
                                               "byzantine_client_num": 4})
     line = one_error(cli("run", str(cfg)), code=1, prefix="stopped")
     assert "round 0: no client's update could be used" in line and "--resume" in line
+
+
+def test_run_stopped_in_round_0_resumes_from_round_0(tmp_path):
+    """No checkpoint yet and no round recorded: --resume (as the stop line says) starts over in
+    the same directory instead of failing on the missing checkpoint."""
+    cfg = write_config(tmp_path, attack_args={"enable_attack": True, "attack_type": "nan",
+                                              "byzantine_client_num": 4})
+    one_error(cli("run", str(cfg), "--run-name", "r"), code=1, prefix="stopped")
+    run = tmp_path / "runs" / "r"
+    proc = cli("run", "--resume", str(run), "--set", "attack_args.enable_attack=false")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["round"] for r in map(yaml.safe_load, (run / "metrics.jsonl").read_text()
+                                    .splitlines())] == [0, 1]
+    assert yaml.safe_load((run / "config.yaml").read_text())["attack_args"]["enable_attack"]
+
+
+def test_resume_without_checkpoint_but_with_rounds_is_still_refused(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    for name in ("checkpoint.pt", "summary.json", "final_params.pt"):
+        (run / name).unlink()
+    before = snapshot(run)
+    line = one_error(cli("run", "--resume", str(run), "--set", "train_args.comm_round=3"))
+    assert "no checkpoint to resume from" in line
+    assert snapshot(run) == before  # its recorded rounds are kept
 
 
 def _free_port() -> int:
@@ -491,6 +607,26 @@ def test_interrupted_matrix_cell_continues_or_restarts(tmp_path):
     (cell / "checkpoint.pt").unlink()  # cut off before any checkpoint: run again from scratch
     again = _run_cell(raw)
     assert again["rounds"] == 3 and (cell / "checkpoint.pt").is_file()
+
+
+def test_interrupted_btard_matrix_cell_continues(tmp_path):
+    """A BTARD cell checkpoints to btard_checkpoint.pt: it continues, it is not deleted."""
+    from shieldwall.matrix import _run_cell
+
+    raw = yaml.safe_load(write_config(tmp_path, train_args={
+        "federated_optimizer": "BTARD", "client_num_in_total": 4, "learning_rate": 0.1},
+        tracking_args={"run_name": "cell"}, btard_args={"signature": "hmac"}).read_text())
+    cell = tmp_path / "runs" / "cell"
+    _run_cell(raw)  # 2 steps, then "interrupted": the matrix wants 3
+    (cell / "summary.json").unlink()
+    (cell / "note.txt").write_text("kept")
+    raw["train_args"]["comm_round"] = 3
+    assert _run_cell(raw)["rounds"] == 3
+    assert (cell / "note.txt").is_file()  # the directory was continued, not deleted
+    assert [yaml.safe_load(x)["round"] for x in (cell / "metrics.jsonl").read_text().split("\n")
+            if x] == [0, 1, 2]
+    assert [c["key"] for c in yaml.safe_load((cell / "config_changes.yaml").read_text())] == [
+        "train_args.comm_round"]
 
 
 def test_btard_attack_parameters_are_typed_too(tmp_path):

@@ -48,7 +48,12 @@ from shieldwall.metrics import MetricsLogger
 from shieldwall.metrics.text import perplexities
 from shieldwall.models import build_model
 from shieldwall.registry import Entry
-from shieldwall.rundir import finished_summary, open_run_dir, release_run_dir
+from shieldwall.rundir import (
+    finished_summary,
+    open_run_dir,
+    release_run_dir,
+    write_text_atomic,
+)
 from shieldwall.runtime.agreement import check_data_agreement
 from shieldwall.seeding import derive_seed
 from shieldwall.threads import configure_threads
@@ -284,10 +289,18 @@ def _resume(run_dir: Path, peers: dict[int, Peer], ledger: Ledger, transport: Tr
     try:
         state = torch.load(path, weights_only=False)
         for p in peers.values():
+            if state["params"].numel() != p.params.numel():
+                raise ConfigError(
+                    f"the checkpoint of {str(run_dir)!r} holds {state['params'].numel()} "
+                    f"parameters but the model of this config has {p.params.numel()}: the "
+                    "model cannot change on --resume, even with --force"
+                )
             p.params = state["params"].clone()
             p.stepper.load_state_dict(state["optimizer"])
         ledger.load_state_dict(state["ledger"])
         int(state["round"])
+    except ConfigError:
+        raise
     except Exception as exc:  # truncated, corrupt or foreign file: one line naming it
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
         raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
@@ -387,8 +400,11 @@ def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
         "honest_banned": sorted(p for p in ledger.banned if p not in byzantine),
         "wall_time": time.perf_counter() - started,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    torch.save(me.params.cpu(), run_dir / "final_params.pt")
+    tmp = run_dir / "final_params.tmp"
+    torch.save(me.params.cpu(), tmp)
+    os.replace(tmp, run_dir / "final_params.pt")
+    write_text_atomic(run_dir / "summary.json",  # last: a summary means the run is complete
+                      json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
 

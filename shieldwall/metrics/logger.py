@@ -3,7 +3,9 @@
 ``metrics.jsonl`` has one JSON object per evaluated round (round, train loss, test loss and
 accuracy, wall time, Byzantine clients, rejected rows, the defense's selection) and is the source
 for ``shieldwall plot``. On resume, lines after the checkpoint's round are dropped first so the
-file stays one line per round.
+file stays one line per round; that rewrite is atomic (temporary file, then rename), so a full
+disk or a crash leaves the old file whole. A torn last line (a crash or a full disk in the middle
+of an append) is skipped with a warning; a bad line anywhere else is one error naming the file.
 """
 
 from __future__ import annotations
@@ -32,12 +34,28 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _records(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The records of ``path`` and whether its last line was torn (and left out)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):  # cut off mid-append: the round is run again on resume
+                log.warning("%s: the last line is incomplete (%s); it is left out", path, exc)
+                return records, True
+            raise ValueError(f"{str(path)!r} line {number} is not a JSON record ({exc}); "
+                             "repair or remove that line") from None
+    return records, False
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of ``run_dir/metrics.jsonl`` (empty when there is none)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _records(path)[0]
 
 
 def _number(value: Any) -> float:
@@ -108,8 +126,17 @@ class MetricsLogger:
     def _truncate_after(self, last_round: int) -> None:
         if not self.path.is_file():
             return
-        kept = [r for r in read_metrics(self.run_dir) if r.get("round", -1) <= last_round]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        records, torn = _records(self.path)
+        kept = [r for r in records if r.get("round", -1) <= last_round]
+        if len(kept) == len(records) and not torn:
+            return  # nothing to drop: the file is not rewritten
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self.path)
+        except OSError:  # a full or read-only disk: the old file stays whole
+            tmp.unlink(missing_ok=True)
+            raise
 
     def log_round(self, record: dict[str, Any]) -> None:
         """Append one round's record; scalars also go to TensorBoard and the bar."""

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from shieldwall.redundancy.schedule import Backups, diverged, draw_epoch_files, lr_at
 from shieldwall.redundancy.setup import RedundantSetup
+from shieldwall.rundir.directory import write_text_atomic
 from shieldwall.seeding import torch_generator
 
 __all__ = ["RedundantSteps", "cluster_step"]
@@ -199,7 +200,7 @@ class RedundantSteps:
         """Add ``diverged_at`` (when it did) to the summary and ``summary.json``."""
         if self.diverged_at is not None:
             summary["diverged_at"] = self.diverged_at
-            (Path(run_dir) / "summary.json").write_text(yaml.safe_dump(summary))
+            write_text_atomic(Path(run_dir) / "summary.json", yaml.safe_dump(summary))
         if self.backups is not None:
             summary["train_dir"] = str(self.backups.dir)
         return summary

@@ -27,6 +27,7 @@ from shieldwall.rundir.directory import (
     record_config,
     release_run_dir,
     run_files,
+    write_text_atomic,
 )
 from shieldwall.rundir.loop import (
     Stateful,
@@ -60,4 +61,5 @@ __all__ = [
     "release_run_dir",
     "run_files",
     "run_rounds",
+    "write_text_atomic",
 ]

@@ -43,6 +43,7 @@ __all__ = [
     "record_config",
     "release_run_dir",
     "run_files",
+    "write_text_atomic",
 ]
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,18 @@ def fresh_log_dir(path: str | Path) -> Path:
             log.warning("%s already holds a run; this one writes to %s", path, run_dir)
         return run_dir
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (temporary file, then rename): a crash or a full disk
+    leaves the previous file, never a torn one."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def record_config(run_dir: Path, cfg: ExperimentConfig) -> None:

@@ -29,11 +29,14 @@ from shieldwall.metrics import MetricsLogger, read_metrics
 from shieldwall.metrics.text import perplexities
 from shieldwall.rundir.changes import changes_at, config_changes, record_changes
 from shieldwall.rundir.directory import (
+    CONFIG_NAME,
     Resume,
     claim_run_dir,
     make_run_dir,
     record_config,
     release_run_dir,
+    run_files,
+    write_text_atomic,
 )
 from shieldwall.threads import configure_threads
 
@@ -102,6 +105,12 @@ def open_run_dir(
     return run_dir
 
 
+def _never_ran(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that ended before it recorded a round (its start failed,
+    or round 0 had no usable row): no checkpoint, no summary, no metrics record to lose."""
+    return set(run_files(run_dir)) <= {CONFIG_NAME, "metrics.jsonl"} and not read_metrics(run_dir)
+
+
 def open_run(
     cfg: ExperimentConfig,
     resume: str | Path | None,
@@ -114,10 +123,13 @@ def open_run(
 
     The directory is locked for this process (:func:`claim_run_dir`) until
     :func:`run_rounds` ends. A resumed defense (attack) whose configuration changed starts with
-    fresh state (its old state belongs to the old rule or attack).
+    fresh state (its old state belongs to the old rule or attack). A run that ended before it
+    recorded a round (no checkpoint yet) starts again at round 0 in its own directory.
     """
     params, start = initial_params, 0
-    if resume is not None:
+    if resume is not None and _never_ran(claim_run_dir(resume)):
+        log.info("%s ended before its first round: it starts at round 0", Path(resume))
+    elif resume is not None:
         run_dir = claim_run_dir(resume)  # before reading: no other writer from here on
         state = load_checkpoint(run_dir)
         params = state["params"].to(initial_params.device)
@@ -263,6 +275,8 @@ def _rounds(
         **({"diverged_at_round": diverged, "diverged": last["diverged"]}
            if diverged is not None else {}),
     }
-    (run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
-    torch.save(params.cpu(), run_dir / "final_params.pt")
+    tmp = run_dir / "final_params.tmp"
+    torch.save(params.cpu(), tmp)
+    os.replace(tmp, run_dir / "final_params.pt")
+    write_text_atomic(run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")  # last
     return summary
