@@ -180,6 +180,24 @@ def _run_cell(raw: dict[str, Any]) -> dict[str, Any]:
     return train(cfg)
 
 
+def _stale(out_dir: Path, cell: Cell, raw: dict[str, Any]) -> list[str]:
+    """What ``raw`` changes in the run already in ``cell``'s directory (settings that do not
+    change what a run computes aside, but its number of rounds); empty when there is no run
+    worth keeping there."""
+    from shieldwall.rundir import config_changes
+
+    run_dir = out_dir / "cells" / cell.name
+    if not any((run_dir / name).is_file() for name in (*_CHECKPOINTS, "summary.json")):
+        return []  # nothing there, or cut off before its first checkpoint: it runs again
+    cfg = config_from_dict(raw)
+    # ByzShield's --epochs rewrites comm_round when the run starts: not a change of the user's
+    rounds_fixed = cfg.redundancy_args.epochs is None
+    changes = config_changes(run_dir, cfg, 0, force=True)
+    return [f"{c['key']} {c['old']!r} -> {c['new']!r}" for c in changes
+            if c["kind"] != "operational"
+            or (c["key"] == "train_args.comm_round" and rounds_fixed)]
+
+
 def _finished(out_dir: Path, cell: Cell) -> dict[str, Any] | None:
     path = out_dir / "cells" / cell.name / "summary.json"
     if not path.is_file():
@@ -220,6 +238,14 @@ def run_cells(
         cfg = config_from_dict(raw)
         build_defense(cfg)
         build_adversary(cfg, num_classes=10)
+    for cell in cells:  # a rerun with another config would reuse (or mix in) the old results
+        stale = _stale(out_dir, cell, configs[cell])
+        if stale:
+            raise ValueError(
+                f"{str(out_dir)!r} already holds cell {cell.name} run with another config "
+                f"({'; '.join(stale[:3])}{'; …' if len(stale) > 3 else ''}): its results would "
+                "be reused; choose another --out, or rerun with the config it was run with"
+            )
     results: dict[Cell, float] = {}
     todo = []
     for cell in cells:

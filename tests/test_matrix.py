@@ -78,3 +78,19 @@ def test_torn_summary_is_not_a_finished_cell(tmp_path):
     assert _finished(tmp_path, cell) is None
     path.write_text('{"rounds": 2, "final_test_accuracy": 0.9}\n')
     assert _finished(tmp_path, cell) == {"rounds": 2, "final_test_accuracy": 0.9}
+
+
+def test_rerun_with_another_config_is_refused(tmp_path):
+    """Cells already run with another config are not reused as if they were this one's."""
+    from shieldwall.config import load_config
+    from shieldwall.matrix import _run_cell, run_cells
+
+    base = load_config(_base(tmp_path), ["train_args.comm_round=2"])
+    cell = Cell("none", "none", 0)
+    _run_cell(cell_config(base, cell, tmp_path / "m"))  # a finished cell
+    done = {cell: pytest.approx(0.5, abs=0.5)}
+    assert run_cells(base, [cell], tmp_path / "m", jobs=1) == done  # same config: reused
+    changed = load_config(_base(tmp_path), ["train_args.comm_round=2",
+                                            "train_args.learning_rate=0.5"])
+    with pytest.raises(ValueError, match="train_args.learning_rate 0.1 -> 0.5"):
+        run_cells(changed, [cell], tmp_path / "m", jobs=1)
