@@ -231,7 +231,7 @@ class SwarmNode:
         got = self.dht.get(f"{self.opts.prefix}.{key}", latest=True)
         if got is None or not isinstance(got.value, dict):
             return {}
-        out = {}
+        out, keys = {}, {}
         for subkey, item in got.value.items():
             public = owner_public(subkey)
             if public is None:  # counted once with the dropped messages, never logged
@@ -241,10 +241,11 @@ class SwarmNode:
                     self.transport.rejected["unsigned record"] += 1
                 continue
             peer_id = peer_id_of(public)
-            if len(self._public) >= 65536:  # a flood of identities: forget, read again later
-                self._public.clear()
-            self._public[pid_of(peer_id)] = public  # its protocol key: bound to it by the hash
+            keys[pid_of(peer_id)] = public  # its protocol key: bound to it by the hash
             out[peer_id] = item.value
+        if len(self._public) + len(keys) > 65536:  # a flood of identities: keep this read's
+            self._public = {}
+        self._public.update(keys)
         return out
 
     def _group(self, step: int) -> dict[int, Any]:
