@@ -172,32 +172,33 @@ def test_btard_resume_of_a_finished_run_rewrites_nothing(tmp_path):
     assert again["final_test_accuracy"] == first["final_test_accuracy"] is not None
 
 
-
-def test_btard_corrupt_checkpoint_is_one_error_naming_it(tmp_path):
+def _one_round_btard_run(tmp_path: Path) -> tuple[dict, Path]:
+    """A finished one-round BTARD run (HMAC: in-process) and its raw config."""
     raw = yaml.safe_load(write_config(tmp_path, train_args={
         "federated_optimizer": "BTARD", "client_num_in_total": 4, "learning_rate": 0.1,
         "comm_round": 1}, tracking_args={"run_name": "btard"},
         btard_args={"signature": "hmac"}).read_text())
-    run = Path(train(config_from_dict(raw))["run_dir"])
+    return raw, Path(train(config_from_dict(raw))["run_dir"])
+
+
+def test_btard_corrupt_checkpoint_is_one_error_naming_it(tmp_path):
+    raw, run = _one_round_btard_run(tmp_path)
     ckpt = run / "btard_checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # truncated
     raw["train_args"]["comm_round"] = 2
     with pytest.raises(ValueError, match="btard_checkpoint.pt' cannot be read"):
         train(config_from_dict(raw), resume=run)
 
-# ------------------------------------------------------- item 5: changes recorded per round
+
 def test_btard_model_change_even_forced_is_one_line(tmp_path):
-    raw = yaml.safe_load(write_config(tmp_path, train_args={
-        "federated_optimizer": "BTARD", "client_num_in_total": 4, "learning_rate": 0.1,
-        "comm_round": 1}, tracking_args={"run_name": "btard"},
-        btard_args={"signature": "hmac"}).read_text())
-    run = Path(train(config_from_dict(raw))["run_dir"])
+    _, run = _one_round_btard_run(tmp_path)
     line = one_error(cli("run", "--resume", str(run), "--force", "--set", "model_args.model=mlp",
                          "--set", "train_args.comm_round=2"))
     assert "model cannot change" in line and str(run) in line
     assert not (run / "config_changes.yaml").exists()  # nothing recorded for a refused resume
 
 
+# ------------------------------------------------------- item 5: changes recorded per round
 def test_resume_set_records_changes_and_keeps_the_config(finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
     config_before = (run / "config.yaml").read_bytes()
