@@ -196,38 +196,52 @@ def make_keypair(scheme: str, seed: bytes | None = None) -> KeyPair:
     return KeyPair(scheme, secret, secret)
 
 
-_ED25519_CACHE: dict[bytes, Any] = {}
-_RSA_CACHE: dict[bytes, Any] = {}
+_KEYS: dict[tuple[str, bytes], Any] = {}  # (scheme, public bytes) -> parsed public key
 
 
-def _rsa_public(public: bytes) -> Any:
-    """The RSA public key of DER bytes, or ``None`` (not RSA, under 2048 bits, garbage)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
+def _parse_public(scheme: str, public: Any) -> Any:
+    """The ``cryptography`` public key of ``public`` for ``ed25519`` (32 bytes on the curve) or
+    ``rsa`` (DER, 2048–8192 bits); ``None`` for anything else."""
+    if type(public) is not bytes:
+        return None
     try:
-        key = serialization.load_der_public_key(public)
+        if scheme == "ed25519" and len(public) == 32:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            return Ed25519PublicKey.from_public_bytes(public)
+        if scheme == "rsa" and len(public) <= 2048:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            key = serialization.load_der_public_key(public)
+            if isinstance(key, rsa.RSAPublicKey) and 2048 <= key.key_size <= 8192:
+                return key
     except Exception:  # noqa: BLE001 - garbage is no key
         return None
-    return key if isinstance(key, rsa.RSAPublicKey) and 2048 <= key.key_size <= 8192 else None
+    return None
+
+
+def _public_key(scheme: str, public: Any) -> Any:
+    """:func:`_parse_public`, cached (at most 65,536 keys: identities are cheap in a swarm)."""
+    if type(public) is not bytes:
+        return None
+    key = _KEYS.get((scheme, public))
+    if key is None:
+        key = _parse_public(scheme, public)
+        if key is not None:
+            if len(_KEYS) >= 65536:
+                _KEYS.clear()
+            _KEYS[(scheme, public)] = key
+    return key
 
 
 def public_key_ok(scheme: str, public: Any) -> bool:
     """Whether ``public`` can be a key of ``scheme`` (32 bytes for ``ed25519`` and ``hmac``, and
     an Ed25519 key must decode; a DER RSA key of 2048–8192 bits for ``rsa``). A peer announcing
     anything else is treated as having announced no key."""
-    if scheme == "rsa":
-        return type(public) is bytes and len(public) <= 2048 and _rsa_public(public) is not None
-    if type(public) is not bytes or len(public) != 32:
-        return False
-    if scheme == "ed25519":
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-        try:
-            Ed25519PublicKey.from_public_bytes(public)
-        except ValueError:
-            return False
-    return True
+    if scheme == "hmac":
+        return type(public) is bytes and len(public) == 32
+    return _public_key(scheme, public) is not None
 
 
 def verify_signature(scheme: str, public: bytes, message: bytes, signature: bytes) -> bool:
@@ -235,36 +249,19 @@ def verify_signature(scheme: str, public: bytes, message: bytes, signature: byte
     exception, for a malformed key or signature)."""
     if not isinstance(signature, bytes) or type(public) is not bytes:
         return False
-    if scheme == "ed25519":
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-        key = _ED25519_CACHE.get(public)
-        if key is None:
-            if not public_key_ok(scheme, public):
-                return False
-            if len(_ED25519_CACHE) >= 65536:  # identities are cheap in an open swarm
-                _ED25519_CACHE.clear()
-            key = _ED25519_CACHE[public] = Ed25519PublicKey.from_public_bytes(public)
-        try:
-            key.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
-    if scheme == "rsa":
+    if scheme in ("ed25519", "rsa"):
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding
 
-        key = _RSA_CACHE.get(public)
+        key = _public_key(scheme, public)
         if key is None:
-            if not public_key_ok(scheme, public):
-                return False
-            if len(_RSA_CACHE) >= 65536:
-                _RSA_CACHE.clear()
-            key = _RSA_CACHE[public] = _rsa_public(public)
+            return False
         try:
-            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            if scheme == "rsa":
+                key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                key.verify(signature, message)
         except (InvalidSignature, ValueError):
             return False
         return True
