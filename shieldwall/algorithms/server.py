@@ -112,7 +112,6 @@ class Server:
         self.seed = seed
         self.max_update_norm = max_update_norm
         self._f_lowered = False
-        self._min_rows: dict[int, int] = {}
 
     def plan(self, round: int) -> RoundPlan:
         if self.clients_per_round >= self.num_clients:
@@ -130,18 +129,17 @@ class Server:
         closes on are those that came first, the Byzantine ones included (they need not
         compute), so with fewer the defense would run with ``f`` lowered on rows that may be
         mostly Byzantine."""
-        if n not in self._min_rows:
-            low, high = 1, n  # largest_f grows with the number of rows: bisect
-            if self.defense.largest_f(n, self.f) < self.f:
-                low = n
-            while low < high:
-                mid = (low + high) // 2
-                if self.defense.largest_f(mid, self.f) >= self.f:
-                    high = mid
-                else:
-                    low = mid + 1
-            self._min_rows[n] = low
-        return self._min_rows[n]
+        # largest_f grows with the number of rows (and is cached per (n, f)): bisect
+        if self.defense.largest_f(n, self.f) < self.f:
+            return n
+        low, high = 1, n
+        while low < high:
+            mid = (low + high) // 2
+            if self.defense.largest_f(mid, self.f) >= self.f:
+                high = mid
+            else:
+                low = mid + 1
+        return low
 
     def round(self, params: Tensor, round: int) -> tuple[Tensor, RoundRecord]:
         plan = self.plan(round)
