@@ -8,7 +8,6 @@ Writes are atomic (temporary file, then rename), so a crash never leaves a torn 
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from shieldwall.atomic import save_atomic
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME"]
 
@@ -51,10 +52,7 @@ def save_checkpoint(
             "python": random.getstate(),
         },
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_atomic(state, path)
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:

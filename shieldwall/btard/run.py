@@ -31,6 +31,7 @@ import torch
 
 from shieldwall.algorithms.base import ClientData, evaluate
 from shieldwall.algorithms.ps_sgd import PSSGD
+from shieldwall.atomic import save_atomic
 from shieldwall.attacks import AttackContext
 from shieldwall.attacks.schedule import byzantine_ids
 from shieldwall.btard.byzantine import Byzantine
@@ -400,9 +401,7 @@ def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
         "honest_banned": sorted(p for p in ledger.banned if p not in byzantine),
         "wall_time": time.perf_counter() - started,
     }
-    tmp = run_dir / "final_params.tmp"
-    torch.save(me.params.cpu(), tmp)
-    os.replace(tmp, run_dir / "final_params.pt")
+    save_atomic(me.params.cpu(), run_dir / "final_params.pt")
     write_text_atomic(run_dir / "summary.json",  # last: a summary means the run is complete
                       json.dumps(summary, indent=2, default=str) + "\n")
     return summary
@@ -411,6 +410,4 @@ def _loop(run: BTARDRun, run_dir: Path | None, start: int) -> dict[str, Any]:
 def _checkpoint(run_dir: Path, r: int, me: Peer, ledger: Ledger) -> None:
     state = {"round": r, "params": me.params.cpu(), "optimizer": me.stepper.state_dict(),
              "ledger": ledger.state_dict()}
-    tmp = run_dir / "btard_checkpoint.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, run_dir / "btard_checkpoint.pt")
+    save_atomic(state, run_dir / "btard_checkpoint.pt")

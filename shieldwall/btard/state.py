@@ -20,11 +20,12 @@ key); a parameter vector of the wrong length is refused, never truncated.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from shieldwall.atomic import save_atomic
 
 __all__ = ["read_state", "write_state", "state_file", "load_into"]
 
@@ -38,11 +39,8 @@ def write_state(path: Path, *, step: int, params: torch.Tensor, optimizer: dict[
                 ledger: dict[str, Any]) -> Path:
     """Write a state file atomically (a crash leaves the previous file or none)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"step": int(step), "params": params.detach().cpu().clone(),
-                "optimizer": optimizer, "ledger": ledger}, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_atomic({"step": int(step), "params": params.detach().cpu().clone(),
+                        "optimizer": optimizer, "ledger": ledger}, path)
 
 
 def _flatten(state: dict[str, Any], model: torch.nn.Module, path: Path) -> torch.Tensor:

@@ -28,6 +28,8 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from shieldwall.atomic import write_text_atomic
+
 __all__ = ["SPECIAL_TOKENS", "TextTokenizer", "ByteTokenizer", "HFTokenizer", "load_tokenizer",
            "corpus_key"]
 
@@ -157,12 +159,6 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def load_tokenizer(
     texts: Sequence[str], kind: str, vocab_size: int, cache_dir: str | os.PathLike[str],
     dataset: str,
@@ -189,10 +185,10 @@ def load_tokenizer(
             return _read_cached(path, meta_path, key, kind)
         tok = train_tokenizer(texts, kind, vocab_size)
         text = tok.to_str()
-        _write_atomic(path, text)
+        write_text_atomic(path, text)
         meta = {"key": key, "kind": kind, "vocab_size": tok.vocab_size,
                 "sha256": hashlib.sha256(text.encode()).hexdigest(), "dataset": dataset}
-        _write_atomic(meta_path, json.dumps(meta, indent=1))
+        write_text_atomic(meta_path, json.dumps(meta, indent=1))
         return tok
 
 

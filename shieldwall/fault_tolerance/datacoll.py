@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from shieldwall.atomic import write_text_atomic
+
 __all__ = ["CollectedPairs", "DataCollector", "load", "FORMAT"]
 
 FORMAT = "shieldwall-ddp-datacoll"
@@ -82,7 +84,7 @@ class DataCollector:
     def _write_meta(self) -> None:
         meta = {"format": FORMAT, "version": VERSION, "dim": self.dim,
                 "num_pairs": self.num_pairs, "shards": self.shards, "config": self.config}
-        (self.path / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        write_text_atomic(self.path / "meta.json", json.dumps(meta, indent=1, default=str))
 
     def write(self, step: int, pairs: list[tuple[int, int, Tensor, Tensor, Tensor]]) -> None:
         """Store step ``step``'s pairs ``(worker, batch, y, m, x)`` (nothing when empty)."""

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from shieldwall.atomic import write_text_atomic
 from shieldwall.grid.executors import CellError, Executor, Resources, WorkerDied
 from shieldwall.grid.task import RESULTS_MODES, CellTask, run_cell_task, unpack_run_dir
 from shieldwall.rundir.directory import (
@@ -112,9 +113,7 @@ class _Progress:
             "finished": finished,
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(status, indent=1) + "\n")
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(status, indent=1) + "\n")
         line = (f"grid[{self.executor}]: {status['done']}/{self.total} done, {len(running)} "
                 f"running, {len(outcome.failed)} failed"
                 + (f", {rate:.2f} cells/min" if rate else "") + f", ETA {_fmt_eta(eta)}"

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from shieldwall.atomic import write_text_atomic
+
 __all__ = ["MetricsLogger", "progress_line", "read_metrics"]
 
 log = logging.getLogger(__name__)
@@ -130,13 +132,8 @@ class MetricsLogger:
         kept = [r for r in records if r.get("round", -1) <= last_round]
         if len(kept) == len(records) and not torn:
             return  # nothing to drop: the file is not rewritten
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.path)
-        except OSError:  # a full or read-only disk: the old file stays whole
-            tmp.unlink(missing_ok=True)
-            raise
+        # A full or read-only disk raises and leaves the old file whole.
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log_round(self, record: dict[str, Any]) -> None:
         """Append one round's record; scalars also go to TensorBoard and the bar."""

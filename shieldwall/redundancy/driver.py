@@ -27,9 +27,9 @@ import torch
 import yaml
 from torch import Tensor
 
+from shieldwall.atomic import write_text_atomic
 from shieldwall.redundancy.schedule import Backups, diverged, draw_epoch_files, lr_at
 from shieldwall.redundancy.setup import RedundantSetup
-from shieldwall.rundir.directory import write_text_atomic
 from shieldwall.seeding import torch_generator
 
 __all__ = ["RedundantSteps", "cluster_step"]
@@ -125,9 +125,8 @@ class RedundantSteps:
             }
             self.backups = Backups(train_dir, ra.eval_freq, algorithm.model, algorithm.flat.load,
                                    meta, resuming=resuming)
-            (Path(run_dir) / "backups.yaml").write_text(
-                yaml.safe_dump({"train_dir": str(self.backups.dir)})
-            )
+            write_text_atomic(Path(run_dir) / "backups.yaml",
+                              yaml.safe_dump({"train_dir": str(self.backups.dir)}))
 
     def _set_lr(self, step: int) -> float:
         ra = self.cfg.redundancy_args

@@ -30,6 +30,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
+from shieldwall.atomic import save_atomic, write_text_atomic
 from shieldwall.seeding import torch_generator
 
 __all__ = [
@@ -139,7 +140,7 @@ class Backups:
                 f"redundancy_args.train_dir {self.dir} already holds {len(old)} model backups "
                 f"({old[0].name}, …); choose an empty folder (runs are never overwritten)"
             )
-        (self.dir / BACKUP_META).write_text(yaml.safe_dump(meta, sort_keys=False))
+        write_text_atomic(self.dir / BACKUP_META, yaml.safe_dump(meta, sort_keys=False))
 
     def path(self, step_1based: int) -> Path:
         return self.dir / f"{BACKUP_PREFIX}{step_1based}"
@@ -151,7 +152,5 @@ class Backups:
             return None
         self.load(params)
         path = self.path(i)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, tmp)
-        tmp.replace(path)  # the evaluator never sees a half-written file
-        return path
+        # Atomic: the evaluator never sees a half-written file.
+        return save_atomic({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, path)

@@ -24,13 +24,13 @@ Keys fall in three kinds (:func:`classify`):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from shieldwall.atomic import write_text_atomic
 from shieldwall.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
 from shieldwall.config.loader import read_sections
 from shieldwall.rundir.directory import CONFIG_NAME
@@ -183,6 +183,4 @@ def record_changes(run_dir: str | Path, changes: list[dict[str, Any]]) -> None:
         if change.get("old") != change.get("new") or change.get("removed"):
             entries.append(change)
     path = run_dir / CHANGES_NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(entries, sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(entries, sort_keys=False))

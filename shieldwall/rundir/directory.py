@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from shieldwall.atomic import write_text_atomic
 from shieldwall.config import ExperimentConfig, config_to_dict
 
 __all__ = [
@@ -174,19 +175,7 @@ def fresh_log_dir(path: str | Path) -> Path:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all (temporary file, then rename): a crash or a full disk
-    leaves the previous file, never a torn one."""
-    tmp = path.with_name(f"{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def record_config(run_dir: Path, cfg: ExperimentConfig) -> None:
     """Write the resolved config a new run starts with (``config.yaml``); a resumed run keeps
     its own and records changes in ``config_changes.yaml`` instead (:mod:`.changes`)."""
-    (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_text_atomic(run_dir / CONFIG_NAME, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

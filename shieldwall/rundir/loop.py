@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from shieldwall.algorithms.base import Algorithm, ModelDivergedError, evaluate
+from shieldwall.atomic import save_atomic
 from shieldwall.checkpoint import load_checkpoint, save_checkpoint
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.config.fedml import fedml_semantics
@@ -275,8 +276,6 @@ def _rounds(
         **({"diverged_at_round": diverged, "diverged": last["diverged"]}
            if diverged is not None else {}),
     }
-    tmp = run_dir / "final_params.tmp"
-    torch.save(params.cpu(), tmp)
-    os.replace(tmp, run_dir / "final_params.pt")
+    save_atomic(params.cpu(), run_dir / "final_params.pt")
     write_text_atomic(run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")  # last
     return summary

@@ -43,6 +43,7 @@ import torch
 
 from shieldwall.algorithms.base import ClientData, evaluate
 from shieldwall.algorithms.ps_sgd import PSSGD
+from shieldwall.atomic import save_atomic, write_text_atomic
 from shieldwall.btard.byzantine import Byzantine
 from shieldwall.btard.common import GradientOracle
 from shieldwall.btard.crypto import rsa_keypair, tensor_digest
@@ -397,8 +398,9 @@ class SwarmNode:
                    "banned": {str(p): b.round for p, b in self.ledger.banned.items()},
                    "params_hash": tensor_digest(self.peer.params).hex(),
                    "rejected": dict(self.transport.rejected), "bad_servers": self.bad_servers}
-        (opts.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        torch.save(self.peer.params, opts.run_dir / "final_params.pt")
+        save_atomic(self.peer.params, opts.run_dir / "final_params.pt")
+        # Last: a summary means the run is complete.
+        write_text_atomic(opts.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
 
     def _one_step(self, every: int, last: int, agreed: tuple[int, ...] | None) -> dict[str, Any]:
