@@ -384,6 +384,28 @@ def test_pairs_with_nonfinite_or_overflowing_values_are_not_learned() -> None:
     assert stats.shape == model.stats.shape
 
 
+def test_check_step_leaves_out_a_suspects_replica_of_a_convicted_owners_batch() -> None:
+    """w = 6, f̂ = 2, worker 0 convicted, worker 1 noisy but not yet convicted; a check step with
+    s = 1: worker 1 recomputes batch 0 (convicted owner) and is compared with honest worker 2 on
+    its own batch. Worker 1 disagrees with both, so it is a suspect as of this step; its replica
+    of batch 0 used to be taken (``replica``) and put its noise into the aggregate."""
+    w = 6
+    sched = RedundancySchedule(w, 1, seed=0)
+    t = next(t for t in range(10) if sched.shift(t) == 1)
+    plan = sched.plan(t)  # worker i computes batches i and i - 1
+    truth = torch.randn(w, 8, generator=torch.Generator().manual_seed(0))
+    rows = truth[[a.batch for a in plan.assignments]].clone()
+    for k, a in enumerate(plan.assignments):
+        if a.worker in (0, 1):
+            rows[k] += 10.0 * (k + 1)
+    engine = FaultTolerantStep(w, 2)
+    engine.detector.convicted[0] = 0
+    out = engine(plan, rows)
+    assert not out.new_convicted  # worker 1: one open accusation (2), threshold f̂ − |C| + 1 = 2
+    assert out.sources[:2] == ["suspect", "vouched"]  # batch 1: worker 2's replica
+    assert torch.allclose(out.aggregate, truth[1:].mean(0))
+
+
 def test_bound_correction_hand_checked() -> None:
     from shieldwall.fault_tolerance.correction import bound_correction
 

@@ -43,7 +43,8 @@ for the correction model, and defines *suspects*.
 
 **Suspects** (provisional, not a conviction): an unconvicted worker with an open accusation that
 agreed with *no* partner at its latest check step. Until it is convicted (or vouched again) its
-rows are left out of plain steps, which bounds the damage in the few steps before conviction at
+rows are left out of plain steps, and of a check step (whose comparisons already count) where one
+would be its batch's only trusted row, which bounds the damage in the few steps before conviction at
 the price of its sub-batch. At most :math:`\hat f - |C|` workers are suspects (the most accused
 first). An honest worker becomes one only when both its partners at a check step were faulty.
 """

@@ -8,11 +8,13 @@ assignment, faults included). Output: the gradient the optimiser applies.
 2. **Pick one row per sub-batch** :math:`b` from the replicas computed by *unconvicted* workers
    (a row with a NaN/Inf is never trusted: it is left out like a convicted worker's):
    the owner's row when they agree (or when there is one), the *vouched* one (agreed with its
-   other partner this step) when two disagree, none when that is still undecided. On plain steps
-   the rows of *suspects* (:mod:`.detection`) are left out until they are convicted or cleared.
-   A convicted owner's batch that an unconvicted partner also computed gets the partner's row:
-   **replica correction**, exact.
-3. **Correct or exclude** sub-batches computed only by convicted workers: with ``correct`` the
+   other partner this step) when two disagree, none when that is still undecided. A row that is
+   its batch's only unconvicted one is left out when its worker is a *suspect*
+   (:mod:`.detection`; on a check step, as of this step's comparisons) until that worker is
+   convicted or cleared. A convicted owner's batch that an unconvicted partner (not a suspect)
+   also computed gets the partner's row: **replica correction**, exact.
+3. **Correct or exclude** sub-batches computed only by convicted workers, or whose other replica
+   came from a suspect: with ``correct`` the
    owner's row goes through its :class:`~.correction.RidgeCorrector`,
    :math:`\hat x = a + \beta y + \gamma m` with context :math:`m` the mean of the rows of batches
    owned by unconvicted workers, bounded by :func:`~.correction.bound_correction` (norm at most
@@ -210,7 +212,7 @@ class FaultTolerantStep:
         reps: dict[int, int] = {}  # batch -> row index of its trusted row
         sources: dict[int, str] = {}
         replicas = plan.replicas()
-        suspects = set() if plan.check else self.detector.suspects()
+        suspects = self.detector.suspects()  # on a check step: as of this step's comparisons
         for b, idx in replicas.items():
             good = [k for k in idx if not bad(assign[k].worker) and k not in broken]
             if not good:
@@ -242,9 +244,9 @@ class FaultTolerantStep:
             torch.linalg.vector_norm(rows[list(reps.values())], dim=1, dtype=torch.float64).max()
         )
         for b, idx in replicas.items():
-            if b in reps or b in sources:
+            if b in reps or (b in sources and not bad(b)):
                 continue
-            sources[b] = "excluded"
+            sources.setdefault(b, "excluded")
             if self.correct and ctx_sum is not None and self.bank is not None:
                 owner = next((k for k in idx if assign[k].worker == b), idx[0])
                 worker = assign[owner].worker
