@@ -156,6 +156,16 @@ def test_compare_replicas_tolerance_and_nan() -> None:
     assert comp.vouched == {0, 1}
 
 
+def test_compare_replicas_huge_rows_do_not_agree_by_an_infinite_scale() -> None:
+    """Rows of 1e20 (d = 1000) overflow a float32 norm: the scale was inf, so 1e20 and 1.001e20
+    (0.1% apart, 100× rtol) agreed and vouched for two faulty workers. Identical ones agree."""
+    plan = RedundancySchedule(2, 1).plan(0)  # rows: w0→b0, w1→b1, w1→b0, w0→b1
+    ones = torch.ones(1000)
+    rows = torch.stack([1e20 * ones, 1e20 * ones, 1.001e20 * ones, 1e20 * ones])
+    comp = compare_replicas(plan, rows)
+    assert {b: ok for b, *_, ok in comp.pairs} == {0: False, 1: True}
+
+
 # ---------------------------------------------------------------------------- correction
 
 

@@ -8,7 +8,8 @@ r"""Detecting faulty workers from disagreeing replicas.
 
 (``rtol`` defaults to 1e-5: honest replicas are bitwise equal in the simulator and equal up to
 kernel rounding across processes; the norms are taken in the rows' dtype, whose rounding is far
-below ``rtol`` for float32). Rows with NaN/Inf, or whose difference overflows, never agree.
+below ``rtol`` for float32; norms that overflow it are taken again in float64, so that two
+different huge rows never agree by an infinite scale). Rows with NaN/Inf never agree.
 
 **What a disagreement tells.** Honest workers compute the same function of the same data, so an
 honest pair always agrees; a disagreement means *at least one* of the two is faulty, never which.
@@ -81,6 +82,28 @@ class Comparison:
         return sum(1 for *_, ok in self.pairs if not ok)
 
 
+def _distance_and_scale(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`\lVert a_j - b_j \rVert_2` and :math:`\max(\lVert a_j \rVert_2,
+    \lVert b_j \rVert_2)` per row pair (float64 where the rows' dtype overflowed).
+
+    Computed in the rows' dtype, then again in float64 for the pairs where either came out
+    non-finite: finite float32 rows of entries above ~1e19 overflow a float32 norm, and an
+    infinite scale would make any two such rows agree (:math:`\text{rtol} \cdot \infty`), e.g.
+    two faulty workers' different huge rows. In float64 no float32 row overflows, so only rows
+    with NaN/Inf (or float64 rows beyond ~1e154) keep a non-finite distance."""
+    def norms(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        scale = torch.maximum(torch.linalg.vector_norm(a, dim=1),
+                              torch.linalg.vector_norm(b, dim=1))
+        return torch.linalg.vector_norm(a - b, dim=1), scale
+
+    dist, scale = norms(a, b)
+    redo = (~(torch.isfinite(dist) & torch.isfinite(scale))).nonzero().flatten()
+    if redo.numel():
+        dist, scale = dist.double(), scale.double()
+        dist[redo], scale[redo] = norms(a[redo].double(), b[redo].double())
+    return dist, scale
+
+
 def compare_replicas(
     plan: StepPlan, rows: Tensor, *, rtol: float = 1e-5, atol: float = 0.0
 ) -> Comparison:
@@ -95,9 +118,7 @@ def compare_replicas(
         return out
     ia = torch.tensor([t[1] for t in triples], device=rows.device)
     ib = torch.tensor([t[2] for t in triples], device=rows.device)
-    a, b = rows[ia], rows[ib]
-    dist = torch.linalg.vector_norm(a - b, dim=1)
-    scale = torch.maximum(torch.linalg.vector_norm(a, dim=1), torch.linalg.vector_norm(b, dim=1))
+    dist, scale = _distance_and_scale(rows[ia], rows[ib])
     # a non-finite distance (NaN/Inf rows, or an overflow between huge rows) never agrees
     agree = (torch.isfinite(dist) & (dist <= rtol * scale + atol)).tolist()
     for (batch, ra, rb), ok in zip(triples, agree):
