@@ -429,6 +429,35 @@ def test_bound_correction_hand_checked() -> None:
         assert how == "context" and torch.equal(row, m)
 
 
+@pytest.mark.parametrize("defense", ["mean", "median"])
+def test_engine_state_round_trip_continues_exactly(defense: str) -> None:
+    """Run 12 steps; separately run 6, save the state (torch.save, weights_only load) into a
+    fresh engine and run the last 6: the same aggregates bit for bit, convictions, models."""
+    import io
+
+    w, sched = 6, RedundancySchedule(6, 2, seed=0)
+    inj = FaultInjector("sign_flip", [2], w)
+    truths = torch.randn(12, w, 16, generator=torch.Generator().manual_seed(0))
+    steps = [(sched.plan(t), _rows(sched.plan(t), truths[t], inj)) for t in range(12)]
+    whole = FaultTolerantStep(w, 1, correct=True, defense=defense)
+    expect = [whole(plan, rows).aggregate for plan, rows in steps]
+    first = FaultTolerantStep(w, 1, correct=True, defense=defense)
+    for plan, rows in steps[:6]:
+        first(plan, rows)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = FaultTolerantStep(w, 1, correct=True, defense=defense)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    got = [resumed(plan, rows).aggregate for plan, rows in steps[6:]]
+    assert all(torch.equal(a, b) for a, b in zip(got, expect[6:]))
+    assert resumed.convicted == whole.convicted == {2: 0}
+    assert resumed.bank.history == whole.bank.history
+    assert torch.equal(resumed.bank.models[2].stats, whole.bank.models[2].stats)
+    with pytest.raises(ValueError, match="max_faulty"):
+        FaultTolerantStep(w, 2).load_state_dict(first.state_dict())
+
+
 def test_gradients_deterministic_with_dropout_and_batchnorm_refused() -> None:
     from torch import nn
 

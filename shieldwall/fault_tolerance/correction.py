@@ -79,6 +79,7 @@ exclusion, :math:`\hat x = m` (``exclude_*``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -249,6 +250,20 @@ class RidgeCorrector:
         a, beta, gamma = self._theta32
         return torch.addcmul(torch.addcmul(a, beta, y), gamma, m)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The discounted statistics and pair counts (the fit is recomputed from them)."""
+        return {"stats": self.stats.cpu().clone(), "n": self.n, "num_pairs": self.num_pairs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; a model of another ``dim`` is a ``ValueError``."""
+        stats = state["stats"]
+        if tuple(stats.shape) != tuple(self.stats.shape):
+            raise ValueError(f"correction model state has statistics of shape "
+                             f"{tuple(stats.shape)}, expected {tuple(self.stats.shape)}")
+        self.stats = stats.to(self.stats.device, self.stats.dtype).clone()
+        self.n, self.num_pairs = float(state["n"]), int(state["num_pairs"])
+        self._theta = self._theta32 = None
+
 
 class CorrectionBank:
     """One :class:`RidgeCorrector` per convicted worker, the safeguard, and the error record.
@@ -356,6 +371,23 @@ class CorrectionBank:
             acc[2] += 1
         self.fit_errors = {w: (a[0] / a[2], a[1] / a[2], int(a[2])) for w, a in sums.items()}
         return learned
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every worker's model, the safeguard's scores, the error record and the counters."""
+        return {"models": {w: m.state_dict() for w, m in self.models.items()},
+                "score": dict(self.score), "history": [dict(r) for r in self.history],
+                "fallbacks": self.fallbacks, "clipped": self.clipped}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        """Restore :meth:`state_dict`'s output (the bank must have the same ``dim``)."""
+        self.models = {}
+        for worker, model_state in state["models"].items():
+            model = RidgeCorrector(self.dim, device=device, **self.kwargs)
+            model.load_state_dict(model_state)
+            self.models[int(worker)] = model
+        self.score = {int(w): (float(a), float(b)) for w, (a, b) in state["score"].items()}
+        self.history = [dict(r) for r in state["history"]]
+        self.fallbacks, self.clipped = int(state["fallbacks"]), int(state["clipped"])
 
     def summary(self, last: int | None = None) -> dict[str, float]:
         """Mean of each error over the last ``last`` scored pairs (all when ``None``)."""

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -153,6 +154,29 @@ class FaultDetector:
         self.vouched_last: dict[int, bool] = {}
         """worker → whether it agreed with some partner at its latest check step."""
         self._warned = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accusation graph, the convictions and the counters (everything :meth:`observe`
+        carries from one check step to the next)."""
+        return {"num_workers": self.num_workers, "max_faulty": self.max_faulty,
+                "accusers": [sorted(a) for a in self.accusers],
+                "convicted": dict(self.convicted), "vouched_last": dict(self.vouched_last),
+                "num_disagreements": self.num_disagreements,
+                "num_comparisons": self.num_comparisons, "warned": self._warned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; another ``w`` or :math:`\\hat f` is a
+        ``ValueError`` (the conviction rule's soundness depends on both)."""
+        saved = (state["num_workers"], state["max_faulty"])
+        if saved != (self.num_workers, self.max_faulty):
+            raise ValueError(f"detector state is for w={saved[0]}, max_faulty={saved[1]}; this "
+                             f"run has w={self.num_workers}, max_faulty={self.max_faulty}")
+        self.accusers = [set(a) for a in state["accusers"]]
+        self.convicted = {int(w): int(s) for w, s in state["convicted"].items()}
+        self.vouched_last = {int(w): bool(v) for w, v in state["vouched_last"].items()}
+        self.num_disagreements = int(state["num_disagreements"])
+        self.num_comparisons = int(state["num_comparisons"])
+        self._warned = bool(state["warned"])
 
     def is_convicted(self, worker: int) -> bool:
         return worker in self.convicted

@@ -195,6 +195,28 @@ class FaultTolerantStep:
     def convicted(self) -> dict[int, int]:
         return self.detector.convicted
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a step carries to the next: detector, correction models, the rule's state
+        (stateful rules) and the counters; ``torch.save``-able with ``weights_only``. A run
+        restored from it continues exactly as the uninterrupted one."""
+        return {"detector": self.detector.state_dict(),
+                "bank": None if self.bank is None else self.bank.state_dict(),
+                "dim": None if self.bank is None else self.bank.dim,
+                "rule": self.rule.state_dict(), "f_lowered": self.f_lowered,
+                "nonfinite_steps": self.nonfinite_steps}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        """Restore :meth:`state_dict`'s output into an engine built with the same settings;
+        ``device`` is where the correction models live."""
+        self.detector.load_state_dict(state["detector"])
+        self.bank = None
+        if state["bank"] is not None:
+            self.bank = CorrectionBank(int(state["dim"]), **self._bank_kwargs)
+            self.bank.load_state_dict(state["bank"], device)
+        self.rule.load_state_dict(state["rule"])
+        self.f_lowered = int(state["f_lowered"])
+        self.nonfinite_steps = int(state["nonfinite_steps"])
+
     def __call__(self, plan: StepPlan, rows: Tensor) -> StepOutcome:
         assign = plan.assignments
         comp, new = None, []
