@@ -156,6 +156,16 @@ def test_compare_replicas_tolerance_and_nan() -> None:
     assert comp.vouched == {0, 1}
 
 
+def test_compare_replicas_huge_rows_do_not_agree_by_an_infinite_scale() -> None:
+    """Rows of 1e20 (d = 1000) overflow a float32 norm: the scale was inf, so 1e20 and 1.001e20
+    (0.1% apart, 100× rtol) agreed and vouched for two faulty workers. Identical ones agree."""
+    plan = RedundancySchedule(2, 1).plan(0)  # rows: w0→b0, w1→b1, w1→b0, w0→b1
+    ones = torch.ones(1000)
+    rows = torch.stack([1e20 * ones, 1e20 * ones, 1.001e20 * ones, 1e20 * ones])
+    comp = compare_replicas(plan, rows)
+    assert {b: ok for b, *_, ok in comp.pairs} == {0: False, 1: True}
+
+
 # ---------------------------------------------------------------------------- correction
 
 
@@ -297,6 +307,155 @@ def test_plain_step_excludes_or_corrects_convicted_rows() -> None:
             assert b.sources[2] == "model"
             assert torch.allclose(b.aggregate, truth.mean(0), atol=1e-6)
     assert dict(excl.convicted) == {2: 0}
+
+
+def _convicted_sign_flipper(defense: str = "mean"):
+    """w = 6, worker 2 a ×1 sign flipper, convicted at step 0 and its model trusted by step 8
+    (the set-up of the test above). Returns ``(engine, schedule, injector, generator)``."""
+    w = 6
+    sched = RedundancySchedule(w, 2, seed=0)
+    inj = FaultInjector("sign_flip", [2], w)
+    gen = torch.Generator().manual_seed(0)
+    engine = FaultTolerantStep(w, 1, correct=True, defense=defense)
+    for t in range(8):
+        plan = sched.plan(t)
+        engine(plan, _rows(plan, torch.randn(w, 16, generator=gen), inj))
+    assert engine.convicted == {2: 0} and engine.bank.trusted(2)
+    return engine, sched, inj, gen
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e30])
+def test_corrected_row_of_a_nonfinite_or_huge_row_is_bounded(bad: float) -> None:
+    """A convicted worker's NaN/Inf row is corrected to m (exclusion); a huge one is clipped to
+    NORM_MARGIN × the largest trusted norm. Before: the aggregate was NaN/Inf."""
+    engine, sched, inj, gen = _convicted_sign_flipper()
+    plan = sched.plan(9)  # plain
+    truth = torch.randn(6, 16, generator=gen)
+    rows = _rows(plan, truth, inj)
+    rows[2] = bad
+    fallbacks = engine.bank.fallbacks
+    out = engine(plan, rows)
+    assert out.sources[2] == "model"
+    honest = truth[[0, 1, 3, 4, 5]]
+    if bad != 1e30:  # x̂ = m: the mean of 5 rows and their mean is their mean
+        assert torch.allclose(out.aggregate, honest.mean(0), atol=1e-6)
+        assert engine.bank.fallbacks == fallbacks + 1
+    else:  # x̂ = −β·1e30·1 with β ≈ 1, clipped to norm R = 2·max‖x_b‖ along −1/√16
+        r = 2 * float(honest.norm(dim=1).max())
+        expect = (honest.sum(0) - r * torch.ones(16) / 4) / 6
+        assert torch.allclose(out.aggregate, expect, atol=1e-5)
+        assert engine.bank.clipped == 1
+
+
+def test_nonfinite_rows_never_reach_the_rule() -> None:
+    """An unconvicted worker's NaN row on a plain step is left out (before: a NaN aggregate);
+    with the median and f = 0 a NaN corrected row no longer raises."""
+    engine, sched, inj, gen = _convicted_sign_flipper()
+    plan = sched.plan(9)
+    truth = torch.randn(6, 16, generator=gen)
+    rows = _rows(plan, truth, inj)
+    rows[4, 3] = float("nan")
+    out = engine(plan, rows)
+    assert out.sources[4] == "excluded" and out.num_rows == 5
+    assert torch.allclose(out.aggregate, truth[[0, 1, 2, 3, 5]].mean(0), atol=1e-6)
+    engine, sched, inj, gen = _convicted_sign_flipper("median")
+    rows = _rows(plan, torch.randn(6, 16, generator=gen), inj)
+    rows[2] = float("nan")
+    assert torch.isfinite(engine(plan, rows).aggregate).all()
+
+
+def test_nonfinite_aggregate_is_never_applied() -> None:
+    """Finite rows whose mean overflows (3e38 + 3e38 in float32): the step is skipped."""
+    engine = FaultTolerantStep(4, 1)
+    rows = torch.zeros(4, 3)
+    rows[:2] = 3e38
+    out = engine(RedundancySchedule(4, 0).plan(0), rows)
+    assert torch.equal(out.aggregate, torch.zeros(3)) and engine.nonfinite_steps == 1
+
+
+def test_pairs_with_nonfinite_or_overflowing_values_are_not_learned() -> None:
+    """One NaN pair used to make the statistics, the fit and the safeguard's score NaN for good
+    (the model was never used again); a |y| = 1e30 pair overflowed y² in float32 likewise."""
+    x, m = torch.tensor([1.0, -2.0, 0.5, 3.0]), torch.zeros(4)
+    bank = CorrectionBank(4)
+    for t in range(3):
+        assert bank.learn(t, [(0, -x, m, x)]) == [0]
+    model = bank.models[0]
+    stats, score = model.stats.clone(), bank.score[0]
+    for t, bad in enumerate([float("nan"), float("inf"), 1e30], start=3):
+        assert bank.learn(t, [(0, torch.full((4,), bad), m, x), (0, -x, m, x)]) == [1]
+        assert model.num_pairs == t + 1
+    assert torch.isfinite(model.stats).all() and bank.trusted(0)
+    assert all(math.isfinite(v) for v in bank.score[0]) and bank.score[0][0] <= score[0] + 1e-9
+    assert not model.update(torch.full((4,), 1e30), m, x)
+    assert torch.isfinite(model.fit()).all()
+    assert torch.allclose(bank.predict(0, -x, m), x, atol=1e-5)  # still the sign flip's inverse
+    assert torch.equal(bank.predict(0, torch.full((4,), float("nan")), m), m)
+    assert stats.shape == model.stats.shape
+
+
+def test_check_step_leaves_out_a_suspects_replica_of_a_convicted_owners_batch() -> None:
+    """w = 6, f̂ = 2, worker 0 convicted, worker 1 noisy but not yet convicted; a check step with
+    s = 1: worker 1 recomputes batch 0 (convicted owner) and is compared with honest worker 2 on
+    its own batch. Worker 1 disagrees with both, so it is a suspect as of this step; its replica
+    of batch 0 used to be taken (``replica``) and put its noise into the aggregate."""
+    w = 6
+    sched = RedundancySchedule(w, 1, seed=0)
+    t = next(t for t in range(10) if sched.shift(t) == 1)
+    plan = sched.plan(t)  # worker i computes batches i and i - 1
+    truth = torch.randn(w, 8, generator=torch.Generator().manual_seed(0))
+    rows = truth[[a.batch for a in plan.assignments]].clone()
+    for k, a in enumerate(plan.assignments):
+        if a.worker in (0, 1):
+            rows[k] += 10.0 * (k + 1)
+    engine = FaultTolerantStep(w, 2)
+    engine.detector.convicted[0] = 0
+    out = engine(plan, rows)
+    assert not out.new_convicted  # worker 1: one open accusation (2), threshold f̂ − |C| + 1 = 2
+    assert out.sources[:2] == ["suspect", "vouched"]  # batch 1: worker 2's replica
+    assert torch.allclose(out.aggregate, truth[1:].mean(0))
+
+
+def test_bound_correction_hand_checked() -> None:
+    from shieldwall.fault_tolerance.correction import bound_correction
+
+    m = torch.tensor([1.0, 1.0])
+    pred = torch.tensor([3.0, 4.0])  # norm 5
+    assert bound_correction(pred, m, 5.0) == (pred, "model")
+    row, how = bound_correction(pred, m, 2.5)
+    assert how == "clipped" and torch.allclose(row, torch.tensor([1.5, 2.0]))
+    for bad in (float("nan"), float("inf")):
+        row, how = bound_correction(torch.tensor([bad, 0.0]), m, 2.5)
+        assert how == "context" and torch.equal(row, m)
+
+
+@pytest.mark.parametrize("defense", ["mean", "median"])
+def test_engine_state_round_trip_continues_exactly(defense: str) -> None:
+    """Run 12 steps; separately run 6, save the state (torch.save, weights_only load) into a
+    fresh engine and run the last 6: the same aggregates bit for bit, convictions, models."""
+    import io
+
+    w, sched = 6, RedundancySchedule(6, 2, seed=0)
+    inj = FaultInjector("sign_flip", [2], w)
+    truths = torch.randn(12, w, 16, generator=torch.Generator().manual_seed(0))
+    steps = [(sched.plan(t), _rows(sched.plan(t), truths[t], inj)) for t in range(12)]
+    whole = FaultTolerantStep(w, 1, correct=True, defense=defense)
+    expect = [whole(plan, rows).aggregate for plan, rows in steps]
+    first = FaultTolerantStep(w, 1, correct=True, defense=defense)
+    for plan, rows in steps[:6]:
+        first(plan, rows)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = FaultTolerantStep(w, 1, correct=True, defense=defense)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    got = [resumed(plan, rows).aggregate for plan, rows in steps[6:]]
+    assert all(torch.equal(a, b) for a, b in zip(got, expect[6:]))
+    assert resumed.convicted == whole.convicted == {2: 0}
+    assert resumed.bank.history == whole.bank.history
+    assert torch.equal(resumed.bank.models[2].stats, whole.bank.models[2].stats)
+    with pytest.raises(ValueError, match="max_faulty"):
+        FaultTolerantStep(w, 2).load_state_dict(first.state_dict())
 
 
 def test_gradients_deterministic_with_dropout_and_batchnorm_refused() -> None:

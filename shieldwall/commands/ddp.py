@@ -125,7 +125,11 @@ def report(summary: dict[str, Any], check_every: int) -> None:
               f"(uncorrected {corr['raw_mse']:.3g}, excluded {corr['exclude_mse']:.3g}), "
               f"mape {100 * corr['mape']:.1f}% (uncorrected {100 * corr['raw_mape']:.1f}%); "
               f"{summary['rows']['model']} rows corrected, {summary['correction_fallbacks']} of "
-              "them by exclusion (the safeguard)")
+              "them by exclusion (the safeguard)"
+              + (f", {summary['correction_clipped']} clipped to the step's largest trusted norm"
+                 if summary.get("correction_clipped") else ""))
+    if summary.get("nonfinite_steps"):
+        print(f"skipped {summary['nonfinite_steps']} steps whose aggregate was not finite")
     if summary.get("f_lowered_steps"):
         print(f"defense {summary['defense']}: f lowered to the rule's largest valid value at "
               f"{summary['f_lowered_steps']} of {summary['steps']} steps (too few rows for "

@@ -8,7 +8,8 @@ r"""Detecting faulty workers from disagreeing replicas.
 
 (``rtol`` defaults to 1e-5: honest replicas are bitwise equal in the simulator and equal up to
 kernel rounding across processes; the norms are taken in the rows' dtype, whose rounding is far
-below ``rtol`` for float32). Rows with NaN/Inf, or whose difference overflows, never agree.
+below ``rtol`` for float32; norms that overflow it are taken again in float64, so that two
+different huge rows never agree by an infinite scale). Rows with NaN/Inf never agree.
 
 **What a disagreement tells.** Honest workers compute the same function of the same data, so an
 honest pair always agrees; a disagreement means *at least one* of the two is faulty, never which.
@@ -43,7 +44,8 @@ for the correction model, and defines *suspects*.
 
 **Suspects** (provisional, not a conviction): an unconvicted worker with an open accusation that
 agreed with *no* partner at its latest check step. Until it is convicted (or vouched again) its
-rows are left out of plain steps, which bounds the damage in the few steps before conviction at
+rows are left out of plain steps, and of a check step (whose comparisons already count) where one
+would be its batch's only trusted row, which bounds the damage in the few steps before conviction at
 the price of its sub-batch. At most :math:`\hat f - |C|` workers are suspects (the most accused
 first). An honest worker becomes one only when both its partners at a check step were faulty.
 """
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -80,6 +83,28 @@ class Comparison:
         return sum(1 for *_, ok in self.pairs if not ok)
 
 
+def _distance_and_scale(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    r""":math:`\lVert a_j - b_j \rVert_2` and :math:`\max(\lVert a_j \rVert_2,
+    \lVert b_j \rVert_2)` per row pair (float64 where the rows' dtype overflowed).
+
+    Computed in the rows' dtype, then again in float64 for the pairs where either came out
+    non-finite: finite float32 rows of entries above ~1e19 overflow a float32 norm, and an
+    infinite scale would make any two such rows agree (:math:`\text{rtol} \cdot \infty`), e.g.
+    two faulty workers' different huge rows. In float64 no float32 row overflows, so only rows
+    with NaN/Inf (or float64 rows beyond ~1e154) keep a non-finite distance."""
+    def norms(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        scale = torch.maximum(torch.linalg.vector_norm(a, dim=1),
+                              torch.linalg.vector_norm(b, dim=1))
+        return torch.linalg.vector_norm(a - b, dim=1), scale
+
+    dist, scale = norms(a, b)
+    redo = (~(torch.isfinite(dist) & torch.isfinite(scale))).nonzero().flatten()
+    if redo.numel():
+        dist, scale = dist.double(), scale.double()
+        dist[redo], scale[redo] = norms(a[redo].double(), b[redo].double())
+    return dist, scale
+
+
 def compare_replicas(
     plan: StepPlan, rows: Tensor, *, rtol: float = 1e-5, atol: float = 0.0
 ) -> Comparison:
@@ -94,9 +119,7 @@ def compare_replicas(
         return out
     ia = torch.tensor([t[1] for t in triples], device=rows.device)
     ib = torch.tensor([t[2] for t in triples], device=rows.device)
-    a, b = rows[ia], rows[ib]
-    dist = torch.linalg.vector_norm(a - b, dim=1)
-    scale = torch.maximum(torch.linalg.vector_norm(a, dim=1), torch.linalg.vector_norm(b, dim=1))
+    dist, scale = _distance_and_scale(rows[ia], rows[ib])
     # a non-finite distance (NaN/Inf rows, or an overflow between huge rows) never agrees
     agree = (torch.isfinite(dist) & (dist <= rtol * scale + atol)).tolist()
     for (batch, ra, rb), ok in zip(triples, agree):
@@ -131,6 +154,29 @@ class FaultDetector:
         self.vouched_last: dict[int, bool] = {}
         """worker → whether it agreed with some partner at its latest check step."""
         self._warned = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accusation graph, the convictions and the counters (everything :meth:`observe`
+        carries from one check step to the next)."""
+        return {"num_workers": self.num_workers, "max_faulty": self.max_faulty,
+                "accusers": [sorted(a) for a in self.accusers],
+                "convicted": dict(self.convicted), "vouched_last": dict(self.vouched_last),
+                "num_disagreements": self.num_disagreements,
+                "num_comparisons": self.num_comparisons, "warned": self._warned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; another ``w`` or :math:`\\hat f` is a
+        ``ValueError`` (the conviction rule's soundness depends on both)."""
+        saved = (state["num_workers"], state["max_faulty"])
+        if saved != (self.num_workers, self.max_faulty):
+            raise ValueError(f"detector state is for w={saved[0]}, max_faulty={saved[1]}; this "
+                             f"run has w={self.num_workers}, max_faulty={self.max_faulty}")
+        self.accusers = [set(a) for a in state["accusers"]]
+        self.convicted = {int(w): int(s) for w, s in state["convicted"].items()}
+        self.vouched_last = {int(w): bool(v) for w, v in state["vouched_last"].items()}
+        self.num_disagreements = int(state["num_disagreements"])
+        self.num_comparisons = int(state["num_comparisons"])
+        self._warned = bool(state["warned"])
 
     def is_convicted(self, worker: int) -> bool:
         return worker in self.convicted

@@ -5,16 +5,21 @@ assignment, faults included). Output: the gradient the optimiser applies.
 
 1. **Detect** (check steps): replicas are compared and the conviction rule of :mod:`.detection`
    runs; convictions take effect in the same step.
-2. **Pick one row per sub-batch** :math:`b` from the replicas computed by *unconvicted* workers:
+2. **Pick one row per sub-batch** :math:`b` from the replicas computed by *unconvicted* workers
+   (a row with a NaN/Inf is never trusted: it is left out like a convicted worker's):
    the owner's row when they agree (or when there is one), the *vouched* one (agreed with its
-   other partner this step) when two disagree, none when that is still undecided. On plain steps
-   the rows of *suspects* (:mod:`.detection`) are left out until they are convicted or cleared.
-   A convicted owner's batch that an unconvicted partner also computed gets the partner's row:
-   **replica correction**, exact.
-3. **Correct or exclude** sub-batches computed only by convicted workers: with ``correct`` the
+   other partner this step) when two disagree, none when that is still undecided. A row that is
+   its batch's only unconvicted one is left out when its worker is a *suspect*
+   (:mod:`.detection`; on a check step, as of this step's comparisons) until that worker is
+   convicted or cleared. A convicted owner's batch that an unconvicted partner (not a suspect)
+   also computed gets the partner's row: **replica correction**, exact.
+3. **Correct or exclude** sub-batches computed only by convicted workers, or whose other replica
+   came from a suspect: with ``correct`` the
    owner's row goes through its :class:`~.correction.RidgeCorrector`,
    :math:`\hat x = a + \beta y + \gamma m` with context :math:`m` the mean of the rows of batches
-   owned by unconvicted workers; otherwise (or before the model has a pair) the batch is left out.
+   owned by unconvicted workers, bounded by :func:`~.correction.bound_correction` (norm at most
+   :math:`R = \kappa \max_b \lVert x_b \rVert` over the step's trusted rows, :math:`m` when
+   not finite); otherwise (or before the model has a pair) the batch is left out.
 4. **Learn** (check steps, with ``correct``): each convicted worker's row :math:`y` for a batch
    whose other replica is trusted (its computer is vouched this step, or :math:`\hat f` workers are
    already convicted) is a training pair :math:`(y, m_{-b}, x)`.
@@ -34,12 +39,14 @@ assignment, faults included). Output: the gradient the optimiser applies.
    keep their state per sub-batch slot (its owner's id; one row per slot and step) through
    :class:`~shieldwall.algorithms.defense.Defense`.
    Without checks (``check_every = 0``) this is plain data parallel with that rule over all
-   :math:`w` rows.
+   :math:`w` finite rows. An aggregate that is still not finite (finite rows whose mean
+   overflows) is replaced by zeros: the step is skipped (:attr:`FaultTolerantStep.nonfinite_steps`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,8 +55,9 @@ import torch
 from torch import Tensor
 
 from shieldwall.aggregators import AGGREGATORS
+from shieldwall.aggregators.base import finite_row_mask
 from shieldwall.algorithms.defense import Defense, check_params
-from shieldwall.fault_tolerance.correction import CorrectionBank
+from shieldwall.fault_tolerance.correction import NORM_MARGIN, CorrectionBank, all_finite
 from shieldwall.fault_tolerance.detection import FaultDetector
 from shieldwall.fault_tolerance.schedule import StepPlan
 
@@ -115,7 +123,8 @@ class StepOutcome:
     """What a step did.
 
     Attributes:
-        aggregate: the ``(d,)`` gradient to apply (zeros when no row was kept).
+        aggregate: the ``(d,)`` gradient to apply (zeros when no row was kept or it was not
+            finite).
         sources: per sub-batch, where its row came from: ``owner`` (the owner's own row, checked or
             not), ``replica`` (a convicted owner's batch taken from its unconvicted partner),
             ``vouched`` (two unconvicted replicas disagreed; the vouched one), ``model``
@@ -176,6 +185,8 @@ class FaultTolerantStep:
         self.rule = _build_rule(defense, dict(defense_params or {}), num_workers)
         self.f_lowered = 0
         """Steps at which :func:`rule_f` lowered the rule's ``f`` (or fell back to the median)."""
+        self.nonfinite_steps = 0
+        """Steps skipped because the rule's aggregate had a NaN/Inf."""
         self.detector = FaultDetector(num_workers, max_faulty, rtol=rtol)
         self.bank: CorrectionBank | None = None
         self._bank_kwargs = {"prior_strength": prior_strength, "decay": decay}
@@ -183,6 +194,28 @@ class FaultTolerantStep:
     @property
     def convicted(self) -> dict[int, int]:
         return self.detector.convicted
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a step carries to the next: detector, correction models, the rule's state
+        (stateful rules) and the counters; ``torch.save``-able with ``weights_only``. A run
+        restored from it continues exactly as the uninterrupted one."""
+        return {"detector": self.detector.state_dict(),
+                "bank": None if self.bank is None else self.bank.state_dict(),
+                "dim": None if self.bank is None else self.bank.dim,
+                "rule": self.rule.state_dict(), "f_lowered": self.f_lowered,
+                "nonfinite_steps": self.nonfinite_steps}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        """Restore :meth:`state_dict`'s output into an engine built with the same settings;
+        ``device`` is where the correction models live."""
+        self.detector.load_state_dict(state["detector"])
+        self.bank = None
+        if state["bank"] is not None:
+            self.bank = CorrectionBank(int(state["dim"]), **self._bank_kwargs)
+            self.bank.load_state_dict(state["bank"], device)
+        self.rule.load_state_dict(state["rule"])
+        self.f_lowered = int(state["f_lowered"])
+        self.nonfinite_steps = int(state["nonfinite_steps"])
 
     def __call__(self, plan: StepPlan, rows: Tensor) -> StepOutcome:
         assign = plan.assignments
@@ -193,15 +226,17 @@ class FaultTolerantStep:
                 log.info("step %d: worker %d convicted (disagreed with %s)",
                          plan.step, i, sorted(self.detector.accusers[i]))
         bad = self.detector.is_convicted
+        finite = finite_row_mask(rows)
+        broken = set() if finite is None else set((~finite).nonzero().flatten().tolist())
         agreed = {} if comp is None else {(a, b): ok for _, a, b, ok in comp.pairs}
         vouched = set() if comp is None else comp.vouched
 
         reps: dict[int, int] = {}  # batch -> row index of its trusted row
         sources: dict[int, str] = {}
         replicas = plan.replicas()
-        suspects = set() if plan.check else self.detector.suspects()
+        suspects = self.detector.suspects()  # on a check step: as of this step's comparisons
         for b, idx in replicas.items():
-            good = [k for k in idx if not bad(assign[k].worker)]
+            good = [k for k in idx if not bad(assign[k].worker) and k not in broken]
             if not good:
                 continue
             if len(good) == 1 and assign[good[0]].worker in suspects:
@@ -226,30 +261,43 @@ class FaultTolerantStep:
         kept_slots = list(kept_ids)  # sub-batch ids: one row each, unique within a step
 
         corrected = 0
+        # R of correction.bound_correction: NORM_MARGIN × the largest norm of a trusted row
+        max_norm = math.inf if ctx_sum is None else NORM_MARGIN * float(
+            torch.linalg.vector_norm(rows[list(reps.values())], dim=1, dtype=torch.float64).max()
+        )
         for b, idx in replicas.items():
-            if b in reps or b in sources:
+            if b in reps or (b in sources and not bad(b)):
                 continue
-            sources[b] = "excluded"
+            sources.setdefault(b, "excluded")
             if self.correct and ctx_sum is not None and self.bank is not None:
                 owner = next((k for k in idx if assign[k].worker == b), idx[0])
                 worker = assign[owner].worker
                 if self.bank.ready(worker):
                     m = ctx_sum / len(ctx_batches)
-                    kept.append(self.bank.predict(worker, rows[owner], m))
+                    kept.append(self.bank.predict(worker, rows[owner], m, max_norm))
                     kept_slots.append(b)
                     sources[b] = "model"
                     corrected += 1
 
         pairs: list[tuple[int, int, Tensor, Tensor, Tensor]] = []
         if plan.check and self.correct and ctx_sum is not None:
-            pairs = self._learn(plan, rows, reps, vouched, ctx_batches, ctx_sum)
+            pairs = self._learn(plan, rows, reps, vouched, ctx_batches, ctx_sum, max_norm)
 
         f_left = max(self.max_faulty - len(self.convicted), 0)
         f_used = f_left
+        agg = None
         if kept:
             agg, f_used = self._aggregate(plan.step, torch.stack(kept), kept_slots, f_left)
+            if not all_finite(agg):  # e.g. the mean of finite rows whose sum overflows
+                self.nonfinite_steps += 1
+                if self.nonfinite_steps == 1:
+                    log.warning("step %d: the %s of the kept rows is not finite; the step is "
+                                "skipped (logged once; counted in the summary)", plan.step,
+                                self.rule.aggregator)
+                agg = None
         else:
             log.warning("step %d: no sub-batch gradient could be trusted; skipping", plan.step)
+        if agg is None:
             agg = rows.new_zeros(rows.shape[1])
         return StepOutcome(
             aggregate=agg,
@@ -295,9 +343,11 @@ class FaultTolerantStep:
         vouched: set[int],
         ctx_batches: list[int],
         ctx_sum: Tensor,
+        max_norm: float,
     ) -> list[tuple[int, int, Tensor, Tensor, Tensor]]:
         """Learn (y, m_{-b}, x) pairs for convicted workers' rows with a trusted replica;
-        returns them as ``(worker, batch, y, m, x)``."""
+        returns those the model learned (:meth:`CorrectionBank.learn` refuses pairs with NaN/Inf)
+        as ``(worker, batch, y, m, x)``."""
         all_found = len(self.convicted) >= self.max_faulty
         pairs = []
         for k, a in enumerate(plan.assignments):
@@ -316,5 +366,8 @@ class FaultTolerantStep:
         if pairs:
             if self.bank is None:
                 self.bank = CorrectionBank(rows.shape[1], **self._bank_kwargs)
-            self.bank.learn(plan.step, [(w, y, m, x) for w, _, y, m, x in pairs])
+            learned = self.bank.learn(
+                plan.step, [(w, y, m, x) for w, _, y, m, x in pairs], max_norm
+            )
+            pairs = [pairs[i] for i in learned]
         return pairs

@@ -293,6 +293,8 @@ def _summary(
         "correction": engine.bank.summary() if engine.bank is not None else {},
         "correction_last": engine.bank.summary(last=20) if engine.bank is not None else {},
         "correction_fallbacks": engine.bank.fallbacks if engine.bank is not None else 0,
+        "correction_clipped": engine.bank.clipped if engine.bank is not None else 0,
+        "nonfinite_steps": engine.nonfinite_steps,
         "defense": engine.rule.aggregator,
         "f_lowered_steps": engine.f_lowered,
         "evals": evals,
