@@ -34,7 +34,10 @@ from shieldwall.config.schema import (
 )
 from shieldwall.registry import closest, normalize_name
 
-__all__ = ["ConfigError", "load_config", "config_from_dict", "parse_override", "config_to_dict"]
+__all__ = [
+    "ConfigError", "load_config", "config_from_dict", "parse_override", "config_to_dict",
+    "read_yaml", "read_sections", "yaml_problem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +61,37 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def read_sections(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """The YAML mapping of sections in ``path``; :class:`ConfigError` (one line naming the file)
-    if it is missing, not YAML, or not a mapping."""
-    path = Path(path)
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: ``line L, column C: problem``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The parsed YAML in ``path``; :class:`ConfigError` (one line naming ``what`` and the file)
+    if it is missing, a folder, not UTF-8 text or not valid YAML."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"offset {exc.start}); save it as UTF-8 YAML"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
+
+
+def read_sections(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The YAML mapping of sections in ``path``; :class:`ConfigError` (one line naming the file)
+    if it is missing, not YAML, or not a mapping."""
+    raw = read_yaml(path, what) or {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{what} {str(path)!r} must hold a mapping of sections")
     return dict(raw)
@@ -213,7 +237,7 @@ def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Fiel
     if hint is int:
         if isinstance(value, bool) or not _is_int(value):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return int(value)
+        return _in_int64(where, int(value))
     if hint is float:
         try:
             if isinstance(value, bool):
@@ -251,7 +275,7 @@ def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Fiel
         if args and args[0] is int:
             if not all(_is_int(v) and not isinstance(v, bool) for v in value):
                 raise ConfigError(f"{where} must be a list of integers, got {value!r}")
-            return [int(v) for v in value]
+            return [_in_int64(where, int(v)) for v in value]
         return list(value)
     if origin is dict:
         if not isinstance(value, Mapping):
@@ -281,6 +305,16 @@ def _is_int(value: Any) -> bool:
     return False
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _in_int64(where: str, number: int) -> int:
+    """``number`` if a 64-bit integer holds it (torch and NumPy take no larger), else an error."""
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise ConfigError(f"{where} must be an integer between -2**63 and 2**63 - 1, got {number}")
+    return number
+
+
 def _positive(where: str, value: int | float | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return
@@ -301,6 +335,12 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
     _positive("train_args.weight_decay", t.weight_decay, allow_zero=True)
     _positive("train_args.momentum", t.momentum, allow_zero=True)
     _positive("train_args.server_lr", t.server_lr)
+    _positive("train_args.fedprox_mu", t.fedprox_mu, allow_zero=True)
+    _positive("train_args.warmup_steps", t.warmup_steps, allow_zero=True)
+    _positive("train_args.max_grad_norm", t.max_grad_norm)
+    _positive("train_args.target_batch_size", t.target_batch_size)
+    _positive("train_args.lamb_clamp_value", t.lamb_clamp_value)
+    _check_seed_and_device(cfg)
     c = cfg.comm_args
     for key in ("round_timeout", "max_message_mb", "max_update_norm"):
         _positive(f"comm_args.{key}", getattr(c, key))
@@ -326,6 +366,7 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
     _positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
     _positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
     _positive("data_args.partition_alpha", cfg.data_args.partition_alpha)
+    _positive("data_args.partition_min_size", cfg.data_args.partition_min_size, allow_zero=True)
     if t.client_num_per_round is not None and t.client_num_per_round > t.client_num_in_total:
         raise ConfigError(
             f"train_args.client_num_per_round ({t.client_num_per_round}) exceeds "
@@ -341,3 +382,15 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
         )
     d = cfg.defense_args
     _positive("defense_args.byzantine_client_num", d.byzantine_client_num, allow_zero=True)
+
+
+_SEEDS = 2**32  # NumPy's and the attack schedules' seeds are unsigned 32-bit
+
+
+def _check_seed_and_device(cfg: ExperimentConfig) -> None:
+    """The seed's range and the thread and chunk counts (0 threads: torch's default)."""
+    seed = cfg.common_args.random_seed
+    if not 0 <= seed < _SEEDS:
+        raise ConfigError(f"common_args.random_seed must be in 0..{_SEEDS - 1}, got {seed}")
+    _positive("device_args.num_threads", cfg.device_args.num_threads, allow_zero=True)
+    _positive("device_args.max_clients_per_chunk", cfg.device_args.max_clients_per_chunk)
