@@ -36,7 +36,7 @@ from shieldwall.registry import closest, normalize_name
 
 __all__ = [
     "ConfigError", "load_config", "config_from_dict", "parse_override", "config_to_dict",
-    "read_yaml", "read_sections", "yaml_problem",
+    "read_yaml", "read_sections", "yaml_problem", "yaml_value", "coerce_value",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,16 @@ log = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """A config that cannot run; the message says what to change."""
+
+
+def yaml_value(raw: str) -> Any:
+    """A value typed on the command line, parsed as YAML (``3`` → 3, ``[1, 2]`` → a list,
+    empty → ``None``); text that is not valid YAML stays the text, for the key's own check to
+    name."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -54,11 +64,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if "." not in path:
         raise ConfigError(f"--set expects section.key=value, got {text!r} (no section)")
     section, key = path.strip().split(".", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return section, key, value
+    return section, key, yaml_value(raw)
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -196,7 +202,7 @@ def _build_section(section: str, body: Mapping[str, Any]) -> Any:
     params: dict[str, Any] = {}
     for key, value in body.items():
         if key in fields:
-            kwargs[key] = _coerce(section, key, value, hints[key], fields[key])
+            kwargs[key] = coerce_value(section, key, value, hints[key], fields[key])
         elif section in OPEN_SECTIONS:
             params[key] = value
         else:
@@ -212,7 +218,7 @@ def _build_section(section: str, body: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Field) -> Any:
+def coerce_value(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Field) -> Any:
     """Check ``value`` against the field's type and choices; parse the few string forms."""
     where = f"{section}.{key}"
     origin = typing.get_origin(hint)
