@@ -134,6 +134,9 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         (["attack_args.byzantine_client_num=10"],
          ["krum", "f=10", "attack_args.byzantine_client_num"]),
         (["train_args.comm_rnd=3"], ["train_args.comm_rnd", "train_args.comm_round"]),
+        (["device_args.device=gpu7"], ["device_args.device: unknown device 'gpu7'", "cpu"]),
+        (["device_args.device=cuda:99"], ["device_args.device: device 'cuda:99'"]),
+        (["device_args.num_threads=-1"], ["device_args.num_threads must be >= 0"]),
     ],
 )
 def test_cli_errors_are_one_clear_line(tmp_path, overrides, expected):
