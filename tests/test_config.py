@@ -77,6 +77,10 @@ def test_set_overrides_file_values(shared_configs):
         ({"train_args": {"max_grad_norm": 0}}, ["train_args.max_grad_norm", "> 0"]),
         ({"train_args": {"target_batch_size": 0}}, ["train_args.target_batch_size", "> 0"]),
         ({"train_args": {"fedprox_mu": -1}}, ["train_args.fedprox_mu", ">= 0"]),
+        ({"comm_args": {"auth_tokens": {"a": "b"}}}, ["comm_args.auth_tokens", "'a' is not"]),
+        ({"comm_args": {"server_port": -1}}, ["comm_args.server_port", "0..65535", "-1"]),
+        ({"client_silo_args": {"pg_master_port": 70000}},
+         ["client_silo_args.pg_master_port", "0..65535"]),
     ],
 )
 def test_bad_configs_name_the_key(raw, expected):
@@ -110,3 +114,23 @@ def test_none_strings_mean_none():
                             "attack_args": {"attack_type": None}})
     assert cfg.defense_args.defense_type is None
     assert cfg.attack_args.attack_type is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- 1\n- 2\n", "must map client ids to tokens"),
+        ("alice: s3cret\n", "maps client ids (integers) to values; 'alice' is not one"),
+        ("1: [\n", "comm_args.token_file '{path}' is not valid YAML: line 2"),
+    ],
+)
+def test_bad_token_file_names_it(tmp_path, text, expected):
+    from shieldwall.runtime.net.settings import load_tokens
+
+    path = tmp_path / "tokens.yaml"
+    path.write_text(text)
+    cfg = config_from_dict({"comm_args": {"token_file": str(path)}})
+    with pytest.raises(ConfigError) as info:
+        load_tokens(cfg)
+    assert expected.format(path=path) in str(info.value) and "\n" not in str(info.value)
+

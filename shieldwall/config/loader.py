@@ -36,7 +36,7 @@ from shieldwall.registry import closest, normalize_name
 
 __all__ = [
     "ConfigError", "load_config", "config_from_dict", "parse_override", "config_to_dict",
-    "read_yaml", "read_sections", "yaml_problem", "yaml_value", "coerce_value",
+    "read_yaml", "read_sections", "yaml_problem", "yaml_value", "coerce_value", "int_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -286,6 +286,8 @@ def coerce_value(section: str, key: str, value: Any, hint: Any, fld: dataclasses
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        if args and args[0] is int:
+            return int_keys(where, value)
         return dict(value)
     return value
 
@@ -309,6 +311,14 @@ def _is_int(value: Any) -> bool:
             return False
         return True
     return False
+
+
+def int_keys(where: str, mapping: Mapping[Any, Any]) -> dict[int, Any]:
+    """``mapping`` with its keys as integers (client ids); a key that is not one is an error."""
+    bad = [k for k in mapping if isinstance(k, bool) or not _is_int(k)]
+    if bad:
+        raise ConfigError(f"{where} maps client ids (integers) to values; {bad[0]!r} is not one")
+    return {int(k): v for k, v in mapping.items()}
 
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -352,6 +362,8 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
         _positive(f"comm_args.{key}", getattr(c, key))
     for key in ("quorum_timeout", "join_timeout", "reconnect_timeout"):
         _positive(f"comm_args.{key}", getattr(c, key), allow_zero=True)
+    _port("comm_args.server_port", c.server_port)
+    _port("client_silo_args.pg_master_port", cfg.client_silo_args.pg_master_port)
     if not 0.0 <= t.worker_momentum < 1.0:
         raise ConfigError(
             f"train_args.worker_momentum must be in [0, 1), got {t.worker_momentum}"
@@ -400,3 +412,8 @@ def _check_seed_and_device(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"common_args.random_seed must be in 0..{_SEEDS - 1}, got {seed}")
     _positive("device_args.num_threads", cfg.device_args.num_threads, allow_zero=True)
     _positive("device_args.max_clients_per_chunk", cfg.device_args.max_clients_per_chunk)
+
+
+def _port(where: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where} must be a TCP port in 0..65535, got {port}")
