@@ -79,6 +79,7 @@ def test_set_overrides_file_values(shared_configs):
         ({"train_args": {"fedprox_mu": -1}}, ["train_args.fedprox_mu", ">= 0"]),
         ({"comm_args": {"auth_tokens": {"a": "b"}}}, ["comm_args.auth_tokens", "'a' is not"]),
         ({"comm_args": {"server_port": -1}}, ["comm_args.server_port", "0..65535", "-1"]),
+        ({"redundancy_args": {"aggregator_f": -1}}, ["redundancy_args.aggregator_f", ">= 0"]),
         ({"client_silo_args": {"pg_master_port": 70000}},
          ["client_silo_args.pg_master_port", "0..65535"]),
     ],

@@ -400,6 +400,7 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
         )
     d = cfg.defense_args
     _positive("defense_args.byzantine_client_num", d.byzantine_client_num, allow_zero=True)
+    _positive("redundancy_args.aggregator_f", cfg.redundancy_args.aggregator_f, allow_zero=True)
 
 
 _SEEDS = 2**32  # NumPy's and the attack schedules' seeds are unsigned 32-bit
