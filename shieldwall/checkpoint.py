@@ -18,7 +18,7 @@ from torch import Tensor
 
 from shieldwall.atomic import save_atomic
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_NAME"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_torch_file", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_KEYS = frozenset({"round", "params", "algorithm", "rng"})
@@ -53,6 +53,17 @@ def save_checkpoint(
         },
     }
     return save_atomic(state, path)
+
+
+def read_torch_file(path: str | Path, what: str = "file") -> Any:
+    """``torch.load`` of ``path`` onto the CPU (tensors and plain containers only); a truncated,
+    corrupt or foreign file is one :class:`ValueError` naming it and ``what`` it should be."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, foreign pickle: one line naming it
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise ValueError(f"{what} {str(path)!r} cannot be read ({type(exc).__name__}: {detail})"
+                         ) from None
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:

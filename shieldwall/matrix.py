@@ -41,6 +41,7 @@ import yaml
 from shieldwall.algorithms.adversary import build_adversary
 from shieldwall.algorithms.defense import build_defense
 from shieldwall.config import ExperimentConfig, config_from_dict, config_to_dict
+from shieldwall.config.loader import yaml_value
 
 if TYPE_CHECKING:
     from shieldwall.grid import Executor
@@ -107,7 +108,7 @@ def parse_spec(text: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"cannot read parameter {item!r} in {text!r}: expected key=value")
-        params[key.strip()] = yaml.safe_load(value)
+        params[key.strip()] = yaml_value(value)
     return match.group(1), params
 
 

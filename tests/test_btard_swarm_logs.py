@@ -44,3 +44,21 @@ def test_cli_writes_plot_and_rejects_a_missing_dir(tmp_path: Path, capsys) -> No
     assert out.exists() and len((tmp_path / "m.jsonl").read_text().splitlines()) == 2
     assert main(["swarm-plot", str(tmp_path / "nope")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_torn_or_foreign_peer_files_are_one_line(tmp_path: Path, capsys) -> None:
+    _peer(tmp_path, "a", False, [_row(0, 2.0)])
+    (tmp_path / "a" / "metrics.jsonl").write_text('{"round": 0}\n[1]\n')
+    cases = [("metrics.jsonl", "line 2 is not a JSON record"),
+             ("identity.json", "identity.json' must hold a JSON object, got list")]
+    for name, needle in cases:
+        if name == "identity.json":
+            (tmp_path / "a" / name).write_text("[1]")
+        assert main(["swarm-plot", str(tmp_path), "-o", str(tmp_path / "s.png")]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # a line torn by a killed peer is left out, as in a run's metrics
+    (tmp_path / "a" / "identity.json").write_text("{}")
+    (tmp_path / "a" / "metrics.jsonl").write_text(json.dumps(_row(0, 2.0)) + '\n{"rou')
+    assert [r["round"] for r in merge([tmp_path])] == [0]
+

@@ -114,6 +114,35 @@ def test_unloadable_config_is_one_line(capsys, tmp_path):
     assert code == 2 and "did you mean train_args.comm_round?" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"train_args: {comm_round: 3\n", "is not valid YAML: line 2, column 1: expected ','"),
+        (b"train_args:\n\tcomm_round: 3\n", "line 2, column 1: found character '\\t'"),
+        (b"train_args:\n  comm_round: \xff3\n", "is not UTF-8 text (byte 0xff at offset 26)"),
+        (None, "is a folder; give a YAML file"),
+    ],
+)
+def test_unreadable_config_file_is_one_line_naming_it(capsys, tmp_path, text, expected):
+    path = tmp_path / "cfg.yaml"
+    if text is None:
+        path.mkdir()
+    else:
+        path.write_bytes(text)
+    code = main(["check", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"config file {str(path)!r}" in err and expected in err
+
+
+def test_preaggregator_params_that_are_not_a_mapping(capsys, tmp_path):
+    raw = {"defense_args": {"enable_defense": True, "defense_type": "median",
+                            "preaggregators": [{"bucketing": 2}]}}
+    code, _, errors = run_check(capsys, write(tmp_path, raw))
+    assert code == 2 and len(errors) == 1
+    assert "preaggregators: the parameters of 'bucketing' must be a mapping" in errors[0]
+
+
 def test_btard_config_plan_and_problem(capsys, tmp_path):
     raw = {"train_args": {"federated_optimizer": "BTARD", "client_num_in_total": 8},
            "attack_args": {"enable_attack": True, "attack_type": "sign_flip",

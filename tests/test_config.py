@@ -64,6 +64,24 @@ def test_set_overrides_file_values(shared_configs):
         ({"attack_args": {"byzantine_client_num": 11}}, ["byzantine_client_num (11)"]),
         ({"validation_args": {"frequency_of_the_test": 0}}, ["frequency_of_the_test", "> 0"]),
         ({"common_args": {"random_seed": True}}, ["common_args.random_seed", "integer"]),
+        ({"common_args": {"random_seed": -1}}, ["common_args.random_seed", "0..4294967295"]),
+        ({"common_args": {"random_seed": 2**32}}, ["common_args.random_seed", "0..4294967295"]),
+        ({"train_args": {"client_num_in_total": 10**30}},
+         ["train_args.client_num_in_total", "2**63 - 1"]),
+        ({"train_args": {"client_id_list": [1, 2**64]}}, ["train_args.client_id_list", "2**63"]),
+        ({"device_args": {"num_threads": -1}}, ["device_args.num_threads", ">= 0", "-1"]),
+        ({"device_args": {"max_clients_per_chunk": 0}}, ["device_args.max_clients_per_chunk"]),
+        ({"data_args": {"partition_min_size": -1}}, ["data_args.partition_min_size", ">= 0"]),
+        ({"train_args": {"lamb_clamp_value": -1}}, ["train_args.lamb_clamp_value", "> 0"]),
+        ({"train_args": {"warmup_steps": -5}}, ["train_args.warmup_steps", ">= 0"]),
+        ({"train_args": {"max_grad_norm": 0}}, ["train_args.max_grad_norm", "> 0"]),
+        ({"train_args": {"target_batch_size": 0}}, ["train_args.target_batch_size", "> 0"]),
+        ({"train_args": {"fedprox_mu": -1}}, ["train_args.fedprox_mu", ">= 0"]),
+        ({"comm_args": {"auth_tokens": {"a": "b"}}}, ["comm_args.auth_tokens", "'a' is not"]),
+        ({"comm_args": {"server_port": -1}}, ["comm_args.server_port", "0..65535", "-1"]),
+        ({"redundancy_args": {"aggregator_f": -1}}, ["redundancy_args.aggregator_f", ">= 0"]),
+        ({"client_silo_args": {"pg_master_port": 70000}},
+         ["client_silo_args.pg_master_port", "0..65535"]),
     ],
 )
 def test_bad_configs_name_the_key(raw, expected):
@@ -97,3 +115,23 @@ def test_none_strings_mean_none():
                             "attack_args": {"attack_type": None}})
     assert cfg.defense_args.defense_type is None
     assert cfg.attack_args.attack_type is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- 1\n- 2\n", "must map client ids to tokens"),
+        ("alice: s3cret\n", "maps client ids (integers) to values; 'alice' is not one"),
+        ("1: [\n", "comm_args.token_file '{path}' is not valid YAML: line 2"),
+    ],
+)
+def test_bad_token_file_names_it(tmp_path, text, expected):
+    from shieldwall.runtime.net.settings import load_tokens
+
+    path = tmp_path / "tokens.yaml"
+    path.write_text(text)
+    cfg = config_from_dict({"comm_args": {"token_file": str(path)}})
+    with pytest.raises(ConfigError) as info:
+        load_tokens(cfg)
+    assert expected.format(path=path) in str(info.value) and "\n" not in str(info.value)
+

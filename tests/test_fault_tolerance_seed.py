@@ -247,3 +247,33 @@ def test_defense_errors_are_one_line(capsys) -> None:
     assert "unknown key defense_params.bogus" in capsys.readouterr().err
     assert main([*base, "-df", "medain"]) == 2
     assert "median" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ddp_args: {workers: abc}\n", "ddp_args.workers must be an integer, got 'abc'"),
+        ("ddp_args: {workers: [4]}\n", "ddp_args.workers must be an integer, got [4]"),
+        ("ddp_args: {workers: null}\n", "ddp_args.workers must not be empty"),
+        ("ddp_args: {lr: fast}\n", "ddp_args.lr must be a number, got 'fast'"),
+        ("ddp_args: {faulty: 'a,b'}\n", "ddp_args.faulty must be a list of integers"),
+        ("ddp_args: {correct: maybe}\n", "ddp_args.correct must be true or false"),
+        ("ddp_args: {global_batch_size: 0}\n", "global_batch_size must be >= 1, got 0"),
+        ("ddp_args: {workers: 4\n", "is not valid YAML: line 2, column 1"),
+    ],
+)
+def test_bad_ddp_yaml_is_one_line_naming_the_key(tmp_path, capsys, text, expected) -> None:
+    path = tmp_path / "ddp.yaml"
+    path.write_text(text)
+    assert main(["ddp", "-q", "--max-steps", "1", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert expected in err
+
+
+def test_ddp_param_that_is_not_yaml_is_one_line(capsys) -> None:
+    argv = ["ddp", "-q", "--max-steps", "1", "-w", "4", "-gb", "32", "--fault", "sign_flip"]
+    assert main([*argv, "--fault-param", "scale=["]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "scale" in err

@@ -18,7 +18,7 @@ from shieldwall.config.fedml_keys import CODE_KEYS, SECTION_KEYS
 from shieldwall.config.loader import ConfigError
 from shieldwall.config.schema import SECTIONS
 from shieldwall.fedml._api import UnsupportedAPIError
-from shieldwall.fedml.arguments import load_args
+from shieldwall.fedml.arguments import load_args, parse_flags
 from shieldwall.fedml.components import components_from_fedml
 from shieldwall.runtime.net.parts import data_silo_selection
 from shieldwall.train import build_components, is_test_round
@@ -273,3 +273,15 @@ def test_run_simulation_one_liner(tmp_path, monkeypatch):
                                       str(tmp_path / "fedml_config.yaml")])
     summary = fedml.run_simulation(backend="sp")
     assert summary["rounds"] == 2 and summary["final_test_accuracy"] > 0.1
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--rank", "x"], "fedml.init(): argument --rank: invalid int value: 'x'"),
+    (["--cf", "c.yaml", "--rank"], "fedml.init(): argument --rank: expected one argument"),
+])
+def test_bad_launch_flag_is_one_line_naming_it(capsys, argv, needle):
+    with pytest.raises(ConfigError) as info:
+        parse_flags(argv)
+    assert needle in str(info.value)
+    assert capsys.readouterr().err == ""  # not argparse's usage block as well
+

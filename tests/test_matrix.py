@@ -66,6 +66,21 @@ def test_matrix_rejects_bad_names_before_running(tmp_path):
               "--defenses", "krumm", "--out", str(tmp_path / "x")])
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--attacks", "alie(z=[)", "--defenses", "median"], "'alie' parameter z='['"),
+        (["--attacks", "alie", "--defenses", "median", "--axis", "train_args.comm_round=[,2"],
+         "train_args.comm_round must be an integer, got '['"),
+    ],
+)
+def test_matrix_values_that_are_not_yaml_are_one_line(tmp_path, capsys, flags, expected):
+    assert main(["matrix", str(_base(tmp_path)), *flags, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert expected in err
+
+
 def test_torn_summary_is_not_a_finished_cell(tmp_path):
     """A summary.json cut short (a crash, a full disk) makes the cell run again (it resumes from
     its checkpoint), not the whole matrix stop with a YAML traceback."""

@@ -132,6 +132,28 @@ def test_byzshield_bad_flags_one_line(capsys, argv, needle):
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("flags", "needle"), [
+    ([], "model backup '{dir}/model_step_4' cannot be read ("),
+    (["--eval-freq=0"], "--eval-freq must be >= 1, got 0"),
+    (["--eval-batch-size=0"], "--eval-batch-size must be >= 1, got 0"),
+])
+def test_evaluate_corrupt_backup_or_bad_flag_one_line(tmp_path, capsys, flags, needle):
+    (tmp_path / "model_step_4").write_bytes(b"torn")
+    argv = ["evaluate", f"--model-dir={tmp_path}", "--network=lr", "--dataset=digits", *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle.format(dir=tmp_path) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_backup_of_another_model_one_line(tmp_path, capsys):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "model_step_4")
+    assert main(["evaluate", f"--model-dir={tmp_path}", "--network=lr",
+                 "--dataset=digits"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model 'lr'" in err and "Traceback" not in err
+
+
 def test_simulated_run_backups_evaluator_and_lr(tmp_path, capsys):
     argv = ["byzshield", "--approach=draco_lite_attack", "--group-size=3", "--n=16",
             "--worker-fail=2", "--detox-attack=whole_group", "--err-mode=rev_grad",

@@ -232,6 +232,23 @@ def test_resume_set_records_changes_and_keeps_the_config(finished_run, tmp_path)
                        "kind": "structural", "forced": True}]
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b"- {round: 2\n", "the run's config changes '{path}' is not valid YAML: line 2"),
+        (b"- a\n", "'{path}' change 1 is not a {{round: R, key: section.key"),
+        (b"- {round: x, changes: 5}\n", "'{path}' change 1 is not a {{round: R"),
+        (b"\xff\n", "the run's config changes '{path}' is not UTF-8 text"),
+    ],
+)
+def test_corrupt_config_changes_is_one_line_naming_it(finished_run, tmp_path, text, needle):
+    run = copy_run(finished_run, tmp_path / "run")
+    path = run / "config_changes.yaml"
+    path.write_bytes(text)
+    line = one_error(cli("run", "--resume", str(run), "--set", "train_args.comm_round=3"))
+    assert needle.format(path=path) in line
+
+
 def test_changed_learning_rate_takes_effect_on_resume(tmp_path):
     """PS-SGD's server optimizer keeps its momentum from the checkpoint, not its old lr."""
     raw = yaml.safe_load(write_config(

@@ -117,6 +117,28 @@ def test_plot_writes_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[1, 2]\n{"round": 0}\n', "line 1 is not a JSON record (an object {...}), got '[1, 2]'"),
+        (b'\xff{"round": 0}\n', "metrics.jsonl' is not UTF-8 text"),
+    ],
+)
+def test_plot_of_foreign_metrics_is_one_line(tmp_path, capsys, text, needle):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert main(["plot", str(tmp_path), "-o", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_plot_skips_records_a_crash_left_without_a_value(tmp_path):
+    rows = [{"round": 0, "test_accuracy": 0.5, "test_loss": 1.0, "train_loss": 1.2},
+            {"round": 1, "test_accuracy": 0.6}]  # no test_loss (was a KeyError)
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["plot", str(tmp_path), "-o", str(tmp_path / "c.png")]) == 0
+
+
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "shieldwall", *args, "--log-dir", str(tmp_path)],
@@ -134,6 +156,9 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         (["attack_args.byzantine_client_num=10"],
          ["krum", "f=10", "attack_args.byzantine_client_num"]),
         (["train_args.comm_rnd=3"], ["train_args.comm_rnd", "train_args.comm_round"]),
+        (["device_args.device=gpu7"], ["device_args.device: unknown device 'gpu7'", "cpu"]),
+        (["device_args.device=cuda:99"], ["device_args.device: device 'cuda:99'"]),
+        (["device_args.num_threads=-1"], ["device_args.num_threads must be >= 0"]),
     ],
 )
 def test_cli_errors_are_one_clear_line(tmp_path, overrides, expected):

@@ -23,6 +23,7 @@ and round-trips through :meth:`Defense.state_dict` / :meth:`Defense.load_state_d
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,6 +286,11 @@ def _parse_steps(raw: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
             steps.append((item, {}))
         elif isinstance(item, dict) and len(item) == 1:
             (name, params), = item.items()
+            if params is not None and not isinstance(params, Mapping):
+                raise ConfigError(
+                    f"defense_args.{key}: the parameters of {name!r} must be a mapping "
+                    f"{{param: value}}, got {params!r}"
+                )
             steps.append((str(name), dict(params or {})))
         else:
             raise ConfigError(

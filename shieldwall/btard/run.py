@@ -45,6 +45,7 @@ from shieldwall.btard.transport import InMemoryTransport, TorchDistTransport, Tr
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
 from shieldwall.data.partition import partition_indices
+from shieldwall.devices import select_device
 from shieldwall.metrics import MetricsLogger
 from shieldwall.metrics.text import perplexities
 from shieldwall.models import build_model
@@ -238,7 +239,7 @@ def build(cfg: ExperimentConfig, transport: Transport | None = None) -> BTARDRun
     unless given)."""
     t, seed = cfg.train_args, cfg.common_args.random_seed
     configure_threads(cfg.device_args.num_threads)  # or from the launch (shared cores)
-    device = torch.device(cfg.device_args.device or "cpu")
+    device = select_device(cfg.device_args.device or "cpu", "device_args.device")
     n = t.client_num_in_total
     proto = protocol_config(cfg)
     dataset, shards, model = build_workload(cfg, device)

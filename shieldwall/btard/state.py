@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from shieldwall.atomic import save_atomic
+from shieldwall.checkpoint import read_torch_file
 
 __all__ = ["read_state", "write_state", "state_file", "load_into"]
 
@@ -67,12 +68,7 @@ def read_state(path: str | Path, *, dim: int, model: torch.nn.Module | None = No
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{str(path)!r} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt, foreign pickle
-        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-        raise ValueError(f"{str(path)!r} cannot be read ({type(exc).__name__}: {detail})"
-                         ) from None
+    raw = read_torch_file(path, "state file")
     out: dict[str, Any] = {"step": 0, "optimizer": None, "ledger": None}
     if isinstance(raw, torch.Tensor):
         out["params"] = raw

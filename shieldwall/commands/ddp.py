@@ -34,12 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def _key_value(text: str) -> tuple[str, Any]:
-    import yaml
+    from shieldwall.config.loader import yaml_value
 
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), yaml_value(value)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def parse_axes(specs: list[str]) -> dict[str, list]:
     """``["train_args.momentum=0,0.9"]`` → ``{"train_args.momentum": [0, 0.9]}`` (YAML values)."""
-    import yaml
+    from shieldwall.config.loader import yaml_value
 
     axes: dict[str, list] = {}
     for spec in specs:
@@ -78,7 +78,7 @@ def parse_axes(specs: list[str]) -> dict[str, list]:
             raise ValueError(f"--axis {spec!r}: expected SECTION.KEY=V1,V2")
         if key in axes:
             raise ValueError(f"--axis {key!r} given twice")
-        axes[key] = [yaml.safe_load(v) for v in _names(values)]
+        axes[key] = [yaml_value(v) for v in _names(values)]
     return axes
 
 

@@ -34,13 +34,26 @@ from shieldwall.config.schema import (
 )
 from shieldwall.registry import closest, normalize_name
 
-__all__ = ["ConfigError", "load_config", "config_from_dict", "parse_override", "config_to_dict"]
+__all__ = [
+    "ConfigError", "load_config", "config_from_dict", "parse_override", "config_to_dict",
+    "read_yaml", "read_sections", "yaml_problem", "yaml_value", "coerce_value", "int_keys",
+]
 
 log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
     """A config that cannot run; the message says what to change."""
+
+
+def yaml_value(raw: str) -> Any:
+    """A value typed on the command line, parsed as YAML (``3`` → 3, ``[1, 2]`` → a list,
+    empty → ``None``); text that is not valid YAML stays the text, for the key's own check to
+    name."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -51,23 +64,40 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if "." not in path:
         raise ConfigError(f"--set expects section.key=value, got {text!r} (no section)")
     section, key = path.strip().split(".", 1)
+    return section, key, yaml_value(raw)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: ``line L, column C: problem``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The parsed YAML in ``path``; :class:`ConfigError` (one line naming ``what`` and the file)
+    if it is missing, a folder, not UTF-8 text or not valid YAML."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder; give a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return section, key, value
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"offset {exc.start}); save it as UTF-8 YAML"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
 
 
 def read_sections(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """The YAML mapping of sections in ``path``; :class:`ConfigError` (one line naming the file)
     if it is missing, not YAML, or not a mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, what) or {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{what} {str(path)!r} must hold a mapping of sections")
     return dict(raw)
@@ -172,7 +202,7 @@ def _build_section(section: str, body: Mapping[str, Any]) -> Any:
     params: dict[str, Any] = {}
     for key, value in body.items():
         if key in fields:
-            kwargs[key] = _coerce(section, key, value, hints[key], fields[key])
+            kwargs[key] = coerce_value(section, key, value, hints[key], fields[key])
         elif section in OPEN_SECTIONS:
             params[key] = value
         else:
@@ -188,7 +218,7 @@ def _build_section(section: str, body: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Field) -> Any:
+def coerce_value(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Field) -> Any:
     """Check ``value`` against the field's type and choices; parse the few string forms."""
     where = f"{section}.{key}"
     origin = typing.get_origin(hint)
@@ -213,7 +243,7 @@ def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Fiel
     if hint is int:
         if isinstance(value, bool) or not _is_int(value):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return int(value)
+        return _in_int64(where, int(value))
     if hint is float:
         try:
             if isinstance(value, bool):
@@ -251,11 +281,13 @@ def _coerce(section: str, key: str, value: Any, hint: Any, fld: dataclasses.Fiel
         if args and args[0] is int:
             if not all(_is_int(v) and not isinstance(v, bool) for v in value):
                 raise ConfigError(f"{where} must be a list of integers, got {value!r}")
-            return [int(v) for v in value]
+            return [_in_int64(where, int(v)) for v in value]
         return list(value)
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        if args and args[0] is int:
+            return int_keys(where, value)
         return dict(value)
     return value
 
@@ -281,6 +313,24 @@ def _is_int(value: Any) -> bool:
     return False
 
 
+def int_keys(where: str, mapping: Mapping[Any, Any]) -> dict[int, Any]:
+    """``mapping`` with its keys as integers (client ids); a key that is not one is an error."""
+    bad = [k for k in mapping if isinstance(k, bool) or not _is_int(k)]
+    if bad:
+        raise ConfigError(f"{where} maps client ids (integers) to values; {bad[0]!r} is not one")
+    return {int(k): v for k, v in mapping.items()}
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _in_int64(where: str, number: int) -> int:
+    """``number`` if a 64-bit integer holds it (torch and NumPy take no larger), else an error."""
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise ConfigError(f"{where} must be an integer between -2**63 and 2**63 - 1, got {number}")
+    return number
+
+
 def _positive(where: str, value: int | float | None, *, allow_zero: bool = False) -> None:
     if value is None:
         return
@@ -301,11 +351,19 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
     _positive("train_args.weight_decay", t.weight_decay, allow_zero=True)
     _positive("train_args.momentum", t.momentum, allow_zero=True)
     _positive("train_args.server_lr", t.server_lr)
+    _positive("train_args.fedprox_mu", t.fedprox_mu, allow_zero=True)
+    _positive("train_args.warmup_steps", t.warmup_steps, allow_zero=True)
+    _positive("train_args.max_grad_norm", t.max_grad_norm)
+    _positive("train_args.target_batch_size", t.target_batch_size)
+    _positive("train_args.lamb_clamp_value", t.lamb_clamp_value)
+    _check_seed_and_device(cfg)
     c = cfg.comm_args
     for key in ("round_timeout", "max_message_mb", "max_update_norm"):
         _positive(f"comm_args.{key}", getattr(c, key))
     for key in ("quorum_timeout", "join_timeout", "reconnect_timeout"):
         _positive(f"comm_args.{key}", getattr(c, key), allow_zero=True)
+    _port("comm_args.server_port", c.server_port)
+    _port("client_silo_args.pg_master_port", cfg.client_silo_args.pg_master_port)
     if not 0.0 <= t.worker_momentum < 1.0:
         raise ConfigError(
             f"train_args.worker_momentum must be in [0, 1), got {t.worker_momentum}"
@@ -326,6 +384,7 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
     _positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
     _positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
     _positive("data_args.partition_alpha", cfg.data_args.partition_alpha)
+    _positive("data_args.partition_min_size", cfg.data_args.partition_min_size, allow_zero=True)
     if t.client_num_per_round is not None and t.client_num_per_round > t.client_num_in_total:
         raise ConfigError(
             f"train_args.client_num_per_round ({t.client_num_per_round}) exceeds "
@@ -341,3 +400,21 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
         )
     d = cfg.defense_args
     _positive("defense_args.byzantine_client_num", d.byzantine_client_num, allow_zero=True)
+    _positive("redundancy_args.aggregator_f", cfg.redundancy_args.aggregator_f, allow_zero=True)
+
+
+_SEEDS = 2**32  # NumPy's and the attack schedules' seeds are unsigned 32-bit
+
+
+def _check_seed_and_device(cfg: ExperimentConfig) -> None:
+    """The seed's range and the thread and chunk counts (0 threads: torch's default)."""
+    seed = cfg.common_args.random_seed
+    if not 0 <= seed < _SEEDS:
+        raise ConfigError(f"common_args.random_seed must be in 0..{_SEEDS - 1}, got {seed}")
+    _positive("device_args.num_threads", cfg.device_args.num_threads, allow_zero=True)
+    _positive("device_args.max_clients_per_chunk", cfg.device_args.max_clients_per_chunk)
+
+
+def _port(where: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where} must be a TCP port in 0..65535, got {port}")

@@ -18,12 +18,12 @@ given override the file; unknown names are an error that names the closest valid
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from shieldwall.config.loader import coerce_value, read_yaml
 from shieldwall.registry import closest, normalize_name
 
 __all__ = ["DDPConfig", "load_ddp_config"]
@@ -100,6 +100,8 @@ class DDPConfig:
         self.faulty = sorted({int(i) for i in self.faulty})
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.global_batch_size < 1:
+            raise ValueError(f"global_batch_size must be >= 1, got {self.global_batch_size}")
         if self.global_batch_size % self.workers:
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} is not a multiple of "
@@ -146,10 +148,7 @@ def load_ddp_config(path: str | Path | None, overrides: dict[str, Any] | None = 
     """Settings from the YAML file ``path`` (optional) with ``overrides`` (non-``None`` values)."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path.resolve())!r} not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
         section = data.get("ddp_args", data)
@@ -160,5 +159,13 @@ def load_ddp_config(path: str | Path | None, overrides: dict[str, Any] | None = 
         values.update(_canonical_keys({k: v for k, v in overrides.items() if v is not None},
                                       "command line"))
     if isinstance(values.get("faulty"), (int, str)):
-        values["faulty"] = [int(i) for i in str(values["faulty"]).replace(",", " ").split()]
-    return DDPConfig(**values)
+        values["faulty"] = str(values["faulty"]).replace(",", " ").split()
+    return DDPConfig(**_typed(values))
+
+
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    """Each value checked against its field's type (``ddp_args.workers must be an integer``)."""
+    hints = typing.get_type_hints(DDPConfig)
+    fields = {f.name: f for f in dataclasses.fields(DDPConfig)}
+    return {key: coerce_value("ddp_args", key, value, hints[key], fields[key])
+            for key, value in values.items()}

@@ -57,6 +57,7 @@ from torch import Tensor
 from shieldwall.aggregators import AGGREGATORS
 from shieldwall.aggregators.base import finite_row_mask
 from shieldwall.algorithms.defense import Defense, check_params
+from shieldwall.algorithms.params import convert_params
 from shieldwall.fault_tolerance.correction import NORM_MARGIN, CorrectionBank, all_finite
 from shieldwall.fault_tolerance.detection import FaultDetector
 from shieldwall.fault_tolerance.schedule import StepPlan
@@ -109,7 +110,7 @@ def _build_rule(name: str, params: dict[str, Any], num_workers: int) -> Defense:
     a ``ValueError`` naming it, not an error at the first step."""
     entry = AGGREGATORS.entry(name)
     check_params(entry, params, "defense_params")
-    rule = Defense(entry.name, params)
+    rule = Defense(entry.name, convert_params(entry, params, "defense_params"))
     try:
         rule(torch.zeros(num_workers, 1), 0, commit=False)
     except TypeError as exc:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from shieldwall.algorithms.params import convert_params
 from shieldwall.attacks import ATTACKS, AttackContext
 from shieldwall.seeding import torch_generator
 
@@ -95,6 +96,7 @@ class FaultInjector:
                 f"fault {self.name!r} takes no parameter(s) {sorted(unknown)}; "
                 f"it accepts {sorted(accepted)}"
             )
+        self.params = convert_params(entry, self.params, "fault_params")
 
     def _ctx(self, step: int, reference: Tensor | None, *coords: int) -> AttackContext:
         gen = torch_generator(self.seed, "ft-fault", step, *coords)

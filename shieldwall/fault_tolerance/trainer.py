@@ -28,6 +28,7 @@ from torch import Tensor
 from shieldwall.algorithms.base import evaluate
 from shieldwall.algorithms.flat import FlatModel
 from shieldwall.data import load_dataset
+from shieldwall.devices import select_device
 from shieldwall.fault_tolerance.config import DDPConfig
 from shieldwall.fault_tolerance.engine import SOURCES, FaultTolerantStep
 from shieldwall.fault_tolerance.faults import FaultInjector
@@ -40,32 +41,6 @@ from shieldwall.seeding import derive_seed, torch_generator
 __all__ = ["LocalCluster", "RunLog", "Setup", "build_setup", "train_ddp", "select_device"]
 
 log = logging.getLogger(__name__)
-
-
-def select_device(name: str) -> torch.device:
-    """``cpu``, ``cuda[:N]`` (``gpu`` as in the simulator), ``mps`` or ``auto``; an accelerator
-    that is not there is a ``ValueError`` (one line from the CLI), not a traceback."""
-    name = str(name).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "gpu":
-        name = "cuda"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N, gpu, mps or auto") \
-            from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r}: CUDA is not available in this torch "
-                             f"({torch.__version__}); use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: MPS is not available; use --device cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {name!r}; use cpu, cuda, cuda:N, gpu, mps or auto")
-    return device
 
 
 class LocalCluster:

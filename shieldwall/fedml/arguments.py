@@ -41,7 +41,7 @@ _INTERNAL = frozenset({"_raw", "_cfg", "_snapshot", "_where", "_flags", "_shield
 
 def parse_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """FedML's flags from ``argv``; the rest are returned (and named as unused by the caller)."""
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     p.add_argument("--yaml_config_file", "--cf", default="")
     p.add_argument("--run_id", type=str, default="0")
     p.add_argument("--rank", type=int, default=0)
@@ -52,6 +52,8 @@ def parse_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--using_mlops", type=str, default="False")
     try:
         ns, rest = p.parse_known_args(list(argv))
+    except argparse.ArgumentError as exc:  # not argparse's usage block: one line
+        raise ConfigError(f"fedml.init(): {exc} (in: {' '.join(argv)})") from None
     except SystemExit:
         raise ConfigError("fedml.init(): bad launch flags " + " ".join(argv)) from None
     return ns, rest

@@ -38,17 +38,25 @@ def _clean(value: Any) -> Any:
 
 def _records(path: Path) -> tuple[list[dict[str, Any]], bool]:
     """The records of ``path`` and whether its last line was torn (and left out)."""
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{str(path)!r} is not UTF-8 text (byte offset {exc.start}); "
+                         "repair or remove the file") from None
     records = []
     for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             if number == len(lines):  # cut off mid-append: the round is run again on resume
                 log.warning("%s: the last line is incomplete (%s); it is left out", path, exc)
                 return records, True
             raise ValueError(f"{str(path)!r} line {number} is not a JSON record ({exc}); "
                              "repair or remove that line") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{str(path)!r} line {number} is not a JSON record (an object "
+                             f"{{...}}), got {line.strip()[:40]!r}; repair or remove that line")
+        records.append(record)
     return records, False
 
 

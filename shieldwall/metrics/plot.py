@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from shieldwall.metrics.logger import read_metrics
 
@@ -31,19 +32,13 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path) -> Path:
     drawn = 0
     for run_dir, records in zip(run_dirs, all_records):
         label = Path(run_dir).name
-        evals = [r for r in records if r.get("test_accuracy") is not None]
-        if evals:
-            ax_acc.plot([r["round"] for r in evals], [r["test_accuracy"] for r in evals],
-                        marker="o", markersize=3, label=label)
-            ax_loss.plot([r["round"] for r in evals], [r["test_loss"] for r in evals],
-                         label=f"{label} (test)")
-        train = [r for r in records if r.get("train_loss") is not None]
-        ax_loss.plot([r["round"] for r in train], [r["train_loss"] for r in train],
-                     linestyle="--", alpha=0.7, label=f"{label} (train)")
+        if _series(records, "test_accuracy")[0]:
+            ax_acc.plot(*_series(records, "test_accuracy"), marker="o", markersize=3, label=label)
+            ax_loss.plot(*_series(records, "test_loss"), label=f"{label} (test)")
+        ax_loss.plot(*_series(records, "train_loss"), linestyle="--", alpha=0.7,
+                     label=f"{label} (train)")
         if text:  # masked LM: perplexity of the evaluation split (validation for text)
-            ppl = [r for r in records if r.get("test_perplexity") is not None]
-            axes[2].plot([r["round"] for r in ppl], [r["test_perplexity"] for r in ppl],
-                         label=label)
+            axes[2].plot(*_series(records, "test_perplexity"), label=label)
         drawn += 1
     if text:
         axes[2].set(xlabel="round", ylabel="perplexity", title="Validation perplexity",
@@ -60,3 +55,15 @@ def plot_runs(run_dirs: Sequence[str | Path], output: str | Path) -> Path:
     fig.savefig(output, dpi=120)
     plt.close(fig)
     return output
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """Rounds and values of the records with a number under both ``round`` and ``key`` (a record
+    a crash or a hand edit left without one is skipped, not a ``KeyError``)."""
+    points = [(r.get("round"), r.get(key)) for r in records]
+    points = [(x, y) for x, y in points if _is_number(x) and _is_number(y)]
+    return [x for x, _ in points], [y for _, y in points]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from shieldwall.checkpoint import read_torch_file
 from shieldwall.redundancy.schedule import BACKUP_META, BACKUP_PREFIX
 
 __all__ = ["Score", "list_backups", "evaluate_backups", "write_curve", "read_curve"]
@@ -64,6 +65,18 @@ def _meta(model_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _load_backup(net: torch.nn.Module, path: Path, model: str) -> None:
+    """``net`` takes the parameters in ``path``; a corrupt file or another model's backup is one
+    ``ValueError`` naming the file."""
+    state = read_torch_file(path, "model backup")
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"model backup {str(path)!r} does not fit the model {model!r} "
+                         f"({detail}); give the run's --network") from None
+
+
 def _score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple:
     model.eval()
     loss, top1, top5 = 0.0, 0, 0
@@ -100,6 +113,9 @@ def evaluate_backups(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"--model-dir {model_dir} is not a folder")
+    for flag, value in (("--eval-freq", eval_freq), ("--eval-batch-size", eval_batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     meta = _meta(model_dir, {"dataset": dataset, "model": model, "data_cache_dir": data_dir})
     data = load_dataset(meta["dataset"], meta.get("data_cache_dir"))
     net = MODELS.get(meta["model"])(data.input_shape, data.num_classes)
@@ -112,7 +128,7 @@ def evaluate_backups(
                 and (eval_freq is None or (s - cur_step) % eval_freq == 0)
                 and s not in {x.step for x in scores}]
         for step in todo:
-            net.load_state_dict(torch.load(found[step], map_location="cpu"))
+            _load_backup(net, found[step], meta["model"])
             loss, p1, p5 = _score(net, data.test_x, data.test_y, eval_batch_size)
             scores.append(Score(step, loss, p1, p5))
             log.info("step %d: test loss %.4f, prec@1 %.4f, prec@5 %.4f", step, loss, p1, p5)

@@ -32,7 +32,7 @@ import yaml
 
 from shieldwall.atomic import write_text_atomic
 from shieldwall.config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict
-from shieldwall.config.loader import read_sections
+from shieldwall.config.loader import read_sections, read_yaml
 from shieldwall.rundir.directory import CONFIG_NAME
 
 __all__ = ["CHANGES_NAME", "STRUCTURAL", "classify", "config_changes", "load_run_config",
@@ -83,12 +83,16 @@ def read_changes(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / CHANGES_NAME
     if not path.is_file():
         return []
-    try:
-        entries = yaml.safe_load(path.read_text()) or []
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{str(path)!r} is not valid YAML: {exc}") from None
+    entries = read_yaml(path, "the run's config changes") or []
     if not isinstance(entries, list):
         raise ConfigError(f"{str(path)!r} must hold a list of changes")
+    for number, entry in enumerate(entries, 1):
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+                and "." in entry["key"] and isinstance(entry.get("round"), int)):
+            raise ConfigError(
+                f"{str(path)!r} change {number} is not a {{round: R, key: section.key, old: …, "
+                f"new: …}} entry, got {entry!r}; repair or remove it"
+            )
     return entries
 
 

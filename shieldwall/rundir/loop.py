@@ -26,6 +26,7 @@ from shieldwall.checkpoint import load_checkpoint, save_checkpoint
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.config.fedml import fedml_semantics
 from shieldwall.data import Dataset
+from shieldwall.devices import select_device
 from shieldwall.metrics import MetricsLogger, read_metrics
 from shieldwall.metrics.text import perplexities
 from shieldwall.rundir.changes import changes_at, config_changes, record_changes
@@ -59,7 +60,7 @@ def device_for(cfg: ExperimentConfig) -> torch.device:
     """The torch device of this process (``device_args``); sets torch's thread count."""
     configure_threads(cfg.device_args.num_threads)  # or from the launch (shared cores)
     if cfg.device_args.device:
-        return torch.device(cfg.device_args.device)
+        return select_device(cfg.device_args.device, "device_args.device")
     if cfg.device_args.using_gpu and torch.cuda.is_available():
         # One GPU per process under a launcher (torchrun's LOCAL_RANK, Open MPI's local rank).
         local = os.environ.get("LOCAL_RANK") or os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK")

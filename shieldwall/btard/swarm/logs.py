@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shieldwall.metrics import read_metrics
+
 __all__ = ["merge", "plot", "peer_dirs"]
 
 
@@ -35,15 +37,12 @@ def merge(paths: list[str | Path]) -> list[dict[str, Any]]:
     """One record per step over every peer directory (see the module docstring)."""
     steps: dict[int, dict[str, Any]] = {}
     for d in peer_dirs(paths):
-        ident = json.loads((d / "identity.json").read_text())
-        if ident.get("byzantine"):
+        if _identity(d).get("byzantine"):
             continue  # a Byzantine peer's own log is not evidence of anything
-        metrics = d / "metrics.jsonl"
-        lines = metrics.read_text().splitlines() if metrics.exists() else []
-        for line in lines:
-            e = json.loads(line)
-            rec = steps.setdefault(int(e["round"]), {"round": int(e["round"]), "peers": 0,
-                                                     "losses": [], "banned": set(), "taken": 0})
+        for e in read_metrics(d):
+            step = _round(e, d)
+            rec = steps.setdefault(step, {"round": step, "peers": 0,
+                                          "losses": [], "banned": set(), "taken": 0})
             rec["peers"] += 1
             if e.get("train_loss") is not None:
                 rec["losses"].append(float(e["train_loss"]))
@@ -59,6 +58,27 @@ def merge(paths: list[str | Path]) -> list[dict[str, Any]]:
                     "disagree": len(set(losses)) > 1, "banned_total": len(banned),
                     "step_taken": rec["taken"] * 2 > rec["peers"]})
     return out
+
+
+def _identity(d: Path) -> dict[str, Any]:
+    """``d/identity.json``; a torn or foreign file is one ``ValueError`` naming it."""
+    path = d / "identity.json"
+    try:
+        ident = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({exc}); repair or remove that peer "
+                         "directory") from None
+    if not isinstance(ident, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(ident).__name__}")
+    return ident
+
+
+def _round(record: dict[str, Any], d: Path) -> int:
+    step = record.get("round")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise ValueError(f"{str(d / 'metrics.jsonl')!r}: a record without an integer 'round' "
+                         f"(got {step!r}); repair or remove that line")
+    return step
 
 
 def plot(records: list[dict[str, Any]], output: str | Path,

@@ -19,9 +19,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from shieldwall.config import ConfigError, ExperimentConfig
+from shieldwall.config.loader import int_keys, read_yaml
 
 __all__ = ["NetSettings", "client_ids", "network_view", "load_tokens", "read_pem"]
 
@@ -64,13 +63,11 @@ def load_tokens(cfg: ExperimentConfig) -> dict[int, str]:
     """``auth_tokens`` merged with ``token_file`` (``client_id: token`` YAML)."""
     tokens = {int(k): str(v) for k, v in cfg.comm_args.auth_tokens.items()}
     if cfg.comm_args.token_file:
-        path = Path(cfg.comm_args.token_file).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"comm_args.token_file {str(path)!r} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        where = f"comm_args.token_file {str(cfg.comm_args.token_file)!r}"
+        raw = read_yaml(cfg.comm_args.token_file, "comm_args.token_file") or {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"comm_args.token_file {str(path)!r} must map client ids to tokens")
-        tokens.update({int(k): str(v) for k, v in raw.items()})
+            raise ConfigError(f"{where} must map client ids to tokens")
+        tokens.update({k: str(v) for k, v in int_keys(where, raw).items()})
     return tokens
 
 
