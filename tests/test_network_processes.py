@@ -328,3 +328,19 @@ def rogue(config_path: str, client_id: int, mode: str = "garbage") -> None:
 
 if __name__ == "__main__":
     rogue(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
+
+
+def test_run_with_runtime_grpc_serves_or_joins_by_fedml_rank_and_role(procs, tmp_path):
+    """`shieldwall run --cf CONFIG --rank K --role R` (FedML's cross-silo launch) on a config
+    with ``comm_args.runtime: grpc`` is the server at rank 0 and client K otherwise."""
+    cfg = config(tmp_path, [1, 2, 3], rounds=3, attack=False, runtime="grpc")
+    server = procs.shieldwall("server", "run", "--cf", str(cfg), "--rank", "0", "--role", "server")
+    clients = [procs.shieldwall(f"client{k}", "run", "--cf", str(cfg), "--rank", str(k),
+                                "--role", "client") for k in (1, 2, 3)]
+    assert server.wait(timeout=240) == 0, procs.log("server")
+    assert "final test accuracy" in procs.log("server")
+    for k, c in zip((1, 2, 3), clients):
+        assert c.wait(timeout=30) == 0, procs.log(f"client{k}")
+        assert "done, 3 rounds answered" in procs.log(f"client{k}")
+    rows = metrics(tmp_path / "runs" / "net")
+    assert [r["round"] for r in rows if "test_accuracy" in r][-1] == 2

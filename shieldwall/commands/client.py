@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
+from shieldwall.commands._net import join
 from shieldwall.commands.run import add_config, config_path
 from shieldwall.config import load_config
 
@@ -41,10 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def client_command(args: argparse.Namespace) -> int:
-    import shieldwall.algorithms  # noqa: F401  (before shieldwall.runtime: import cycle)
-    from shieldwall.runtime.net import ClientRefused
-    from shieldwall.runtime.net.node import run_client
-
     if args.rank < 1:
         raise ValueError(f"client ranks start at 1 (got --rank {args.rank}); "
                          "the server is `shieldwall server`")
@@ -56,13 +52,4 @@ def client_command(args: argparse.Namespace) -> int:
         overrides += [f"comm_args.server_address={host.strip('[]')}",
                       f"comm_args.server_port={port}"]
     cfg = load_config(config_path(args), overrides)
-    try:
-        rounds = run_client(cfg, args.rank, node_rank=args.node_rank, token=args.token)
-    except ClientRefused as exc:
-        print(f"shieldwall: error: {exc}", file=sys.stderr)
-        return 3
-    except ConnectionError as exc:
-        print(f"shieldwall: error: {exc}", file=sys.stderr)
-        return 4
-    print(f"client {args.rank}: done, {rounds} rounds answered")
-    return 0
+    return join(cfg, args.rank, node_rank=args.node_rank, token=args.token)

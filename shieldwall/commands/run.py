@@ -49,8 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train with a config (simulator, torchrun or mpirun)")
     add_config(p, "YAML config (optional with --resume)")
     _resume_args(p)
-    p.add_argument("--rank", type=int, help="FedML's process rank (accepted; launchers set it)")
-    p.add_argument("--role", help="FedML's role (accepted and ignored)")
+    p.add_argument("--rank", type=int, help="FedML's process rank: with comm_args.runtime grpc, "
+                   "0 serves and K >= 1 runs client K; otherwise accepted (launchers set it)")
+    p.add_argument("--role", help="FedML's role (server/client; checked against --rank with "
+                   "runtime grpc, otherwise ignored)")
     _common(p)
     p.set_defaults(func=run_command)
 
@@ -113,8 +115,25 @@ def run_command(args: argparse.Namespace) -> int:
     from shieldwall.train import train
 
     cfg = _load(args, _overrides(args))
+    if cfg.comm_args.runtime.strip().lower() == "grpc":
+        return _networked(args, cfg)
     _report(train(cfg, resume=args.resume, force=args.force))
     return 0
+
+
+def _networked(args: argparse.Namespace, cfg) -> int:
+    """``runtime: grpc``: this process is the server (rank 0) or client K (``--rank K``), as
+    ``shieldwall server``/``client`` would run it (FedML's ``--rank``/``--role`` launch)."""
+    from shieldwall.commands._net import join, networked_role, serve
+
+    rank = networked_role(args.rank, args.role)
+    if rank == 0:
+        _report(serve(cfg, resume=args.resume, force=args.force))
+        return 0
+    if args.resume or args.force:
+        raise ValueError(f"--resume/--force apply to the server (rank 0), not client {rank}: "
+                         "a client reconnects on its own")
+    return join(cfg, rank)
 
 
 def quickstart_command(args: argparse.Namespace) -> int:

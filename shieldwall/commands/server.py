@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from shieldwall.commands._net import serve
 from shieldwall.commands.run import _common, _load, _overrides, _report, _resume_args, add_config
 
 __all__ = ["register", "server_command"]
@@ -28,12 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def server_command(args: argparse.Namespace) -> int:
-    import shieldwall.algorithms  # noqa: F401  (before shieldwall.runtime: import cycle)
-    import shieldwall.runtime.net  # noqa: F401  (registers runtime "grpc")
-    from shieldwall.runtime.net import network_view
-    from shieldwall.runtime.net.grpc_log import HandshakeSummary
-    from shieldwall.train import train
-
     if args.rank != 0:
         raise ValueError(f"the server is rank 0 (got --rank {args.rank}); "
                          "start clients with `shieldwall client CONFIG --rank K`")
@@ -42,7 +37,5 @@ def server_command(args: argparse.Namespace) -> int:
         overrides.append(f"comm_args.server_address={args.bind}")
     if args.port is not None:
         overrides.append(f"comm_args.server_port={args.port}")
-    cfg = network_view(_load(args, overrides))
-    with HandshakeSummary():  # gRPC's raw TLS handshake lines, summarised
-        _report(train(cfg, resume=args.resume, force=args.force))
+    _report(serve(_load(args, overrides), resume=args.resume, force=args.force))
     return 0
