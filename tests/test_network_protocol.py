@@ -227,6 +227,35 @@ def test_round_closes_at_quorum_or_timeout_without_stalled_clients(server):
     assert set(res.rejected) == {0, 1, 2}
 
 
+def test_certs_never_overwrite_keys_and_create_private_files_private(tmp_path, capsys):
+    out = tmp_path / "pki"
+    assert main(["certs", str(out), "--clients", "2", "--tokens"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {oct(p.stat().st_mode & 0o777) for p in out.glob("*.key")} == {"0o600"}
+    assert oct((out / "tokens.yaml").stat().st_mode & 0o777) == "0o600"
+    capsys.readouterr()
+    for argv in (["--clients", "2"], ["--clients", "3", "--tokens"]):
+        assert main(["certs", str(out), *argv]) == 2
+        err = capsys.readouterr().err
+        assert "already exists" in err and "never overwritten" in err
+        assert len(err.strip().splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing replaced or added
+    (out / "tokens.yaml").unlink()  # tokens.yaml is checked before any certificate is written
+    assert main(["certs", str(out), "--clients", "2", "--tokens"]) == 2
+    assert not (out / "tokens.yaml").exists()
+
+
+@pytest.mark.parametrize(("clients", "days", "message"), [
+    ("0", "30", "no client ids given"), ("1,1", "30", "duplicate client ids"),
+    ("2", "0", "valid for >= 1 day"), ("-1", "30", "client ids start at 1"),
+])
+def test_certs_bad_clients_or_days_are_one_line(tmp_path, capsys, clients, days, message):
+    assert main(["certs", str(tmp_path / "pki"), f"--clients={clients}", "--days", days]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "pki").exists()
+
+
 def test_mutual_tls_binds_certificates_to_client_ids(server, tmp_path, capsys):
     assert main(["certs", str(tmp_path), "--clients", "2", "--tokens"]) == 0
     assert "wrote" in capsys.readouterr().out

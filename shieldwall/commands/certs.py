@@ -9,9 +9,15 @@ __all__ = ["register", "certs_command"]
 
 
 def _ids(text: str) -> list[int]:
+    """``N`` → 1..N; ``1,2,3`` → those ids (checked by :func:`make_certificates`)."""
+    text = text.strip()
     if text.isdigit():
         return list(range(1, int(text) + 1))
-    return [int(part) for part in text.split(",") if part.strip()]
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a count N or comma-separated client ids (1,2,3)") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def certs_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from shieldwall.runtime.net.certs import make_certificates, make_tokens
+    from shieldwall.runtime.net.certs import check_new, make_certificates, make_tokens
 
     hosts = args.hosts or ["localhost", "127.0.0.1"]
+    if args.tokens:  # refuse before writing anything
+        check_new([Path(args.out_dir) / "tokens.yaml"])
     written = make_certificates(args.out_dir, args.clients, hosts=hosts, days=args.days)
     if args.tokens:
         written["tokens.yaml"] = make_tokens(Path(args.out_dir) / "tokens.yaml", args.clients)

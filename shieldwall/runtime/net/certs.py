@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["make_certificates", "make_tokens"]
+__all__ = ["make_certificates", "make_tokens", "certificate_files", "check_new"]
 
 
 def _name(common_name: str) -> x509.Name:
@@ -34,10 +34,42 @@ def _name(common_name: str) -> x509.Name:
     ])
 
 
+def certificate_files(client_ids: Iterable[int]) -> list[str]:
+    """The names :func:`make_certificates` writes for ``client_ids``."""
+    names = ["ca.crt", "ca.key", "server.crt", "server.key"]
+    for k in client_ids:
+        names += [f"client-{int(k)}.crt", f"client-{int(k)}.key"]
+    return names
+
+
+def check_new(paths: Iterable[Path]) -> None:
+    """ValueError naming the first of ``paths`` that exists: keys and tokens already handed out
+    are never overwritten (a new CA would lock every deployed client out)."""
+    for path in paths:
+        if path.exists() or path.is_symlink():
+            raise ValueError(f"{str(path)!r} already exists: certificates, keys and tokens are "
+                             "never overwritten; write into a new folder (or remove the old "
+                             "files yourself)")
+
+
+def _check_ids(client_ids: Iterable[int]) -> list[int]:
+    ids = [int(k) for k in client_ids]
+    if not ids:
+        raise ValueError("--clients: no client ids given (a count N >= 1, or ids like 1,2,3)")
+    bad = [k for k in ids if k < 1]
+    if bad:
+        raise ValueError(f"--clients: client ids start at 1, got {bad[0]}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"--clients: duplicate client ids in {ids}")
+    return ids
+
+
 def _write(path: Path, data: bytes, private: bool = False) -> Path:
-    path.write_bytes(data)
-    if private:
-        os.chmod(path, 0o600)
+    """Create ``path`` (never replacing a file); a private one is mode 0600 from its creation,
+    so the key is never readable by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
     return path
 
 
@@ -83,8 +115,13 @@ def make_certificates(
     out_dir: str | Path, client_ids: Iterable[int], *,
     hosts: Iterable[str] = ("localhost", "127.0.0.1"), days: int = 30,
 ) -> dict[str, Path]:
-    """Write the CA, server and client certificates into ``out_dir``; name → path."""
+    """Write the CA, server and client certificates into ``out_dir``; name → path. ValueError
+    for no, duplicate or non-positive client ids, ``days < 1``, or a file already there."""
+    client_ids = _check_ids(client_ids)
+    if days < 1:
+        raise ValueError(f"--days: certificates must be valid for >= 1 day, got {days}")
     out = Path(out_dir)
+    check_new(out / name for name in certificate_files(client_ids))
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -111,6 +148,8 @@ def make_certificates(
 
 
 def make_tokens(path: str | Path, client_ids: Iterable[int]) -> Path:
-    """Write ``client_id: token`` (32 random bytes, hex) for each client, mode 0600."""
-    tokens = {int(k): secrets.token_hex(32) for k in client_ids}
+    """Write ``client_id: token`` (32 random bytes, hex) for each client, mode 0600; ValueError
+    when ``path`` exists."""
+    tokens = {k: secrets.token_hex(32) for k in _check_ids(client_ids)}
+    check_new([Path(path)])
     return _write(Path(path), yaml.safe_dump(tokens).encode(), private=True)
