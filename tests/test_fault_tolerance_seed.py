@@ -259,6 +259,11 @@ def test_defense_errors_are_one_line(capsys) -> None:
         ("ddp_args: {faulty: 'a,b'}\n", "ddp_args.faulty must be a list of integers"),
         ("ddp_args: {correct: maybe}\n", "ddp_args.correct must be true or false"),
         ("ddp_args: {global_batch_size: 0}\n", "global_batch_size must be >= 1, got 0"),
+        ("ddp_args: {lr: -0.1}\n", "lr must be > 0, got -0.1"),
+        ("ddp_args: {tolerance: -1.0e-3}\n", "tolerance must be >= 0, got -0.001"),
+        ("ddp_args: {eval_every: -1}\n", "eval_every must be >= 0, got -1"),
+        ("ddp_args: {check_every: -2}\n", "check_every must be >= 0, got -2"),
+        ("ddp_args: {decay: 1.5}\n", "decay must be in (0, 1], got 1.5"),
         ("ddp_args: {workers: 4\n", "is not valid YAML: line 2, column 1"),
     ],
 )

@@ -72,6 +72,10 @@ def test_matrix_rejects_bad_names_before_running(tmp_path):
         (["--attacks", "alie(z=[)", "--defenses", "median"], "'alie' parameter z='['"),
         (["--attacks", "alie", "--defenses", "median", "--axis", "train_args.comm_round=[,2"],
          "train_args.comm_round must be an integer, got '['"),
+        (["--attacks", "alie", "--defenses", "median", "--jobs", "0"], "--jobs must be >= 1"),
+        (["--attacks", "alie", "--defenses", "median", "--seeds", "0"], "--seeds must be >= 1"),
+        (["--attacks", "alie", "--defenses", "median", "--cpus-per-cell", "-1"],
+         "--cpus-per-cell must be >= 0"),
     ],
 )
 def test_matrix_values_that_are_not_yaml_are_one_line(tmp_path, capsys, flags, expected):

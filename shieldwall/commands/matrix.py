@@ -92,6 +92,12 @@ def matrix_command(args: argparse.Namespace) -> int:
     defenses = [NONE, *[d for d in _names(args.defenses) if d != NONE]]
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1 (parallel processes), got {args.jobs}")
+    for flag, value in (("--cpus-per-cell", args.cpus_per_cell),
+                        ("--gpus-per-cell", args.gpus_per_cell)):
+        if not value >= 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
     axes = parse_axes(args.axes)
     out = Path(args.out)
     executor = None

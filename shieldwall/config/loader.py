@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from shieldwall.config.errors import ConfigError
 from shieldwall.config.fedml_keys import (
     FEDML_SECTIONS,
     behaviour_warnings,
@@ -26,6 +27,7 @@ from shieldwall.config.fedml_keys import (
     is_fedml_key,
     refused_features,
 )
+from shieldwall.config.ranges import check_ranges, positive
 from shieldwall.config.schema import (
     IGNORED_KEYS,
     OPEN_SECTIONS,
@@ -40,10 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message says what to change."""
 
 
 def yaml_value(raw: str) -> Any:
@@ -331,37 +329,29 @@ def _in_int64(where: str, number: int) -> int:
     return number
 
 
-def _positive(where: str, value: int | float | None, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{where} must be {bound}, got {value}")
-
-
 def _check_consistency(cfg: ExperimentConfig) -> None:
     """Checks across fields of the whole config (registry names are checked at build time)."""
     t = cfg.train_args
-    _positive("train_args.client_num_in_total", t.client_num_in_total)
-    _positive("train_args.client_num_per_round", t.client_num_per_round)
-    _positive("train_args.comm_round", t.comm_round)
-    _positive("train_args.epochs", t.epochs)
-    _positive("train_args.batch_size", t.batch_size)
-    _positive("train_args.learning_rate", t.learning_rate)
-    _positive("train_args.weight_decay", t.weight_decay, allow_zero=True)
-    _positive("train_args.momentum", t.momentum, allow_zero=True)
-    _positive("train_args.server_lr", t.server_lr)
-    _positive("train_args.fedprox_mu", t.fedprox_mu, allow_zero=True)
-    _positive("train_args.warmup_steps", t.warmup_steps, allow_zero=True)
-    _positive("train_args.max_grad_norm", t.max_grad_norm)
-    _positive("train_args.target_batch_size", t.target_batch_size)
-    _positive("train_args.lamb_clamp_value", t.lamb_clamp_value)
+    positive("train_args.client_num_in_total", t.client_num_in_total)
+    positive("train_args.client_num_per_round", t.client_num_per_round)
+    positive("train_args.comm_round", t.comm_round)
+    positive("train_args.epochs", t.epochs)
+    positive("train_args.batch_size", t.batch_size)
+    positive("train_args.learning_rate", t.learning_rate)
+    positive("train_args.weight_decay", t.weight_decay, allow_zero=True)
+    positive("train_args.momentum", t.momentum, allow_zero=True)
+    positive("train_args.server_lr", t.server_lr)
+    positive("train_args.fedprox_mu", t.fedprox_mu, allow_zero=True)
+    positive("train_args.warmup_steps", t.warmup_steps, allow_zero=True)
+    positive("train_args.max_grad_norm", t.max_grad_norm)
+    positive("train_args.target_batch_size", t.target_batch_size)
+    positive("train_args.lamb_clamp_value", t.lamb_clamp_value)
     _check_seed_and_device(cfg)
     c = cfg.comm_args
     for key in ("round_timeout", "max_message_mb", "max_update_norm"):
-        _positive(f"comm_args.{key}", getattr(c, key))
+        positive(f"comm_args.{key}", getattr(c, key))
     for key in ("quorum_timeout", "join_timeout", "reconnect_timeout"):
-        _positive(f"comm_args.{key}", getattr(c, key), allow_zero=True)
+        positive(f"comm_args.{key}", getattr(c, key), allow_zero=True)
     _port("comm_args.server_port", c.server_port)
     _port("client_silo_args.pg_master_port", cfg.client_silo_args.pg_master_port)
     if not 0.0 <= t.worker_momentum < 1.0:
@@ -381,26 +371,26 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
             "train_args.shared_dropout_rounds must be an integer >= 0 (0: each client its own "
             f"dropout masks), got {t.shared_dropout_rounds!r}"
         )
-    _positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
-    _positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
-    _positive("data_args.partition_alpha", cfg.data_args.partition_alpha)
-    _positive("data_args.partition_min_size", cfg.data_args.partition_min_size, allow_zero=True)
+    positive("train_args.checkpoint_frequency", t.checkpoint_frequency, allow_zero=True)
+    positive("validation_args.frequency_of_the_test", cfg.validation_args.frequency_of_the_test)
+    positive("data_args.partition_alpha", cfg.data_args.partition_alpha)
+    positive("data_args.partition_min_size", cfg.data_args.partition_min_size, allow_zero=True)
     if t.client_num_per_round is not None and t.client_num_per_round > t.client_num_in_total:
         raise ConfigError(
             f"train_args.client_num_per_round ({t.client_num_per_round}) exceeds "
             f"train_args.client_num_in_total ({t.client_num_in_total})"
         )
     a = cfg.attack_args
-    _positive("attack_args.byzantine_client_num", a.byzantine_client_num, allow_zero=True)
-    _positive("attack_args.attack_start", a.attack_start, allow_zero=True)
+    positive("attack_args.byzantine_client_num", a.byzantine_client_num, allow_zero=True)
+    positive("attack_args.attack_start", a.attack_start, allow_zero=True)
     if a.byzantine_client_num > t.client_num_in_total:
         raise ConfigError(
             f"attack_args.byzantine_client_num ({a.byzantine_client_num}) exceeds "
             f"train_args.client_num_in_total ({t.client_num_in_total})"
         )
     d = cfg.defense_args
-    _positive("defense_args.byzantine_client_num", d.byzantine_client_num, allow_zero=True)
-    _positive("redundancy_args.aggregator_f", cfg.redundancy_args.aggregator_f, allow_zero=True)
+    positive("defense_args.byzantine_client_num", d.byzantine_client_num, allow_zero=True)
+    check_ranges(cfg)
 
 
 _SEEDS = 2**32  # NumPy's and the attack schedules' seeds are unsigned 32-bit
@@ -411,8 +401,8 @@ def _check_seed_and_device(cfg: ExperimentConfig) -> None:
     seed = cfg.common_args.random_seed
     if not 0 <= seed < _SEEDS:
         raise ConfigError(f"common_args.random_seed must be in 0..{_SEEDS - 1}, got {seed}")
-    _positive("device_args.num_threads", cfg.device_args.num_threads, allow_zero=True)
-    _positive("device_args.max_clients_per_chunk", cfg.device_args.max_clients_per_chunk)
+    positive("device_args.num_threads", cfg.device_args.num_threads, allow_zero=True)
+    positive("device_args.max_clients_per_chunk", cfg.device_args.max_clients_per_chunk)
 
 
 def _port(where: str, port: int) -> None:

@@ -112,10 +112,27 @@ class DDPConfig:
             raise ValueError(f"faulty worker ids {bad} are outside 0..{self.workers - 1}")
         if self.epoch < 1:
             raise ValueError(f"epoch must be >= 1, got {self.epoch}")
+        self._check_ranges()
         if self.data_coll_path is not None:
             self.correct = True  # as in the simulator: collecting needs the correction path
         if not isinstance(self.defense_params, dict) or not isinstance(self.fault_params, dict):
             raise ValueError("fault_params and defense_params must be mappings")
+
+    def _check_ranges(self) -> None:
+        """Each number's allowed range, named by its setting (``--lr`` is ``lr``)."""
+        for key, low, strict in (
+            ("lr", 0.0, True), ("momentum", 0.0, False), ("tolerance", 0.0, False),
+            ("fault_sigma", 0.0, False), ("prior_strength", 0.0, False), ("decay", 0.0, True),
+            ("check_every", 0, False), ("eval_every", 0, False), ("proc", 0, False),
+            ("max_faulty", 0, False), ("max_steps", 1, False),
+        ):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not (value > low if strict else value >= low):
+                raise ValueError(f"{key} must be {'>' if strict else '>='} {low:g}, got {value}")
+        if self.decay > 1:
+            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
 
     @property
     def bound(self) -> int:

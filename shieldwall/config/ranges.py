@@ -1,0 +1,58 @@
+"""Value ranges of the sections whose drivers would otherwise meet a bad value mid-run (or
+never): BTARD's protocol settings, the redundancy schedule and the attack window. Checked when
+the config loads, so a bad value is one line naming the key and its allowed range."""
+
+from __future__ import annotations
+
+from shieldwall.config.errors import ConfigError
+from shieldwall.config.schema import ExperimentConfig
+
+__all__ = ["check_ranges", "positive"]
+
+
+def positive(where: str, value: int | float | None, *, allow_zero: bool = False) -> None:
+    """``value`` (unless ``None``) must be > 0, or >= 0 with ``allow_zero``."""
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{where} must be {bound}, got {value}")
+
+
+def _at_least_one(where: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{where} must be >= 1, got {value}")
+
+
+def check_ranges(cfg: ExperimentConfig) -> None:
+    """The ranges of ``btard_args``, ``redundancy_args`` and ``attack_args.attack_end``."""
+    a = cfg.attack_args
+    if a.attack_end is not None and a.attack_end < a.attack_start:
+        raise ConfigError(
+            f"attack_args.attack_end ({a.attack_end}) is before attack_args.attack_start "
+            f"({a.attack_start}): the attack would never run (attack_end is inclusive; "
+            "leave it unset to attack until the end)"
+        )
+    b = cfg.btard_args
+    positive("btard_args.tau", b.tau)
+    positive("btard_args.cc_iterations", b.cc_iterations, allow_zero=True)
+    positive("btard_args.cc_rel_tol", b.cc_rel_tol)
+    positive("btard_args.check_sigmas", b.check_sigmas)
+    positive("btard_args.validators", b.validators, allow_zero=True)
+    positive("btard_args.grad_rtol", b.grad_rtol, allow_zero=True)
+    _at_least_one("btard_args.silence_limit", b.silence_limit)
+    if b.check_proba is not None and not 0.0 <= b.check_proba <= 1.0:
+        raise ConfigError(f"btard_args.check_proba must be a probability in [0, 1] (or unset "
+                          f"for the validators' own rate), got {b.check_proba}")
+    r = cfg.redundancy_args
+    _at_least_one("redundancy_args.group_size", r.group_size)
+    positive("redundancy_args.worker_fail", r.worker_fail, allow_zero=True)
+    _at_least_one("redundancy_args.rama_m", r.rama_m)
+    _at_least_one("redundancy_args.files_batch_size", r.files_batch_size)
+    _at_least_one("redundancy_args.epochs", r.epochs)
+    _at_least_one("redundancy_args.lr_step", r.lr_step)
+    _at_least_one("redundancy_args.eval_freq", r.eval_freq)
+    positive("redundancy_args.gamma", r.gamma)
+    positive("redundancy_args.vote_rtol", r.vote_rtol, allow_zero=True)
+    positive("redundancy_args.vote_atol", r.vote_atol, allow_zero=True)
+    positive("redundancy_args.aggregator_f", r.aggregator_f, allow_zero=True)
