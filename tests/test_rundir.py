@@ -102,6 +102,30 @@ def test_run_name_of_an_existing_run_is_refused(finished_run):
     assert snapshot(finished_run) == before  # metrics, parameters, summary untouched
 
 
+@pytest.mark.parametrize(("flags", "key"), [
+    (["--log-dir", "{f}"], "tracking_args.log_file_dir (--log-dir)"),
+    (["--log-dir", "{f}/below"], "tracking_args.log_file_dir (--log-dir)"),
+    (["--log-dir", "{d}", "--run-name", "taken"], "tracking_args.run_name (--run-name)"),
+])
+def test_a_file_where_the_run_folder_goes_is_one_line_naming_the_key(tmp_path, flags, key):
+    (tmp_path / "a_file").write_text("keep me")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "taken").write_text("keep me too")
+    flags = [f.format(f=tmp_path / "a_file", d=tmp_path / "d") for f in flags]
+    line = one_error(cli("run", str(write_config(tmp_path)), *flags))
+    assert key in line and "is a file, not a folder" in line
+    assert (tmp_path / "a_file").read_text() == "keep me"
+    assert (tmp_path / "d" / "taken").read_text() == "keep me too"
+
+
+def test_more_clients_than_samples_names_the_keys(tmp_path):
+    cfg = write_config(tmp_path, train_args={"client_num_in_total": 5000,
+                                             "client_num_per_round": 4})
+    line = one_error(cli("run", str(cfg)))
+    assert "train_args.client_num_in_total = 5000" in line
+    assert "data_args.partition_method 'iid'" in line and "more clients (5000)" in line
+
+
 def test_generated_run_names_never_collide(tmp_path, monkeypatch):
     import datetime as dt
 

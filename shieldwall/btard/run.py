@@ -44,7 +44,7 @@ from shieldwall.btard.state import load_into, read_state, state_file, write_stat
 from shieldwall.btard.transport import InMemoryTransport, TorchDistTransport, Transport
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
-from shieldwall.data.partition import partition_indices
+from shieldwall.data.split import split_clients
 from shieldwall.devices import select_device
 from shieldwall.metrics import MetricsLogger
 from shieldwall.metrics.text import perplexities
@@ -221,11 +221,7 @@ def build_workload(cfg: ExperimentConfig, device: torch.device
     the seeded initial model, for images or text (shared by the closed run and the swarm)."""
     seed = cfg.common_args.random_seed
     dataset = load_dataset(cfg.data_args.dataset, cfg.data_args.data_cache_dir, cfg.text_args)
-    parts = partition_indices(
-        dataset.partition_labels, cfg.train_args.client_num_in_total,
-        cfg.data_args.partition_method, alpha=cfg.data_args.partition_alpha, seed=seed,
-        min_size=cfg.data_args.partition_min_size,
-    )
+    parts = split_clients(cfg, dataset.partition_labels)
     shards = {c: ClientData(c, dataset.train_x[i].to(device), dataset.train_y[i].to(device))
               for c, i in enumerate(parts)}
     torch.manual_seed(derive_seed(seed, "init"))

@@ -23,7 +23,8 @@ from shieldwall.algorithms.defense import Defense, build_defense, defense_f
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.config.fedml import fedml_semantics
 from shieldwall.data import Dataset, load_dataset
-from shieldwall.data.partition import class_histogram, format_histogram, partition_indices
+from shieldwall.data.partition import class_histogram, format_histogram
+from shieldwall.data.split import split_clients
 from shieldwall.drivers import DRIVERS
 from shieldwall.models import MODELS, build_model
 from shieldwall.registry import UnknownNameError
@@ -91,13 +92,8 @@ def build_components(cfg: ExperimentConfig) -> Components:
         raise ConfigError(str(exc)) from None
     device = device_for(cfg)
     adversary = build_adversary(cfg, dataset.num_classes)
-    parts = partition_indices(
-        dataset.partition_labels,
-        t.client_num_in_total,
-        cfg.data_args.partition_method,
-        alpha=cfg.data_args.partition_alpha,
-        seed=seed,
-        min_size=cfg.data_args.partition_min_size,
+    parts = split_clients(
+        cfg, dataset.partition_labels,
         byzantine=adversary.byzantine_ids(0) if adversary and not adversary.redraw else (),
     )
     if log.isEnabledFor(logging.DEBUG) and dataset.train_y.dim() == 1:

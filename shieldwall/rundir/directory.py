@@ -122,12 +122,24 @@ def held_run_dirs() -> frozenset[Path]:
     return frozenset(_HELD)
 
 
+def _must_be_folder(path: Path, key: str) -> None:
+    """RunDirError naming ``key`` when ``path`` or a folder above it is a file."""
+    for above in (path, *path.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise RunDirError(f"{key}: {str(above)!r} is a file, not a folder; choose "
+                                  "another folder for the runs")
+            return
+
+
 def make_run_dir(cfg: ExperimentConfig) -> Path:
     """A fresh, locked directory for a new run (see the module docstring)."""
     parent = Path(cfg.tracking_args.log_file_dir).expanduser()
     name = cfg.tracking_args.run_name
+    _must_be_folder(parent, "tracking_args.log_file_dir (--log-dir)")
     if name:
         run_dir = parent / name
+        _must_be_folder(run_dir, "tracking_args.run_name (--run-name)")
         run_dir.mkdir(parents=True, exist_ok=True)
         claim_run_dir(run_dir)
         found = run_files(run_dir)

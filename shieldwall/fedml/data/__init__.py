@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
 
 from shieldwall.data import Dataset, load_dataset
-from shieldwall.data.partition import partition_indices
+from shieldwall.data.split import split_clients
 
 __all__ = ["load", "load_cross_silo", "split_data_for_dist_trainers", "dataset_list"]
 
@@ -59,9 +59,7 @@ def load(args: Any) -> tuple[list[Any], int]:
         data = load_dataset(d.dataset, d.data_cache_dir)
     except UnknownNameError as exc:
         raise ConfigError(f"data_args.dataset: {exc}") from None
-    parts = partition_indices(data.train_y, t.client_num_in_total, d.partition_method,
-                              alpha=d.partition_alpha, seed=cfg.common_args.random_seed,
-                              min_size=d.partition_min_size)
+    parts = split_clients(cfg, data.train_y)
     dataset = dataset_list(data, parts, t.batch_size)
     args._shieldwall_input_shape = data.input_shape
     return dataset, data.num_classes
