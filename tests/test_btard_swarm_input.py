@@ -117,6 +117,40 @@ def test_a_peer_serving_a_wrong_state_is_caught() -> None:
     assert fake.bad_servers == [14] and fake.peer.params.shape == (4,)
 
 
+def test_asking_many_peers_costs_one_timeout_and_skips_those_that_just_failed(pair) -> None:
+    """A joiner polls every live peer for the agreed state's hash: killed peers (their live
+    records not yet expired) must cost one timeout per poll at most, and none on the next
+    polls, or the joiner falls behind the swarm's steps for good."""
+    ta, tb, _ = pair
+    c = hivemind.DHT(start=True, host_maddrs=["/ip4/127.0.0.1/tcp/0"],
+                     initial_peers=[str(m) for m in ta.dht.get_visible_maddrs()])
+    tc = HivemindTransport(c, "t", phase_timeout=5.0, max_bytes=4096)
+    try:
+        tb.handlers["hash"] = lambda: b"agreed"
+        tc.handlers["hash"] = lambda: time.sleep(2.5) or b"late"  # hangs its peer's loop
+        ta.ids.update({tb.pid: tb.p2p.peer_id, tc.pid: tc.p2p.peer_id, 999: tc.p2p.peer_id})
+        tic = time.monotonic()
+        got = ta.ask_many([tb.pid, tc.pid, 999], "hash", timeout=1.0, skip_unreachable=30)
+        took = time.monotonic() - tic
+        assert got == {tb.pid: b"agreed", tc.pid: None, 999: None}
+        assert 0.9 <= took < 1.8, took  # the two hanging peers waited for together
+        assert set(ta.unreachable) >= {tc.pid, 999} and tb.pid not in ta.unreachable
+        tic = time.monotonic()
+        got = ta.ask_many([tb.pid, tc.pid, 999], "hash", timeout=1.0, skip_unreachable=30)
+        assert got == {tb.pid: b"agreed", tc.pid: None, 999: None}
+        assert time.monotonic() - tic < 0.8  # not asked again
+        time.sleep(2.0)  # tc's loop is free again: asked once more without the skip, it answers
+        assert ta.ask_many([tc.pid], "hash", timeout=15.0) == {tc.pid: b"late"}
+        assert tc.pid not in ta.unreachable
+    finally:
+        tb.handlers.pop("hash", None)
+        for pid in (tc.pid, 999):
+            ta.ids.pop(pid, None)
+            ta.unreachable.pop(pid, None)
+        tc.close()
+        c.shutdown()
+
+
 def test_a_non_member_is_refused_on_receipt_once_the_group_is_known(pair) -> None:
     ta, tb, ids = pair
     tb.begin_step(7, [tb.pid], {tb.pid: ids[tb.pid]})  # ta is not in tb's group this step

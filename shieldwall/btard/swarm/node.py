@@ -113,6 +113,10 @@ class SwarmOptions:
     use_ipfs: bool = False
 
 
+UNREACHABLE_SKIP = 30.0
+"""Seconds a joining peer does not ask again a live peer that failed to answer."""
+
+
 def state_hash(state: dict[str, Any]) -> bytes:
     """A digest of a served state (tensors by content, the rest by canonical JSON)."""
     h = hashlib.sha256()
@@ -287,8 +291,12 @@ class SwarmNode:
         for pid, peer_id in live.items():
             self.transport.ids.setdefault(pid, PeerID.from_base58(peer_id))
         votes: dict[tuple, list[int]] = {}
-        for pid in live:
-            reply = from_bytes(self.transport.ask(pid, "hash", timeout=10) or b"")
+        # all at once, and a peer that just failed (killed, its live record not expired yet)
+        # not again for a while: a joiner's polls stay faster than the swarm's steps
+        answers = self.transport.ask_many(list(live), "hash", timeout=10,
+                                          skip_unreachable=UNREACHABLE_SKIP)
+        for pid, raw in answers.items():
+            reply = from_bytes(raw or b"")
             if (isinstance(reply, tuple) and len(reply) == 4 and type(reply[0]) is int
                     and isinstance(reply[1], bytes) and all(
                         isinstance(x, tuple) and all(type(p) is int for p in x)

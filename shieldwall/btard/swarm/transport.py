@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -91,6 +92,7 @@ class HivemindTransport(Transport):
         self._cond = threading.Condition()
         self.rejected: Counter = Counter()
         self._pending: list[Any] = []  # sends in flight (close() lets them finish)
+        self.unreachable: dict[int, float] = {}  # pid -> when asking it last failed
         self.handlers: dict[str, Any] = {}  # extra request handlers: name -> fn(bytes) -> bytes
         self._run(self.p2p.add_protobuf_handler(f"{prefix}.msg", self._on_msg,
                                                 averaging_pb2.DownloadData))
@@ -152,14 +154,35 @@ class HivemindTransport(Transport):
 
     def ask(self, pid: int, name: str, timeout: float = 60.0) -> bytes | None:
         """Call ``name`` (a :attr:`handlers` entry) at peer ``pid``; ``None`` on failure."""
-        try:
-            out = self._run(self.p2p.call_protobuf_handler(
-                self.ids[pid], f"{self.prefix}.ask", self._pb.DownloadData(metadata=to_bytes(name)),
-                self._pb.DownloadData), timeout)
-        except Exception as exc:  # noqa: BLE001 - a dead or hostile peer
-            log.warning("asking %s of %s failed: %s", name, pid, exc)
-            return None
-        return bytes(out.metadata) or None
+        return self.ask_many([pid], name, timeout)[pid]
+
+    def ask_many(self, pids: list[int], name: str, timeout: float = 60.0,
+                 skip_unreachable: float = 0.0) -> dict[int, bytes | None]:
+        """Call ``name`` at every peer of ``pids`` at once (a dead peer costs ``timeout`` once,
+        not once per peer asked after it); ``None`` for a failed or empty answer. Peers that
+        failed within the last ``skip_unreachable`` seconds are not asked (``None``)."""
+        now = time.monotonic()
+        asked = [p for p in pids if now - self.unreachable.get(p, -math.inf) >= skip_unreachable]
+        request = self._pb.DownloadData(metadata=to_bytes(name))
+
+        async def one(pid: int) -> bytes | None:
+            try:
+                out = await asyncio.wait_for(self.p2p.call_protobuf_handler(
+                    self.ids[pid], f"{self.prefix}.ask", request, self._pb.DownloadData), timeout)
+            except Exception as exc:  # noqa: BLE001 - a dead or hostile peer
+                log.warning("asking %s of %s failed: %s", name, pid, exc)
+                if len(self.unreachable) >= 65536:  # a flood of identities: start afresh
+                    self.unreachable.clear()
+                self.unreachable[pid] = time.monotonic()
+                return None
+            self.unreachable.pop(pid, None)
+            return bytes(out.metadata) or None
+
+        async def every() -> list[bytes | None]:
+            return await asyncio.gather(*(one(p) for p in asked))
+
+        answers = dict(zip(asked, self._run(every(), timeout + 5.0), strict=True))
+        return {p: answers.get(p) for p in pids}
 
     def _send(self, dst: int, phase: str, message: Any) -> int:
         raw = to_bytes((self.step, phase, message))
