@@ -15,11 +15,11 @@ Step ``t`` at a peer (every honest peer runs the same sequence):
    :class:`~.transport.HivemindTransport`; the verdict goes into the ledger.
 
 *Joining.* A new peer registers for a step ahead, asks every live peer (DHT key
-``<prefix>.live``) for ``(step, hash, group, banned)`` of the state it serves, takes the answer
-a strict majority of the answering identities gave (not counting those the answer itself lists
-as banned), downloads the state from
-one of them and checks its hash (a peer serving a different state is skipped and logged), and
-joins at that step. Limits: the majority is over answering identities (a Sybil flood of
+``<prefix>.live``) at once for ``(step, hash, group, banned)`` of the state it serves, takes the
+answer a strict majority of the answering identities gave (not counting those the answer itself
+lists as banned), downloads the state from one of them and checks it against that answer (a
+peer serving a different state is skipped and logged; :mod:`.agreement`), and joins at that
+step. Limits: the majority is over answering identities (a Sybil flood of
 Byzantine identities can outvote the honest ones, as in any permissionless majority scheme);
 the group is read from the DHT by every peer near the same moment, so a registration landing
 exactly then can be seen by some peers and not others.
@@ -28,7 +28,6 @@ exactly then can be seen by some peers and not others.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -50,6 +49,7 @@ from shieldwall.btard.crypto import rsa_keypair, tensor_digest
 from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import Ledger, run_step
 from shieldwall.btard.state import load_into, state_file, write_state
+from shieldwall.btard.swarm.agreement import Answer, majority_answer, matching_state, state_hash
 from shieldwall.btard.swarm.identity import (
     IdentityError,
     load_identity,
@@ -58,7 +58,7 @@ from shieldwall.btard.swarm.identity import (
     signed_validator,
 )
 from shieldwall.btard.swarm.transport import HivemindTransport, pid_of
-from shieldwall.btard.wire import from_bytes, to_bytes
+from shieldwall.btard.wire import to_bytes
 from shieldwall.config import ExperimentConfig
 from shieldwall.metrics import MetricsLogger
 from shieldwall.metrics.text import perplexities
@@ -115,28 +115,6 @@ class SwarmOptions:
 
 UNREACHABLE_SKIP = 30.0
 """Seconds a joining peer does not ask again a live peer that failed to answer."""
-
-
-def state_hash(state: dict[str, Any]) -> bytes:
-    """A digest of a served state (tensors by content, the rest by canonical JSON)."""
-    h = hashlib.sha256()
-
-    def feed(x: Any) -> None:
-        if isinstance(x, torch.Tensor):
-            h.update(tensor_digest(x.detach().cpu().contiguous()))
-        elif isinstance(x, dict):
-            for k in sorted(x, key=str):
-                h.update(str(k).encode())
-                feed(x[k])
-        elif isinstance(x, (list, tuple)):
-            h.update(b"[%d" % len(x))
-            for v in x:
-                feed(v)
-        else:
-            h.update(json.dumps(x, sort_keys=True, default=str).encode())
-
-    feed(state)
-    return h.digest()
 
 
 class _Shards(dict):
@@ -282,32 +260,18 @@ class SwarmNode:
         self._served = (to_bytes((self.step, state_hash(state), tuple(group), banned)),
                         buf.getvalue())
 
-    def _agreed(self) -> tuple[tuple, list[int]] | None:
-        """The ``(step, hash, group, banned)`` served by a strict majority of the answering live
-        peers that this very answer does not list as banned (answers with more voters first)."""
+    def _agreed(self) -> tuple[Answer, list[int]] | None:
+        """The state answer of a strict majority of the answering live peers
+        (:func:`~.agreement.majority_answer`)."""
         from hivemind.p2p import PeerID
 
         live = {pid_of(k): k for k in self._read("live") if k != self.transport.peer_id}
         for pid, peer_id in live.items():
             self.transport.ids.setdefault(pid, PeerID.from_base58(peer_id))
-        votes: dict[tuple, list[int]] = {}
         # all at once, and a peer that just failed (killed, its live record not expired yet)
         # not again for a while: a joiner's polls stay faster than the swarm's steps
-        answers = self.transport.ask_many(list(live), "hash", timeout=10,
-                                          skip_unreachable=UNREACHABLE_SKIP)
-        for pid, raw in answers.items():
-            reply = from_bytes(raw or b"")
-            if (isinstance(reply, tuple) and len(reply) == 4 and type(reply[0]) is int
-                    and isinstance(reply[1], bytes) and all(
-                        isinstance(x, tuple) and all(type(p) is int for p in x)
-                        for x in reply[2:])):
-                votes.setdefault(reply, []).append(pid)
-        answered = {p for v in votes.values() for p in v}
-        for reply, voters in sorted(votes.items(), key=lambda kv: (-len(kv[1]), -kv[0][0])):
-            eligible = answered - set(reply[3])
-            if set(voters) <= eligible and 2 * len(voters) > len(eligible):
-                return reply, voters
-        return None
+        return majority_answer(self.transport.ask_many(
+            list(live), "hash", timeout=10, skip_unreachable=UNREACHABLE_SKIP))
 
     def has_swarm(self) -> bool:
         """Whether live peers are already training (then this peer joins rather than starts)."""
@@ -347,21 +311,15 @@ class SwarmNode:
                   group: tuple[int, ...] = (), banned: tuple[int, ...] = ()) -> bool:
         for pid in voters:
             raw = self.transport.ask(pid, "state", timeout=60)
-            try:
-                state = torch.load(io.BytesIO(raw or b""), weights_only=True)
-                ok = (isinstance(state, dict) and state_hash(state) == digest
-                      and state["step"] == step and tuple(state["group"]) == tuple(group)
-                      and tuple(sorted(state["ledger"]["banned"])) == tuple(banned)
-                      and state["params"].shape == self.peer.params.shape)
-                if ok:  # a state that hashes right but does not load is as wrong as garbage
+            state = matching_state(raw, (step, digest, group, banned), self.peer.params.shape)
+            if state is not None:
+                try:
                     self.step = load_into(state, [self.peer], self.ledger)
-            except Exception:  # noqa: BLE001 - garbage is a wrong state
-                ok = False
-            if not ok:
-                log.warning("peer %s served a state that does not match the agreed hash", pid)
-                self.bad_servers.append(pid)
-                continue
-            return True
+                    return True
+                except Exception:  # noqa: BLE001 - a state that does not load is wrong too
+                    pass
+            log.warning("peer %s served a state that does not match the agreed hash", pid)
+            self.bad_servers.append(pid)
         return False
 
     def _start_from_file(self) -> None:
