@@ -49,10 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train with a config (simulator, torchrun or mpirun)")
     add_config(p, "YAML config (optional with --resume)")
     _resume_args(p)
-    p.add_argument("--rank", type=int, help="FedML's process rank: with comm_args.runtime grpc, "
-                   "0 serves and K >= 1 runs client K; otherwise accepted (launchers set it)")
-    p.add_argument("--role", help="FedML's role (server/client; checked against --rank with "
-                   "runtime grpc, otherwise ignored)")
+    p.add_argument("--rank", type=int, help="FedML's process rank: with comm_args.runtime grpc "
+                   "or a cross_silo config, 0 serves and K >= 1 runs client K (networked mode); "
+                   "otherwise accepted (launchers set it)")
+    p.add_argument("--role", help="FedML's role (server/client; checked against --rank in the "
+                   "networked mode, otherwise ignored)")
     _common(p)
     p.set_defaults(func=run_command)
 
@@ -115,10 +116,26 @@ def run_command(args: argparse.Namespace) -> int:
     from shieldwall.train import train
 
     cfg = _load(args, _overrides(args))
-    if cfg.comm_args.runtime.strip().lower() == "grpc":
+    if _is_networked(args, cfg):
         return _networked(args, cfg)
     _report(train(cfg, resume=args.resume, force=args.force))
     return 0
+
+
+def _is_networked(args: argparse.Namespace, cfg) -> bool:
+    """``runtime: grpc``; or, as FedML's runner decides, a ``cross_silo`` config given a
+    ``--rank``/``--role`` (hierarchical, or not under mpirun/torchrun) with ``runtime: auto``.
+    Without either flag a ``cross_silo`` config runs in the simulator on this machine."""
+    runtime = cfg.comm_args.runtime.strip().lower()
+    if runtime == "grpc":
+        return True
+    if runtime != "auto" or (args.rank is None and args.role is None):
+        return False
+    if str(cfg.common_args.training_type).lower() != "cross_silo":
+        return False
+    from shieldwall.fedml.runner import launched
+
+    return str(cfg.common_args.scenario).lower() == "hierarchical" or not launched()
 
 
 def _networked(args: argparse.Namespace, cfg) -> int:
