@@ -97,6 +97,12 @@ def test_set_overrides_file_values(shared_configs):
         ({"redundancy_args": {"eval_freq": 0}}, ["redundancy_args.eval_freq", ">= 1"]),
         ({"redundancy_args": {"gamma": -0.1}}, ["redundancy_args.gamma", "> 0"]),
         ({"redundancy_args": {"vote_atol": -1}}, ["redundancy_args.vote_atol", ">= 0"]),
+        ({"text_args": {"mlm_probability": 1.5}}, ["text_args.mlm_probability", "(0, 1)"]),
+        ({"text_args": {"max_seq_length": 2}}, ["text_args.max_seq_length", "at least 3"]),
+        ({"text_args": {"dupe_factor": 0}}, ["text_args.dupe_factor", ">= 1"]),
+        ({"text_args": {"hidden_size": 0}}, ["text_args.hidden_size", ">= 1"]),
+        ({"text_args": {"hidden_size": 100, "num_attention_heads": 3}},
+         ["text_args.hidden_size=100", "num_attention_heads=3"]),
     ],
 )
 def test_bad_configs_name_the_key(raw, expected):

@@ -1,5 +1,6 @@
 """Value ranges of the sections whose drivers would otherwise meet a bad value mid-run (or
-never): BTARD's protocol settings, the redundancy schedule and the attack window. Checked when
+never, or only after the data is loaded, which ``shieldwall check`` skips): BTARD's protocol
+settings, the redundancy schedule, the attack window and the text/ALBERT settings. Checked when
 the config loads, so a bad value is one line naming the key and its allowed range."""
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def _at_least_one(where: str, value: int | None) -> None:
 
 
 def check_ranges(cfg: ExperimentConfig) -> None:
-    """The ranges of ``btard_args``, ``redundancy_args`` and ``attack_args.attack_end``."""
+    """The ranges of ``btard_args``, ``redundancy_args``, ``text_args`` and
+    ``attack_args.attack_end``."""
     a = cfg.attack_args
     if a.attack_end is not None and a.attack_end < a.attack_start:
         raise ConfigError(
@@ -56,3 +58,20 @@ def check_ranges(cfg: ExperimentConfig) -> None:
     positive("redundancy_args.vote_rtol", r.vote_rtol, allow_zero=True)
     positive("redundancy_args.vote_atol", r.vote_atol, allow_zero=True)
     positive("redundancy_args.aggregator_f", r.aggregator_f, allow_zero=True)
+    _check_text(cfg)
+
+
+def _check_text(cfg: ExperimentConfig) -> None:
+    x = cfg.text_args
+    if not 0.0 < x.mlm_probability < 1.0:
+        raise ConfigError(f"text_args.mlm_probability must lie in (0, 1), got {x.mlm_probability}")
+    if x.max_seq_length < 3:
+        raise ConfigError(f"text_args.max_seq_length must be at least 3 ([CLS], a token, [SEP]), "
+                          f"got {x.max_seq_length}")
+    for key in ("vocab_size", "dupe_factor", "max_documents", "embedding_size", "hidden_size",
+                "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings"):
+        _at_least_one(f"text_args.{key}", getattr(x, key))
+    if x.hidden_size and x.num_attention_heads and x.hidden_size % x.num_attention_heads:
+        raise ConfigError(f"text_args.hidden_size={x.hidden_size} is not a multiple of "
+                          f"num_attention_heads={x.num_attention_heads}")
