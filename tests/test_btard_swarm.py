@@ -201,3 +201,38 @@ def test_swarm_trains_albert_and_bans_a_label_flipper(tmp_path: Path) -> None:
     last = _steps(honest[0])[-1]
     assert last["round"] == 7 and last["test_perplexity"] < 600  # vocabulary 500: ~500 at start
     assert all((d / "state_step_4.pt").is_file() for d in honest)
+
+
+def test_swarm_launcher_flags_and_a_failing_first_peer_are_one_line(tmp_path: Path, capsys):
+    """``shieldwall swarm``: bad flags and a non-BTARD config are refused before anything is
+    started or written; a first peer that exits (here: its data set cannot be read) is reported
+    in one line quoting the peer's own error, not a traceback."""
+    from shieldwall.cli import main
+
+    good = tmp_path / "btard.yaml"
+    good.write_text(yaml.safe_dump(CONFIG))
+    plain = tmp_path / "fedavg.yaml"
+    plain.write_text(yaml.safe_dump(dict(CONFIG, train_args=dict(
+        CONFIG["train_args"], federated_optimizer="FedAvg"))))
+    for config, flags, expected in [
+        (good, ["--phase-timeout", "0"], "--phase-timeout must be > 0, got 0.0"),
+        (good, ["--step-interval", "-1"], "--step-interval must be >= 0, got -1.0"),
+        (good, ["--preempt-every", "-5"], "--preempt-every must be >= 0, got -5.0"),
+        (plain, [], "must be BTARD for shieldwall swarm, got 'FedAvg'"),
+    ]:
+        out = tmp_path / "never"
+        assert main(["swarm", str(config), "--peers", "4", "--out", str(out), *flags]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump(dict(CONFIG, data_args={
+        "dataset": "mnist", "data_cache_dir": str(tmp_path / "no-data")})))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "shieldwall", "swarm", str(missing), "--peers",
+                           "4", "--out", str(tmp_path / "runs")], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("shieldwall: error: the first peer exited (2): shieldwall: error:")
+    assert "peer-0.log" in line

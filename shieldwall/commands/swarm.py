@@ -52,10 +52,37 @@ def _killpg(p: subprocess.Popen) -> None:
         pass
 
 
-def swarm_command(args: argparse.Namespace) -> int:
+def _last_error(log: Path) -> str:
+    """The last ``shieldwall: …`` line (else the last line) a peer wrote to its log."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    said = [ln for ln in lines if ln.startswith("shieldwall: ")]
+    return (said or lines or ["an empty log"])[-1][:500]
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Flags and config, before anything is started or written."""
+    from shieldwall.config import load_config
+
     if args.peers < 2 or not 0 <= args.byzantine < args.peers / 2:
         raise ValueError(f"--peers must be >= 2 and --byzantine < peers/2, got {args.peers}, "
                          f"{args.byzantine}")
+    if not args.phase_timeout > 0:
+        raise ValueError(f"--phase-timeout must be > 0, got {args.phase_timeout}")
+    for flag, value in (("--step-interval", args.step_interval),
+                        ("--preempt-every", args.preempt_every)):
+        if not value >= 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
+    cfg = load_config(args.config)
+    if str(cfg.train_args.federated_optimizer).upper() != "BTARD":
+        raise ValueError("train_args.federated_optimizer must be BTARD for shieldwall swarm, "
+                         f"got {cfg.train_args.federated_optimizer!r}")
+
+
+def swarm_command(args: argparse.Namespace) -> int:
+    _check_args(args)
     out = Path(args.out)
     if out.exists():
         raise ValueError(f"--out {out} exists: never overwriting a run")
@@ -88,7 +115,9 @@ def swarm_command(args: argparse.Namespace) -> int:
     start(False, None)
     while _identity(procs[0][1]) is None:
         if procs[0][0].poll() is not None:
-            raise RuntimeError(f"the first peer exited; see {out / 'peer-0.log'}")
+            log = out / "peer-0.log"
+            raise ValueError(f"the first peer exited ({procs[0][0].returncode}): "
+                             f"{_last_error(log)} (see {log})")
         time.sleep(0.5)
     for k in range(1, args.peers):
         start(k > args.peers - 1 - args.byzantine, live_addr())
