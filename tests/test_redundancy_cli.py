@@ -92,6 +92,10 @@ def test_cli_main_prints_one_line_error(capsys):
     rc = cli.main(["placement", "analyse", "--scheme", "mols", "-K", "16", "-r", "3"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "mols needs K = r·l" in err[0]
+    rc = cli.main(["placement", "analyse", "--scheme", "mols", "-K", "15", "-r", "3",
+                   "--time-limit", "-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["shieldwall: error: --time-limit must be > 0 seconds, got -1.0"]
 
 
 def test_byzshield_names():

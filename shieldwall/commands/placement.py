@@ -113,6 +113,8 @@ def _build(args: argparse.Namespace) -> Any:
 def analyse_command(args: argparse.Namespace) -> int:
     from shieldwall.redundancy.analysis import distortion_table
 
+    if not args.time_limit > 0:
+        raise ValueError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
     placement = _build(args)
     qs = (parse_adversaries(args.adversaries) if args.adversaries is not None
           else list(range(placement.num_workers // 2 + 1)))
