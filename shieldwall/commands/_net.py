@@ -1,5 +1,6 @@
 """The networked mode's two roles, shared by ``shieldwall server``/``client`` and by
-``shieldwall run`` on a config with ``comm_args.runtime: grpc``."""
+``shieldwall run`` on a config with ``comm_args.runtime: grpc`` (or a FedML ``cross_silo``
+config given ``--rank``/``--role``)."""
 
 from __future__ import annotations
 

@@ -139,7 +139,7 @@ def _is_networked(args: argparse.Namespace, cfg) -> bool:
 
 
 def _networked(args: argparse.Namespace, cfg) -> int:
-    """``runtime: grpc``: this process is the server (rank 0) or client K (``--rank K``), as
+    """The networked mode: this process is the server (rank 0) or client K (``--rank K``), as
     ``shieldwall server``/``client`` would run it (FedML's ``--rank``/``--role`` launch)."""
     from shieldwall.commands._net import join, networked_role, serve
 
