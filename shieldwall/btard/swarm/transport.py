@@ -181,7 +181,11 @@ class HivemindTransport(Transport):
         async def every() -> list[bytes | None]:
             return await asyncio.gather(*(one(p) for p in asked))
 
-        answers = dict(zip(asked, self._run(every(), timeout + 5.0), strict=True))
+        try:
+            answers = dict(zip(asked, self._run(every(), timeout + 5.0), strict=True))
+        except Exception as exc:  # noqa: BLE001 - a call that would not even cancel
+            log.warning("asking %s of %d peers failed: %s", name, len(asked), exc)
+            answers = {}
         return {p: answers.get(p) for p in pids}
 
     def _send(self, dst: int, phase: str, message: Any) -> int:
