@@ -96,6 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--momentum", type=float, help="SGD momentum; default 0")
     p.add_argument("--seed", type=int, help="seed; default 0")
     p.add_argument("--eval-every", type=int, help="evaluate every N steps (0: every epoch)")
+    p.add_argument("--checkpoint-every", type=int, help="with -tb: keep a checkpoint every N "
+                   "steps and at the end (0: at the end only); default 100")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (its -tb "
+                   "directory) from its last checkpoint, with its recorded settings; only -q, "
+                   "--device, --proc, --max-steps, -e, --eval-every and --checkpoint-every may "
+                   "change")
     p.add_argument("-q", "--quiet", action="store_true", default=None,
                    help="only the final summary, not the simulator's per-step lines")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -107,7 +113,7 @@ FLAGS = (
     "dataset", "data_dir", "arch", "workers", "faulty", "max_faulty", "fault", "fault_sigma",
     "fault_scale", "check_every", "tolerance", "correct", "defense", "epoch", "max_steps",
     "global_batch_size", "lr", "momentum", "seed", "device", "proc", "eval_every", "tb",
-    "data_coll_path", "quiet",
+    "data_coll_path", "quiet", "checkpoint_every",
 )
 
 
@@ -157,7 +163,17 @@ def ddp_command(args: argparse.Namespace) -> int:
         overrides["defense_params"] = dict(args.defense_param)
     if getattr(args, "debug", False):
         logging.getLogger().setLevel(logging.DEBUG)
-    cfg = load_ddp_config(args.config, overrides)
+    if args.resume:
+        from shieldwall.fault_tolerance.resume import resume_config
+
+        if args.config:
+            raise ValueError("--resume RUN_DIR reads the run's own ddp_config.yaml; drop "
+                             "--config (flags may change only what --resume allows)")
+        if args.tb is not None:
+            raise ValueError("--resume RUN_DIR is the run directory; drop -tb")
+        cfg = resume_config(args.resume, overrides)
+    else:
+        cfg = load_ddp_config(args.config, overrides)
     device = select_device(cfg.device)  # a missing accelerator: one line, exit 2
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # shared machines
     distributed = cfg.proc > 1 or under_launcher()
@@ -166,7 +182,7 @@ def ddp_command(args: argparse.Namespace) -> int:
         world = int(os.environ.get("WORLD_SIZE", cfg.proc)) if distributed else 1
         SeedConsole().start(cfg, str(device), world)
     if distributed:
-        summary = run_distributed(cfg, echo=not cfg.quiet)
+        summary = run_distributed(cfg, echo=not cfg.quiet, resume=bool(args.resume))
         if summary is None:  # a torchrun rank other than 0
             return 0
         print(f"processes: {summary['world_size']}  "
@@ -183,6 +199,6 @@ def ddp_command(args: argparse.Namespace) -> int:
                 HINT, "pass --data-dir with the folder holding the files or its parent (e.g. "
                 "--data-dir ../shared/datasets); the simulator's default is ./data")) from None
         console = None if cfg.quiet else SeedConsole()
-        summary = train_ddp(cfg, setup=setup, console=console)
+        summary = train_ddp(cfg, setup=setup, console=console, resume=bool(args.resume))
     report(summary, cfg.check_every)
     return 0

@@ -86,6 +86,9 @@ class DDPConfig:
     is 1); ``N ≥ 2``: spawn N gloo processes on 127.0.0.1."""
     eval_every: int = 0
     """Evaluate every this many steps (``0``: at the end of each epoch)."""
+    checkpoint_every: int = 100
+    """With a run directory (``tb``): keep ``checkpoint.pt`` every this many steps and at the
+    end, for ``--resume`` (``0``: at the end only)."""
     tb: str | None = None
     """Run directory for TensorBoard event files and ``metrics.jsonl``."""
     data_coll_path: str | None = None
@@ -124,6 +127,7 @@ class DDPConfig:
             ("lr", 0.0, True), ("momentum", 0.0, False), ("tolerance", 0.0, False),
             ("fault_sigma", 0.0, False), ("prior_strength", 0.0, False), ("decay", 0.0, True),
             ("check_every", 0, False), ("eval_every", 0, False), ("proc", 0, False),
+            ("checkpoint_every", 0, False),
             ("max_faulty", 0, False), ("max_steps", 1, False),
         ):
             value = getattr(self, key)

@@ -81,6 +81,35 @@ class DataCollector:
         self.num_pairs = 0
         self._write_meta()
 
+    @classmethod
+    def reopen(cls, path: str | Path, dim: int, before_step: int) -> DataCollector:
+        """The collection of a resumed run: its shards of steps before ``before_step`` (later
+        ones are forgotten and rewritten as the run reaches them again)."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        meta_file = self.path / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{str(meta_file)!r} not found: the run's data collection "
+                                    "is gone; cannot resume it")
+        try:
+            meta = json.loads(meta_file.read_text())
+            shards = [str(n) for n in meta["shards"]]
+            steps = [int(n.removeprefix("step-").removesuffix(".npz")) for n in shards]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{str(meta_file)!r} is not a --data_coll_path index") from None
+        if meta.get("format") != FORMAT or int(meta.get("dim", -1)) != int(dim):
+            raise ValueError(f"{str(meta_file)!r} is not this run's collection (format "
+                             f"{meta.get('format')!r}, dim {meta.get('dim')!r}, expected {dim})")
+        self.dim = int(dim)
+        self.config = dict(meta.get("config") or {})
+        self.shards = [n for n, t in zip(shards, steps, strict=True) if t < before_step]
+        self.num_pairs = 0
+        for name in self.shards:
+            with np.load(self.path / name, allow_pickle=False) as shard:
+                self.num_pairs += int(shard["worker"].shape[0])
+        self._write_meta()
+        return self
+
     def _write_meta(self) -> None:
         meta = {"format": FORMAT, "version": VERSION, "dim": self.dim,
                 "num_pairs": self.num_pairs, "shards": self.shards, "config": self.config}

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from shieldwall.fault_tolerance.config import DDPConfig
 from shieldwall.fault_tolerance.faults import FaultInjector
+from shieldwall.fault_tolerance.resume import load_checkpoint
 from shieldwall.fault_tolerance.schedule import StepPlan
 from shieldwall.fault_tolerance.trainer import (
     LocalCluster,
@@ -89,7 +90,8 @@ def _free_port() -> int:
 
 
 def _worker(
-    rank: int, world: int, cfg: DDPConfig, out: str | None, level: int, echo: bool = False
+    rank: int, world: int, cfg: DDPConfig, out: str | None, level: int, echo: bool = False,
+    resume: bool = False,
 ) -> dict | None:
     torch.set_num_threads(1)
     if not logging.getLogger().handlers:
@@ -111,7 +113,13 @@ def _worker(
             from shieldwall.fault_tolerance.console import SeedConsole
 
             console = SeedConsole()
-        summary = train_ddp(cfg, setup=setup, cluster=cluster, lead=rank == 0, console=console)
+        state = None
+        if resume:  # rank 0 reads the checkpoint (its run directory), every rank restores it
+            box = [load_checkpoint(cfg.tb, setup.flat.vector().numel()) if rank == 0 else None]
+            dist.broadcast_object_list(box, src=0)
+            state = box[0]
+        summary = train_ddp(cfg, setup=setup, cluster=cluster, lead=rank == 0, console=console,
+                            resume=resume, state=state)
         params = summary["params"].cpu()
         reference = params.clone()
         dist.broadcast(reference, src=0)
@@ -128,8 +136,9 @@ def _worker(
         dist.destroy_process_group()
 
 
-def _spawned(rank: int, world: int, cfg: DDPConfig, out: str, level: int, echo: bool) -> None:
-    _worker(rank, world, cfg, out, level, echo)
+def _spawned(rank: int, world: int, cfg: DDPConfig, out: str, level: int, echo: bool,
+             resume: bool) -> None:
+    _worker(rank, world, cfg, out, level, echo, resume)
     # A finished rank leaves without the interpreter's teardown: gloo's threads, destroyed
     # during it, occasionally aborted the process ("terminate called without an active
     # exception") after all work was done. Errors above still reach mp.spawn as exceptions.
@@ -138,10 +147,12 @@ def _spawned(rank: int, world: int, cfg: DDPConfig, out: str, level: int, echo: 
     os._exit(0)
 
 
-def run_distributed(cfg: DDPConfig, *, echo: bool = False) -> dict[str, Any] | None:
+def run_distributed(cfg: DDPConfig, *, echo: bool = False,
+                    resume: bool = False) -> dict[str, Any] | None:
     """Run ``cfg`` over gloo: in this process under torchrun (returns the summary on rank 0,
     ``None`` elsewhere), else by spawning ``cfg.proc`` processes on 127.0.0.1. ``echo``: rank 0
-    prints the simulator's per-step lines (:mod:`.console`)."""
+    prints the simulator's per-step lines (:mod:`.console`); ``resume``: continue the run in
+    ``cfg.tb`` (:mod:`.resume`)."""
     if cfg.proc < 1 and not under_launcher():
         raise ValueError("run_distributed needs proc >= 1 or a torchrun launch")
     # checked here, before any process starts
@@ -155,7 +166,7 @@ def run_distributed(cfg: DDPConfig, *, echo: bool = False) -> dict[str, Any] | N
     level = logging.getLogger().getEffectiveLevel()
     if under_launcher():
         world = int(os.environ["WORLD_SIZE"])
-        return _worker(int(os.environ["RANK"]), world, cfg, None, level, echo)
+        return _worker(int(os.environ["RANK"]), world, cfg, None, level, echo, resume)
     import torch.multiprocessing as mp
 
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -163,5 +174,6 @@ def run_distributed(cfg: DDPConfig, *, echo: bool = False) -> dict[str, Any] | N
     os.environ["MASTER_PORT"] = str(_free_port())
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "summary.pt")
-        mp.spawn(_spawned, args=(cfg.proc, cfg, out, level, echo), nprocs=cfg.proc, join=True)
+        mp.spawn(_spawned, args=(cfg.proc, cfg, out, level, echo, resume), nprocs=cfg.proc,
+                 join=True)
         return torch.load(out, weights_only=False)

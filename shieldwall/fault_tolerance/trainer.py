@@ -15,6 +15,7 @@ loop, and therefore the result, is the same.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,9 +34,11 @@ from shieldwall.fault_tolerance.config import DDPConfig
 from shieldwall.fault_tolerance.engine import SOURCES, FaultTolerantStep
 from shieldwall.fault_tolerance.faults import FaultInjector
 from shieldwall.fault_tolerance.gradients import SubBatchGradients
+from shieldwall.fault_tolerance.resume import load_checkpoint, save_checkpoint, write_config
 from shieldwall.fault_tolerance.schedule import RedundancySchedule, StepPlan
+from shieldwall.metrics.logger import keep_rounds_before
 from shieldwall.models import build_model
-from shieldwall.rundir.directory import fresh_log_dir, release_run_dir
+from shieldwall.rundir.directory import claim_run_dir, fresh_log_dir, release_run_dir
 from shieldwall.seeding import derive_seed, torch_generator
 
 __all__ = ["LocalCluster", "RunLog", "Setup", "build_setup", "train_ddp", "select_device"]
@@ -69,17 +72,28 @@ class LocalCluster:
 
 
 class RunLog:
-    """``metrics.jsonl`` and TensorBoard scalars under ``run_dir`` (nothing when ``None``)."""
+    """``metrics.jsonl`` and TensorBoard scalars under ``run_dir`` (nothing when ``None``).
 
-    def __init__(self, run_dir: str | Path | None) -> None:
-        # never over an earlier run: a directory holding one gives way to DIR-2, DIR-3…
-        self.run_dir = None if run_dir is None else fresh_log_dir(run_dir)
+    A new run never goes over an earlier one (a directory holding one gives way to DIR-2,
+    DIR-3…); a resumed one (``start_step``) takes its own directory back and keeps the records
+    before ``start_step``."""
+
+    def __init__(self, run_dir: str | Path | None, start_step: int | None = None) -> None:
         self._file = self._writer = None
-        if self.run_dir is not None:
-            self._file = (self.run_dir / "metrics.jsonl").open("x")
-            from torch.utils.tensorboard import SummaryWriter
+        self.run_dir: Path | None = None
+        if run_dir is None:
+            return
+        from torch.utils.tensorboard import SummaryWriter
 
+        if start_step is None:
+            self.run_dir = fresh_log_dir(run_dir)
+            self._file = (self.run_dir / "metrics.jsonl").open("x")
             self._writer = SummaryWriter(str(self.run_dir))
+            return
+        self.run_dir = claim_run_dir(run_dir)  # one writer: a live run stops this one
+        keep_rounds_before(self.run_dir / "metrics.jsonl", start_step)
+        self._file = (self.run_dir / "metrics.jsonl").open("a")
+        self._writer = SummaryWriter(str(self.run_dir), purge_step=start_step)
 
     def log(self, step: int, record: dict[str, Any]) -> None:
         if self._file is None:
@@ -150,6 +164,8 @@ def train_ddp(
     cluster: Any = None,
     lead: bool = True,
     console: Any = None,
+    resume: bool = False,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg``; returns the summary (final accuracy, convictions, overhead, errors…).
 
@@ -158,6 +174,8 @@ def train_ddp(
         cluster: where rows are computed (default: a :class:`LocalCluster`).
         lead: this process evaluates and logs (rank 0 in multi-process runs).
         console: a :class:`~.console.SeedConsole` printing the simulator's per-step lines.
+        resume: continue the run in ``cfg.tb`` from its checkpoint (:mod:`.resume`).
+        state: that checkpoint, already read (multi-process runs: rank 0 reads, all restore).
     """
     setup = setup or build_setup(cfg)
     if cfg.correct and not cfg.check_every:
@@ -169,19 +187,42 @@ def train_ddp(
     )
     params = setup.flat.vector().to(setup.device)
     velocity = torch.zeros_like(params)
+    totals = dict.fromkeys(SOURCES, 0)
+    timing = {"compute": 0.0, "engine": 0.0}
+    evals: list[dict[str, float]] = []
+    first, elapsed = 0, 0.0
+    if resume:
+        if cfg.tb is None:
+            raise ValueError("resuming needs the run directory (tb)")
+        state = state if state is not None else load_checkpoint(cfg.tb, params.numel())
+        first, elapsed = int(state["step"]), float(state["elapsed"])
+        params.copy_(state["params"])
+        velocity.copy_(state["velocity"])
+        engine.load_state_dict(state["engine"], setup.device)
+        totals.update({k: int(v) for k, v in state["totals"].items() if k in totals})
+        timing.update({k: float(v) for k, v in state["timing"].items() if k in timing})
+        evals = [dict(e) for e in state["evals"]]
+        log.info("resuming %s at step %d of %d", cfg.tb, first, setup.total_steps)
     collector = None
     if lead and cfg.data_coll_path is not None:
         from shieldwall.fault_tolerance.datacoll import DataCollector
 
-        collector = DataCollector(cfg.data_coll_path, params.numel(), cfg.to_dict())
-    runlog = RunLog(cfg.tb if lead else None)
+        collector = (DataCollector.reopen(cfg.data_coll_path, params.numel(), first) if resume
+                     else DataCollector(cfg.data_coll_path, params.numel(), cfg.to_dict()))
+    runlog = RunLog(cfg.tb if lead else None, start_step=first if resume else None)
+    if runlog.run_dir is not None and not resume:
+        write_config(runlog.run_dir, dataclasses.replace(cfg, tb=str(runlog.run_dir)))
     eval_every = cfg.eval_every or setup.steps_per_epoch
-    totals = dict.fromkeys(SOURCES, 0)
-    timing = {"compute": 0.0, "engine": 0.0}
-    evals: list[dict[str, float]] = []
     start = time.perf_counter()
+
+    def checkpoint(next_step: int) -> None:
+        save_checkpoint(runlog.run_dir, step=next_step, params=params.cpu(),
+                        velocity=velocity.cpu(), engine=engine.state_dict(), totals=totals,
+                        timing=timing, evals=evals,
+                        elapsed=elapsed + time.perf_counter() - start)
+
     try:
-        for step in range(setup.total_steps):
+        for step in range(first, setup.total_steps):
             plan = setup.schedule.plan(step)
             log.debug("%s", plan.format())
             t0 = time.perf_counter()
@@ -230,9 +271,14 @@ def train_ddp(
             ):
                 console.epoch_done(epoch)
             runlog.log(step, record)
+            if runlog.run_dir is not None and (
+                step + 1 == setup.total_steps
+                or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)
+            ):
+                checkpoint(step + 1)
     finally:
         runlog.close()
-    wall = time.perf_counter() - start
+    wall = elapsed + time.perf_counter() - start
     summary = _summary(cfg, setup, engine, params, evals, totals, timing, wall)
     summary["run_dir"] = None if runlog.run_dir is None else str(runlog.run_dir)
     if collector is not None:

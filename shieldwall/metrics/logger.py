@@ -20,7 +20,7 @@ from typing import Any
 
 from shieldwall.atomic import write_text_atomic
 
-__all__ = ["MetricsLogger", "progress_line", "read_metrics"]
+__all__ = ["MetricsLogger", "keep_rounds_before", "progress_line", "read_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,20 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return _records(path)[0]
+
+
+def keep_rounds_before(path: str | Path, start_round: int) -> None:
+    """Drop the records of ``path`` (a ``metrics.jsonl``) from ``start_round`` on, and a torn
+    last line, before a resumed run appends; the file is rewritten only when something is
+    dropped, atomically (a full or read-only disk raises and leaves the old file whole)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    records, torn = _records(path)
+    kept = [r for r in records if r.get("round", -1) < start_round]
+    if len(kept) == len(records) and not torn:
+        return
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def _number(value: Any) -> float:
@@ -134,14 +148,7 @@ class MetricsLogger:
             self._bar = tqdm(total=total_rounds, initial=start_round, unit="round", leave=True)
 
     def _truncate_after(self, last_round: int) -> None:
-        if not self.path.is_file():
-            return
-        records, torn = _records(self.path)
-        kept = [r for r in records if r.get("round", -1) <= last_round]
-        if len(kept) == len(records) and not torn:
-            return  # nothing to drop: the file is not rewritten
-        # A full or read-only disk raises and leaves the old file whole.
-        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        keep_rounds_before(self.path, last_round + 1)
 
     def log_round(self, record: dict[str, Any]) -> None:
         """Append one round's record; scalars also go to TensorBoard and the bar."""
