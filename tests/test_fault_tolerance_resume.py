@@ -118,6 +118,12 @@ def test_resume_refuses_what_would_make_another_run(uninterrupted, capsys, argv,
     assert (uninterrupted / "checkpoint.pt").read_bytes() == before
 
 
+def test_resume_cannot_shorten_a_run_to_before_its_checkpoint(uninterrupted, capsys):
+    assert main(["ddp", "--resume", str(uninterrupted), "--max-steps", "25", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "is at step 30, past this run's last step 25" in err, err
+
+
 def test_resume_without_a_run_or_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["ddp", "--resume", str(tmp_path), "-q"]) == 2
     assert "no ddp_config.yaml there" in capsys.readouterr().err
@@ -128,3 +134,18 @@ def test_resume_without_a_run_or_checkpoint_is_one_line(tmp_path, capsys):
     (run / "checkpoint.pt").write_bytes(b"torn")
     assert main(["ddp", "--resume", str(run), "-q"]) == 2
     assert "ddp checkpoint" in capsys.readouterr().err
+
+
+def test_errors_inside_gloo_processes_are_one_line(uninterrupted, tmp_path, capsys):
+    """A setting or file every rank rejects (here: a missing data folder, a resume that would
+    end before its checkpoint) is the same one line as in one process, not N tracebacks."""
+    assert main(["ddp", "--proc", "2", "-d", "mnist", "--data-dir", str(tmp_path / "none"),
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("shieldwall: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "does not exist" in lines[0] and "pass --data-dir" in lines[0]
+    assert main(["ddp", "--resume", str(uninterrupted), "--proc", "2", "--max-steps", "25",
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "past this run's last step 25" in err, err

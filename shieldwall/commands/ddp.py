@@ -150,6 +150,15 @@ def report(summary: dict[str, Any], check_every: int) -> None:
     print("final test accuracy: " + ("n/a" if acc is None else f"{100 * acc:.2f}%"))
 
 
+def _flag_hint(message: str) -> str:
+    """A missing data set's message with this command's flag instead of the YAML key."""
+    from shieldwall.data.files import HINT
+
+    return message.replace(HINT, "pass --data-dir with the folder holding the files or its "
+                           "parent (e.g. --data-dir ../shared/datasets); the simulator's "
+                           "default is ./data")
+
+
 def ddp_command(args: argparse.Namespace) -> int:
     import torch
 
@@ -182,22 +191,22 @@ def ddp_command(args: argparse.Namespace) -> int:
         world = int(os.environ.get("WORLD_SIZE", cfg.proc)) if distributed else 1
         SeedConsole().start(cfg, str(device), world)
     if distributed:
-        summary = run_distributed(cfg, echo=not cfg.quiet, resume=bool(args.resume))
+        try:
+            summary = run_distributed(cfg, echo=not cfg.quiet, resume=bool(args.resume))
+        except ValueError as exc:  # a rank's one line (e.g. the data folder): name our flag
+            raise ValueError(_flag_hint(str(exc))) from None
         if summary is None:  # a torchrun rank other than 0
             return 0
         print(f"processes: {summary['world_size']}  "
               f"max parameter divergence between ranks: {summary['max_param_divergence']:.3g}")
     else:
         from shieldwall.data import DataNotFoundError
-        from shieldwall.data.files import HINT
         from shieldwall.fault_tolerance.trainer import build_setup, train_ddp
 
         try:
             setup = build_setup(cfg, device)
         except DataNotFoundError as exc:  # name this command's flag, not the YAML key
-            raise DataNotFoundError(str(exc).replace(
-                HINT, "pass --data-dir with the folder holding the files or its parent (e.g. "
-                "--data-dir ../shared/datasets); the simulator's default is ./data")) from None
+            raise DataNotFoundError(_flag_hint(str(exc))) from None
         console = None if cfg.quiet else SeedConsole()
         summary = train_ddp(cfg, setup=setup, console=console, resume=bool(args.resume))
     report(summary, cfg.check_every)

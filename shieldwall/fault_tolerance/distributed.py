@@ -138,7 +138,13 @@ def _worker(
 
 def _spawned(rank: int, world: int, cfg: DDPConfig, out: str, level: int, echo: bool,
              resume: bool) -> None:
-    _worker(rank, world, cfg, out, level, echo, resume)
+    try:
+        _worker(rank, world, cfg, out, level, echo, resume)
+    except (ValueError, FileNotFoundError) as exc:  # the user's to fix: one line, in the parent
+        Path(f"{out}.rank{rank}.error").write_text(str(exc))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     # A finished rank leaves without the interpreter's teardown: gloo's threads, destroyed
     # during it, occasionally aborted the process ("terminate called without an active
     # exception") after all work was done. Errors above still reach mp.spawn as exceptions.
@@ -174,6 +180,12 @@ def run_distributed(cfg: DDPConfig, *, echo: bool = False,
     os.environ["MASTER_PORT"] = str(_free_port())
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "summary.pt")
-        mp.spawn(_spawned, args=(cfg.proc, cfg, out, level, echo, resume), nprocs=cfg.proc,
-                 join=True)
+        try:
+            mp.spawn(_spawned, args=(cfg.proc, cfg, out, level, echo, resume), nprocs=cfg.proc,
+                     join=True)
+        except mp.ProcessExitedException:
+            said = sorted(Path(tmp).glob("summary.pt.rank*.error"))
+            if said:  # a bad setting or file every rank met: its message, not a traceback
+                raise ValueError(said[0].read_text()) from None
+            raise
         return torch.load(out, weights_only=False)

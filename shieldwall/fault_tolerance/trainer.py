@@ -196,6 +196,10 @@ def train_ddp(
             raise ValueError("resuming needs the run directory (tb)")
         state = state if state is not None else load_checkpoint(cfg.tb, params.numel())
         first, elapsed = int(state["step"]), float(state["elapsed"])
+        if first > setup.total_steps:
+            raise ValueError(f"the checkpoint in {cfg.tb} is at step {first}, past this run's "
+                             f"last step {setup.total_steps} (--max-steps / -e): a run cannot "
+                             "be shortened to before its checkpoint")
         params.copy_(state["params"])
         velocity.copy_(state["velocity"])
         engine.load_state_dict(state["engine"], setup.device)
