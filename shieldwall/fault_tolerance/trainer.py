@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,13 @@ class RunLog:
         for key, value in record.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._writer.add_scalar(key, value, step)
+
+    def flush(self) -> None:
+        """Every record so far on disk (before a checkpoint names a later step)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._writer.flush()
 
     def close(self) -> None:
         if self._file is not None:
@@ -220,6 +228,7 @@ def train_ddp(
     start = time.perf_counter()
 
     def checkpoint(next_step: int) -> None:
+        runlog.flush()  # a kill after the checkpoint must not lose the records before it
         save_checkpoint(runlog.run_dir, step=next_step, params=params.cpu(),
                         velocity=velocity.cpu(), engine=engine.state_dict(), totals=totals,
                         timing=timing, evals=evals,
