@@ -148,3 +148,17 @@ def test_cluster_step_survives_files_without_any_replica() -> None:
     keep = torch.isfinite(voted).all(dim=1)
     assert missing == int((~keep).sum()) >= 1 and not bool(keep[0])
     assert torch.equal(agg, aggregate("median", voted[keep], 0).vector)  # f changes no median
+
+
+def test_rama_m_minus_one_is_byzshields_m_equals_r() -> None:
+    """ByzShield's ``--rama-m`` defaults to -1 (m = r); written into a YAML as ``rama_m: -1``
+    it builds the same placement as leaving it unset, and 0 or -2 are one line."""
+    def placement(rama_m):
+        cfg = config_from_dict({"redundancy_args": {"approach": "rama_two", "group_size": 3,
+                                                    "rama_m": rama_m}})
+        return resolve_setup(cfg.redundancy_args, 9).placement.files_of_worker
+
+    assert placement(-1) == placement(None) == placement(3)
+    for bad in (0, -2):
+        with pytest.raises(ConfigError, match=r"rama_m must be >= 1 \(or -1"):
+            placement(bad)

@@ -49,7 +49,9 @@ def check_ranges(cfg: ExperimentConfig) -> None:
     r = cfg.redundancy_args
     _at_least_one("redundancy_args.group_size", r.group_size)
     positive("redundancy_args.worker_fail", r.worker_fail, allow_zero=True)
-    _at_least_one("redundancy_args.rama_m", r.rama_m)
+    if r.rama_m is not None and r.rama_m != -1 and r.rama_m < 1:
+        raise ConfigError(f"redundancy_args.rama_m must be >= 1 (or -1, ByzShield's m = r), "
+                          f"got {r.rama_m}")
     _at_least_one("redundancy_args.files_batch_size", r.files_batch_size)
     _at_least_one("redundancy_args.epochs", r.epochs)
     _at_least_one("redundancy_args.lr_step", r.lr_step)

@@ -381,7 +381,7 @@ class RedundancyArgs:
     worker_fail: int = 0
     """q: number of adversarial workers."""
     rama_m: int | None = None
-    """``rama_two``'s parameter m."""
+    """``rama_two``'s parameter m; ``None`` (or ByzShield's ``-1``): m = r."""
     err_mode: str = "rev_grad"
     """The adversaries' attack: ByzShield's ``rev_grad``/``constant`` or any attack name."""
     attack_params: dict[str, Any] = field(default_factory=dict)

@@ -133,8 +133,8 @@ def resolve_setup(args: RedundancyArgs, num_workers: int) -> RedundantSetup:
     scheme, detox_attack = _placement_name(args.approach)
     r = 1 if scheme == "baseline" else int(args.group_size)
     params: dict[str, Any] = {}
-    if scheme == "rama_two" and args.rama_m is not None:
-        params["m"] = int(args.rama_m)
+    if scheme == "rama_two" and args.rama_m is not None and args.rama_m != -1:
+        params["m"] = int(args.rama_m)  # ByzShield's -1 (its default) means m = r
     try:
         placement = build_placement(scheme, num_workers, r, **params)
     except (PlacementError, TypeError) as exc:
