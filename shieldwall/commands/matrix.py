@@ -85,6 +85,7 @@ def parse_axes(specs: list[str]) -> dict[str, list]:
 def matrix_command(args: argparse.Namespace) -> int:
     from shieldwall.commands.run import config_path
     from shieldwall.config import load_config
+    from shieldwall.config.ranges import positive
     from shieldwall.matrix import NONE, plot_heatmaps, run_matrix, write_csv
 
     base = load_config(config_path(args), args.overrides)
@@ -94,10 +95,8 @@ def matrix_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1 (parallel processes), got {args.jobs}")
-    for flag, value in (("--cpus-per-cell", args.cpus_per_cell),
-                        ("--gpus-per-cell", args.gpus_per_cell)):
-        if not value >= 0:
-            raise ValueError(f"{flag} must be >= 0, got {value}")
+    positive("--cpus-per-cell", args.cpus_per_cell, allow_zero=True)
+    positive("--gpus-per-cell", args.gpus_per_cell, allow_zero=True)
     axes = parse_axes(args.axes)
     out = Path(args.out)
     executor = None

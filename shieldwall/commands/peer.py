@@ -55,6 +55,7 @@ def peer_command(args: argparse.Namespace) -> int:
         raise ValueError(f"shieldwall peer needs hivemind: pip install -e '.[swarm]' "
                          f"({exc})") from None
     from shieldwall.config import load_config
+    from shieldwall.config.ranges import positive
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_config(args.config)
@@ -62,10 +63,8 @@ def peer_command(args: argparse.Namespace) -> int:
         raise ValueError("train_args.federated_optimizer must be BTARD for shieldwall peer")
     if args.start_peers < 2:
         raise ValueError(f"--start-peers must be >= 2, got {args.start_peers}")
-    if not args.phase_timeout > 0:
-        raise ValueError(f"--phase-timeout must be > 0, got {args.phase_timeout}")
-    if not args.step_interval >= 0:
-        raise ValueError(f"--step-interval must be >= 0, got {args.step_interval}")
+    positive("--phase-timeout", args.phase_timeout)
+    positive("--step-interval", args.step_interval, allow_zero=True)
     opts = SwarmOptions(listen=args.listen, initial_peers=args.initial_peers,
                         prefix=args.prefix, byzantine=args.byzantine,
                         phase_timeout=args.phase_timeout, start_peers=args.start_peers,

@@ -65,16 +65,14 @@ def _last_error(log: Path) -> str:
 def _check_args(args: argparse.Namespace) -> None:
     """Flags and config, before anything is started or written."""
     from shieldwall.config import load_config
+    from shieldwall.config.ranges import positive
 
     if args.peers < 2 or not 0 <= args.byzantine < args.peers / 2:
         raise ValueError(f"--peers must be >= 2 and --byzantine < peers/2, got {args.peers}, "
                          f"{args.byzantine}")
-    if not args.phase_timeout > 0:
-        raise ValueError(f"--phase-timeout must be > 0, got {args.phase_timeout}")
-    for flag, value in (("--step-interval", args.step_interval),
-                        ("--preempt-every", args.preempt_every)):
-        if not value >= 0:
-            raise ValueError(f"{flag} must be >= 0, got {value}")
+    positive("--phase-timeout", args.phase_timeout)
+    positive("--step-interval", args.step_interval, allow_zero=True)
+    positive("--preempt-every", args.preempt_every, allow_zero=True)
     cfg = load_config(args.config)
     if str(cfg.train_args.federated_optimizer).upper() != "BTARD":
         raise ValueError("train_args.federated_optimizer must be BTARD for shieldwall swarm, "

@@ -8,20 +8,22 @@ from __future__ import annotations
 from shieldwall.config.errors import ConfigError
 from shieldwall.config.schema import ExperimentConfig
 
-__all__ = ["check_ranges", "positive"]
+__all__ = ["check_ranges", "positive", "at_least_one"]
 
 
 def positive(where: str, value: int | float | None, *, allow_zero: bool = False) -> None:
-    """``value`` (unless ``None``) must be > 0, or >= 0 with ``allow_zero``."""
+    """``value`` (unless ``None``) must be > 0, or >= 0 with ``allow_zero`` (NaN is neither);
+    ``where`` names it: a config key or a command-line flag."""
     if value is None:
         return
-    if value < 0 or (value == 0 and not allow_zero):
+    if not (value >= 0 if allow_zero else value > 0):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{where} must be {bound}, got {value}")
 
 
-def _at_least_one(where: str, value: int | None) -> None:
-    if value is not None and value < 1:
+def at_least_one(where: str, value: int | float | None) -> None:
+    """``value`` (unless ``None``) must be >= 1."""
+    if value is not None and not value >= 1:
         raise ConfigError(f"{where} must be >= 1, got {value}")
 
 
@@ -42,20 +44,20 @@ def check_ranges(cfg: ExperimentConfig) -> None:
     positive("btard_args.check_sigmas", b.check_sigmas)
     positive("btard_args.validators", b.validators, allow_zero=True)
     positive("btard_args.grad_rtol", b.grad_rtol, allow_zero=True)
-    _at_least_one("btard_args.silence_limit", b.silence_limit)
+    at_least_one("btard_args.silence_limit", b.silence_limit)
     if b.check_proba is not None and not 0.0 <= b.check_proba <= 1.0:
         raise ConfigError(f"btard_args.check_proba must be a probability in [0, 1] (or unset "
                           f"for the validators' own rate), got {b.check_proba}")
     r = cfg.redundancy_args
-    _at_least_one("redundancy_args.group_size", r.group_size)
+    at_least_one("redundancy_args.group_size", r.group_size)
     positive("redundancy_args.worker_fail", r.worker_fail, allow_zero=True)
     if r.rama_m is not None and r.rama_m != -1 and r.rama_m < 1:
         raise ConfigError(f"redundancy_args.rama_m must be >= 1 (or -1, ByzShield's m = r), "
                           f"got {r.rama_m}")
-    _at_least_one("redundancy_args.files_batch_size", r.files_batch_size)
-    _at_least_one("redundancy_args.epochs", r.epochs)
-    _at_least_one("redundancy_args.lr_step", r.lr_step)
-    _at_least_one("redundancy_args.eval_freq", r.eval_freq)
+    at_least_one("redundancy_args.files_batch_size", r.files_batch_size)
+    at_least_one("redundancy_args.epochs", r.epochs)
+    at_least_one("redundancy_args.lr_step", r.lr_step)
+    at_least_one("redundancy_args.eval_freq", r.eval_freq)
     positive("redundancy_args.gamma", r.gamma)
     positive("redundancy_args.vote_rtol", r.vote_rtol, allow_zero=True)
     positive("redundancy_args.vote_atol", r.vote_atol, allow_zero=True)
@@ -73,7 +75,7 @@ def _check_text(cfg: ExperimentConfig) -> None:
     for key in ("vocab_size", "dupe_factor", "max_documents", "embedding_size", "hidden_size",
                 "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings"):
-        _at_least_one(f"text_args.{key}", getattr(x, key))
+        at_least_one(f"text_args.{key}", getattr(x, key))
     if x.hidden_size and x.num_attention_heads and x.hidden_size % x.num_attention_heads:
         raise ConfigError(f"text_args.hidden_size={x.hidden_size} is not a multiple of "
                           f"num_attention_heads={x.num_attention_heads}")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shieldwall.config.loader import coerce_value, read_yaml
+from shieldwall.config.ranges import at_least_one, positive
 from shieldwall.registry import closest, normalize_name
 
 __all__ = ["DDPConfig", "load_ddp_config"]
@@ -123,18 +124,12 @@ class DDPConfig:
 
     def _check_ranges(self) -> None:
         """Each number's allowed range, named by its setting (``--lr`` is ``lr``)."""
-        for key, low, strict in (
-            ("lr", 0.0, True), ("momentum", 0.0, False), ("tolerance", 0.0, False),
-            ("fault_sigma", 0.0, False), ("prior_strength", 0.0, False), ("decay", 0.0, True),
-            ("check_every", 0, False), ("eval_every", 0, False), ("proc", 0, False),
-            ("checkpoint_every", 0, False),
-            ("max_faulty", 0, False), ("max_steps", 1, False),
-        ):
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if not (value > low if strict else value >= low):
-                raise ValueError(f"{key} must be {'>' if strict else '>='} {low:g}, got {value}")
+        for key in ("lr", "decay"):
+            positive(key, getattr(self, key))
+        for key in ("momentum", "tolerance", "fault_sigma", "prior_strength", "check_every",
+                    "eval_every", "proc", "checkpoint_every", "max_faulty"):
+            positive(key, getattr(self, key), allow_zero=True)
+        at_least_one("max_steps", self.max_steps)
         if self.decay > 1:
             raise ValueError(f"decay must be in (0, 1], got {self.decay}")
 
