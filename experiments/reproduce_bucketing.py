@@ -45,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shieldwall.cli import quiet_stdout  # noqa: E402
 from shieldwall.config import load_config  # noqa: E402
 from shieldwall.config.loader import ConfigError  # noqa: E402
 from shieldwall.matrix import Cell, plot_heatmap, run_cells  # noqa: E402
@@ -423,8 +424,12 @@ def main() -> int:
     cells = ordered_cells()
     done = read_results()
     if args.list:
-        for i, c in enumerate(cells):
-            print(i, "done" if c in done else "todo", c.name)
+        try:
+            for i, c in enumerate(cells):
+                print(i, "done" if c in done else "todo", c.name)
+            sys.stdout.flush()
+        except BrokenPipeError:  # ``--list | head``
+            quiet_stdout()
         return 0
     if args.report:
         print(report(done, Path(args.out)))

@@ -10,6 +10,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import shieldwall.commands
 from shieldwall.algorithms.server import RoundFailedError
 from shieldwall.runtime.torch_dist import WorkerLostError
 
-__all__ = ["main", "build_parser", "USER_ERRORS", "FILE_ERRNOS"]
+__all__ = ["main", "build_parser", "quiet_stdout", "USER_ERRORS", "FILE_ERRNOS"]
 
 # Exceptions that describe a problem with what the user asked for.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
@@ -54,13 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
     except USER_ERRORS as exc:
         if args.debug:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"shieldwall: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # ``shieldwall check … | head``: the reader left; stop quietly
+        quiet_stdout()
+        return 141  # 128 + SIGPIPE, as a shell tool killed by the signal reports
     except OSError as exc:
         if args.debug or exc.errno not in FILE_ERRNOS:
             raise
@@ -75,6 +81,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shieldwall: interrupted", file=sys.stderr)
         return 130
+
+
+def quiet_stdout() -> None:
+    """Point stdout at ``/dev/null`` after its reader closed the pipe.
+
+    Python flushes stdout again at exit; with the pipe gone that flush would raise once more and
+    print a traceback of its own.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

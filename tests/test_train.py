@@ -174,6 +174,18 @@ def test_cli_errors_are_one_clear_line(tmp_path, overrides, expected):
         assert text in errors[0]
 
 
+def test_output_into_a_closed_pipe_is_no_traceback():
+    """``shieldwall check CONFIG | head -1``: the reader leaves before the output is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shieldwall", "check", "--cf", str(QUICKSTART)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    proc.stdout.close()  # nothing will read what the command prints
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err  # 128 + SIGPIPE, as a shell tool reports
+    assert err == ""
+
+
 @pytest.mark.slow
 def test_shared_fedml_krum_mnist_config(tmp_path, shared_configs, shared_datasets):
     """The seed FedML config, unchanged but for the data path (about 3 minutes).
