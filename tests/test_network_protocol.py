@@ -404,6 +404,28 @@ def test_a_silent_client_is_written_off_after_one_adaptive_deadline(server, monk
     assert res.rejected == {}
 
 
+def test_a_client_that_never_connected_costs_one_adaptive_deadline(server, monkeypatch):
+    # as after a server restart: client 3 died before it and never connects to this server
+    from shieldwall.runtime.net import hub
+
+    monkeypatch.setattr(hub, "ADAPTIVE_SLACK", 1.0)
+    rt = server(round_timeout=120.0)
+    conns = [connect(rt, k) for k in (1, 2)]
+    future = start_round(rt, 0)
+    started = time.monotonic()
+    for c in conns:
+        answer(c, fetch_round(c), torch.ones(DIM))
+    res = future.result(timeout=60)
+    assert time.monotonic() - started < 30  # 4 x the others' answer time + 1 s, not 120 s
+    assert res.rejected == {2: "absent: never connected"}
+    future = start_round(rt, 1)  # written off from then on: not waited for at all
+    started = time.monotonic()
+    for c in conns:
+        answer(c, fetch_round(c), torch.ones(DIM))
+    assert "not waited for" in future.result(timeout=60).rejected[2]
+    assert time.monotonic() - started < 5
+
+
 def test_the_first_round_waits_for_clients_to_be_ready(server):
     rt = server()
     for k in (1, 2):

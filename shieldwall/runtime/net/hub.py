@@ -33,9 +33,12 @@ Rules (frames in :mod:`.wire`):
      that sent nothing in its previous round and has not called the server since is written
      off (not waited for) until it calls again (a client that is merely slow to connect at the
      start is not: it has missed no round);
-  4. the *adaptive deadline*: once every expected client of the round has answered an earlier
-     round, :data:`ADAPTIVE_FACTOR` × the slowest of their last :data:`HISTORY` answer times +
-     :data:`ADAPTIVE_SLACK` seconds;
+  4. the *adaptive deadline*: once every expected client that has connected to this server has
+     an answer time (from an earlier round or this one), :data:`ADAPTIVE_FACTOR` × the slowest
+     of their last :data:`HISTORY` answer times + :data:`ADAPTIVE_SLACK` seconds. A client that
+     has never connected (the round starts after ``join_timeout``) has no time of its own and is
+     waited for as long as those that did connect need — after a server restart, a silo that
+     died before it costs one adaptive deadline, not ``round_timeout``;
   5. ``round_timeout`` (which also caps 4).
 
   So one dead silo costs one round at most the adaptive deadline, and later rounds nothing. A
@@ -370,7 +373,8 @@ class Hub:
         """When round ``r`` closes at the latest, and the rule that set it (module docstring).
         Call with :attr:`cond` held."""
         s = self.settings
-        expected = [i for i in r.plan.client_ids if i not in self.written_off]
+        expected = [i for i in r.plan.client_ids if i not in self.written_off
+                    and s.client_ids[i] in self.sessions]  # never connected: module docstring
         if not expected or any(not self.durations.get(i) for i in expected):
             return s.round_timeout, f"round timeout {s.round_timeout:g}s"
         slowest = max(max(self.durations[i]) for i in expected)
