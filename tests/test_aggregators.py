@@ -46,34 +46,58 @@ def test_krum_exact():
 
 
 def test_multikrum_exact():
-    # Same scores; m=3 keeps rows 1 (2), then 0 and 2 (both 5). The tie goes to the smaller sum
-    # of squared distances to all rows: row 0: 1+4+100+121 = 226, row 2: 4+1+64+81 = 150, so row
-    # 2 ranks before row 0. Mean of 0, 1, 2: 1. Default m = n - f = 4 adds row 3 (65): 3.25.
+    # Same scores; m=3 keeps rows 1 (2), then 0 and 2 (both 5): the tie goes to the lower index
+    # (argmin's order). Mean of 0, 1, 2: 1. Default m = n - f = 4 adds row 3 (65): 3.25.
     x = t([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [10.0, 1.0], [11.0, 1.0]])
     res = multikrum_with_info(x, 1, m=3)
-    assert res.selected.tolist() == [1, 2, 0]
+    assert res.selected.tolist() == [1, 0, 2]
     close(res.vector, [1.0, 1.0])
     close(AGGREGATORS.get("multi-krum")(x, 1), [3.25, 1.0])
 
 
 def test_bulyan_exact(select_path):
     # n=7, f=1: theta = 5 picks by iterated Krum, then beta = 3 values nearest the median.
-    # Rows 0, 1, 2, 3, 4, 100, 101. Ties in score go to the smaller sum of squared distances to
-    # the rows left ("total").
+    # Rows 0, 1, 2, 3, 4, 100, 101. Ties in score go to the lower index (argmin, as Flower's
+    # aggregate_bulyan); with r rows left, k = max(1, r - f - 2) neighbours are scored.
     # r=7, k=4: scores 0:30, 1:15, 2:10, 3:15, 4:30, 100/101 huge              -> pick 2
-    # r=6, k=3 (0,1,3,4,100,101): 0:26, 1:1+4+9=14, 3:1+4+9=14, 4:26; tie 1/3:
-    #          totals 1: 14+99^2+100^2 = 19815, 3: 14+97^2+98^2 = 19027        -> pick 3
-    # r=5, k=2 (0,1,4,100,101): 0:1+16=17, 1:1+9=10, 4:9+16=25, 100:1+96^2      -> pick 1
-    # r=4, k=max(1, 4-3)=1 (0,4,100,101): 0:16, 4:16, 100:1, 101:1; tie 100/101:
-    #          totals 100: 100^2+96^2+1 = 19217, 101: 101^2+97^2+1 = 19611  -> pick 100 (row 5)
-    # r=3, k=1 (0,4,101): 0:16, 4:16, 101:97^2; tie 0/4: totals 0: 16+101^2, 4: 16+97^2
-    #                                                                           -> pick 4
-    # Selected values 2, 3, 1, 100, 4; median 3; the 3 nearest are 2, 3, 4: mean 3.
+    # r=6, k=3 (0,1,3,4,100,101): 0:26, 1:1+4+9=14, 3:1+4+9=14, 4:26; tie 1/3   -> pick 1
+    # r=5, k=2 (0,3,4,100,101): 0:9+16=25, 3:1+9=10, 4:1+16=17, 100:1+96^2     -> pick 3
+    # r=4, k=1 (0,4,100,101): 0:16, 4:16, 100:1, 101:1; tie 100/101            -> pick 100 (row 5)
+    # r=3, k=1 (0,4,101): 0:16, 4:16, 101:97^2; tie 0/4                        -> pick 0
+    # Selected values 2, 1, 3, 100, 0; median 2; the 3 nearest are 2, 1, 3: mean 2.
     x = t([[0.0], [1.0], [2.0], [3.0], [4.0], [100.0], [101.0]])
     res = bulyan_with_info(x, 1)
-    assert res.selected.tolist() == [2, 3, 1, 5, 4]
-    close(res.vector, [3.0])
-    close(AGGREGATORS.get("bulyan")(x, 1), [3.0])
+    assert res.selected.tolist() == [2, 1, 3, 5, 0]
+    close(res.vector, [2.0])
+    close(AGGREGATORS.get("bulyan")(x, 1), [2.0])
+
+
+def test_bulyan_matches_flowers_rule_on_random_rows():
+    """Flower's ``aggregate_bulyan`` over its ``aggregate_krum`` (transcribed from its
+    definition): Krum on the rows left with ``max(1, r - f - 2)`` neighbours, ``argmin``, then the
+    ``beta`` values nearest the median. At f <= 2 its picks tie on every draw (the closest
+    pair, one neighbour scored), so this pins the tie rule; f = 3 has no ties."""
+
+    def flower(x: torch.Tensor, f: int) -> torch.Tensor:
+        left, chosen = list(range(x.shape[0])), []
+        for _ in range(x.shape[0] - 2 * f):
+            y = x[left]
+            d = ((y[:, None] - y[None]) ** 2).sum(-1)
+            k = max(1, len(left) - f - 2)
+            scores = d.sort(dim=1).values[:, 1:k + 1].sum(dim=1)
+            chosen.append(left.pop(int(torch.argmin(scores))))
+        s = x[chosen].sort(dim=0).values
+        m = len(chosen)
+        med = (s[(m - 1) // 2] + s[m // 2]) / 2
+        beta = m - 2 * f
+        nearest = (x[chosen] - med).abs().argsort(dim=0, stable=True)[:beta]
+        return x[chosen].gather(0, nearest).mean(dim=0)
+
+    for n, f in ((7, 1), (9, 1), (11, 2), (15, 3)):
+        for seed in range(20):
+            g = torch.Generator().manual_seed(seed)
+            x = torch.randn(n, 5, generator=g, dtype=torch.float64)
+            close(AGGREGATORS.get("bulyan")(x, f), flower(x, f).tolist())
 
 
 def test_median_exact_even_n_is_mean_of_middle_values(select_path):

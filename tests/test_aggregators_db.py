@@ -58,16 +58,10 @@ def ref_krum(rows: Rows, f: int) -> list[float]:
     return ref_multikrum(rows, f, m=1)
 
 
-def _total(rows: Rows, i: int, active: list[int]) -> float:
-    """Tie-break: sum of squared distances to the rows in ``active``."""
-    return sum(_sqdist(rows[i], rows[j]) for j in active)
-
-
 def ref_multikrum(rows: Rows, f: int, m: int | None = None) -> list[float]:
     m = len(rows) - f if m is None else m
-    everyone = list(range(len(rows)))
-    scores = _krum_scores(rows, f, everyone)
-    best = sorted(scores, key=lambda i: (scores[i], _total(rows, i, everyone), i))[:m]
+    scores = _krum_scores(rows, f, list(range(len(rows))))
+    best = sorted(scores, key=lambda i: (scores[i], i))[:m]  # ties: lower index
     return _mean_rows([rows[i] for i in best])
 
 
@@ -79,7 +73,7 @@ def ref_bulyan(rows: Rows, f: int) -> list[float]:
             best = active[0]
         else:
             scores = _krum_scores(rows, f, active, min_one=True)
-            best = min(active, key=lambda i: (scores[i], _total(rows, i, active), i))
+            best = min(active, key=lambda i: (scores[i], i))  # argmin: lower index
         chosen.append(best)
         active.remove(best)
     selected = [rows[i] for i in chosen]
@@ -197,6 +191,8 @@ class RuleCase:
         box_any: the output stays in the honest box whatever the ``f`` other rows hold.
         aliases: spellings that must resolve to ``name``.
         info: whether ``aggregate`` returns the selected rows.
+        order_ties: configs at which the rule ties by construction and breaks the tie by row
+            index (Bulyan's picks with one neighbour scored, ``f <= 2``): no permutation test.
         path: ``"default"`` (the numba kernels of the coordinate-wise rules where numba is
             installed) or ``"torch"`` (their pure-torch fallback forced, id ``name@torch``).
     """
@@ -212,6 +208,7 @@ class RuleCase:
     box_any: bool = False
     aliases: tuple[str, ...] = ()
     info: bool = False
+    order_ties: tuple[tuple[int, int], ...] = ()
     path: str = "default"
 
     @property
@@ -241,7 +238,12 @@ RULES: list[RuleCase] = [
         info=True,
     ),
     RuleCase(
-        "bulyan", [(11, 2), (7, 1), (9, 1), (3, 0)], lambda f: 4 * f + 3, ref_bulyan, info=True
+        "bulyan",
+        [(11, 2), (7, 1), (9, 1), (3, 0), (15, 3)],
+        lambda f: 4 * f + 3,
+        ref_bulyan,
+        info=True,
+        order_ties=((11, 2), (7, 1), (9, 1)),
     ),
     RuleCase(
         "median",

@@ -28,7 +28,7 @@ def _run(case, x, f, **extra):
 @SETTINGS
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_permutation_invariance(case, data, seed):
-    n, f = data.draw(st.sampled_from(case.configs))
+    n, f = data.draw(st.sampled_from([c for c in case.configs if c not in case.order_ties]))
     x = honest_rows(n, 6, seed)
     perm = torch.tensor(data.draw(st.permutations(range(n))))
     torch.testing.assert_close(_run(case, x[perm], f), _run(case, x, f), rtol=1e-9, atol=1e-9)

@@ -14,13 +14,15 @@ r"""Bulyan: iterated Krum selection, then a coordinate-wise trimmed average arou
 
 Needs :math:`n \ge 4f + 3`. The distance matrix is computed once (one Gram matrix); the
 iterations only mask rows and columns of it. With :math:`r` rows left Krum scores
-:math:`r - f - 2` neighbours; for ``f = 1`` the last pick (:math:`r = 2f + 1 = 3`) would score
-0 neighbours and tie every row, so at least one neighbour is always scored (the nearest-neighbour
-distance) instead of picking arbitrarily. Ties in score go to the row with the smaller sum of
-distances to the rows left, then to the lower index (as in :mod:`~shieldwall.aggregators.krum`).
-The median
-of an even number of values is the mean of the two middle ones (as in
-:mod:`~shieldwall.aggregators.median`), and ties in distance to it go to the smaller value.
+:math:`r - f - 2` neighbours, and at least one: the last picks (:math:`r` down to
+:math:`2f + 1`) are below Krum's own bound :math:`r \ge 2f + 3`, and for ``f = 1`` the last
+would score none. Ties in score go to the lower index, as the :math:`\arg\min` of the
+reference implementations (Flower's ``aggregate_bulyan`` / ``aggregate_krum``, which also score
+at least one neighbour) sends them. They are not rare: with one neighbour scored (``f <= 2``)
+the two rows of the closest pair always tie, so for ``f <= 2`` the rows selected can depend on
+the order of the rows, in every implementation. The median of an even number of values is the
+mean of the two middle ones (as in :mod:`~shieldwall.aggregators.median`), and ties in distance
+to it go to the smaller value.
 
 Reference: E. M. El Mhamdi, R. Guerraoui, S. Rouault, "The Hidden Vulnerability of Distributed
 Learning in Byzantium", ICML 2018.
@@ -76,12 +78,8 @@ def iterated_krum(sq_dists: Tensor, f: int, count: int) -> Tensor:
             k = max(1, left - f - 2)
             scored = alive & (alive.cumsum(dim=1, dtype=torch.int32) <= k)
             scores = torch.where(scored, nearest, 0.0).sum(dim=1)
-            # Lexicographic minimum over the active rows: score, then total, then index.
-            candidates = (active & (scores == scores[active].min())).nonzero().squeeze(1)
-            if candidates.numel() > 1:
-                totals = torch.where(active[None, :], sq_dists[candidates], 0.0).sum(dim=1)
-                candidates = candidates[totals == totals.min()]
-            best = int(candidates[0])
+            # The smallest score among the rows left; ties to the lower index.
+            best = int((active & (scores == scores[active].min())).nonzero()[0])
         chosen.append(best)
         active[best] = False
         alive[rows, position[:, best]] = False

@@ -12,9 +12,10 @@ excluded). Multi-Krum averages the ``m`` rows of smallest score:
     \qquad S_m = \text{the } m \text{ rows of smallest } s(i)
 
 Both need :math:`n \ge 2f + 3`. All pairwise distances come from one Gram matrix
-(:func:`~shieldwall.aggregators.base.pairwise_sq_distances`). Ties in score (two mutual nearest
-neighbours tie whenever one neighbour is scored) go to the row with the smaller sum of squared
-distances to all rows, then to the lower index, so that the choice does not depend on row order.
+(:func:`~shieldwall.aggregators.base.pairwise_sq_distances`). Ties in score go to the lower
+index, as the :math:`\arg\min` of the reference implementations (Flower's ``aggregate_krum``,
+ByzFL, the bucketing paper's code) sends them; with random rows they only happen between equal
+rows (copies), where the choice does not change the output.
 
 ``power`` (Krum only, default 1) scores with :math:`\sum_{j \in \mathcal{N}_i}
 \|x_i - x_j\|_2^{2p}` instead; the bucketing paper's code (Karimireddy, He & Jaggi 2022,
@@ -64,15 +65,9 @@ def krum_scores(sq_dists: Tensor, f: int, power: float = 1.0) -> Tensor:
     return (nearest if power == 1.0 else nearest.pow(power)).sum(dim=1)
 
 
-def rank_rows(scores: Tensor, totals: Tensor) -> Tensor:
-    """Row indices ordered by Krum score, ties by ``totals`` (each row's sum of squared distances
-    to all rows), then by index.
-
-    Ties are not rare: with one scored neighbour, two mutual nearest neighbours always tie. The
-    secondary key makes the choice depend on the geometry, not on the order of the rows.
-    """
-    by_total = torch.sort(totals, stable=True).indices
-    return by_total[torch.sort(scores[by_total], stable=True).indices]
+def rank_rows(scores: Tensor) -> Tensor:
+    """Row indices ordered by Krum score, ties by index (a stable sort: ``argmin`` first)."""
+    return torch.sort(scores, stable=True).indices
 
 
 def _selection_mean(updates: Tensor, index: Tensor) -> Tensor:
@@ -97,7 +92,7 @@ def _check_multikrum(n: int, f: int, *, m: int | None = None) -> None:
 def _multikrum(updates: Tensor, f: int, m: int, power: float = 1.0) -> AggregateResult:
     sq_dists = pairwise_sq_distances(updates)
     scores = krum_scores(sq_dists, f, power)
-    selected = rank_rows(scores, sq_dists.sum(dim=1))[:m]
+    selected = rank_rows(scores)[:m]
     return AggregateResult(_selection_mean(updates, selected), selected, scores)
 
 
