@@ -159,3 +159,40 @@ def test_liar_within_tolerance_does_not_win_against_an_exact_majority():
                         rtol=1e-5, atol=1e-8)
     assert torch.equal(res.voted[0], h) and res.winner.tolist() == [2]
     assert res.disagreed.tolist() == [[False, True, False, False, False]]
+
+
+def test_replicas_agree_is_symmetric_isclose_on_special_values():
+    from shieldwall.redundancy.vote import replicas_agree
+
+    vals = [0.0, -0.0, 1.0, -1.0, 1e-9, 1 + 1e-6, 1 + 1e-4, 3e38, -3e38, 1e30,
+            float("inf"), float("-inf"), float("nan")]
+    for dtype in (torch.float32, torch.float64):
+        v = torch.tensor(vals, dtype=dtype)
+        a, b = (g.reshape(-1, 1) for g in torch.meshgrid(v, v, indexing="ij"))
+        want = (torch.isclose(a, b, rtol=1e-5, atol=1e-8)
+                | torch.isclose(b, a, rtol=1e-5, atol=1e-8)).all(dim=-1)
+        assert torch.equal(replicas_agree(a, b, rtol=1e-5, atol=1e-8), want)
+
+
+@pytest.mark.parametrize("attack", ["copy", "near", "far", "nan", "none"])
+def test_simulated_vote_equals_the_vote_of_every_replica(attack):
+    """redundant_step votes without building the (F, r, d) replicas; same answer as _vote."""
+    from shieldwall.redundancy.training import _vote, _vote_simulated
+
+    g = torch.Generator().manual_seed(3)
+    nf, r, d = 9, 3, 40
+    honest = torch.randn(nf, d, generator=g)
+    honest[4, 7] = float("inf")  # a non-finite honest file goes through the full vote too
+    adv = torch.rand(nf, r, generator=g) < 0.4
+    adv[0] = True  # a file held by adversaries only
+    bad = {"copy": honest.clone(), "near": honest + 1e-9, "far": honest + 5.0,
+           "nan": torch.full_like(honest, float("nan")), "none": None}[attack]
+    if bad is not None:
+        bad[1] = honest[1]  # some files copied exactly whatever the attack
+    replicas = honest.unsqueeze(1).expand(nf, r, d)
+    if bad is not None:
+        replicas = torch.where(adv.unsqueeze(-1), bad.unsqueeze(1), replicas)
+    want = _vote(replicas, adv, 1e-5, 1e-8)
+    got = _vote_simulated(honest, bad, adv, 1e-5, 1e-8)
+    torch.testing.assert_close(got[0], want[0], equal_nan=True, rtol=0, atol=0)
+    assert got[1:] == want[1:]

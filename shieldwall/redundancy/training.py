@@ -137,11 +137,52 @@ def _vote(
     open_files = torch.nonzero(~settled).flatten()
     if open_files.numel() == 0:
         return voted, won_settled, 0
-    vote = vote_replicas(replicas[open_files], rtol=rtol, atol=atol)
-    voted[open_files] = vote.voted
-    adv = adv_replica[open_files]
-    won = vote.has_majority & adv[torch.arange(len(open_files)), vote.winner.clamp(min=0)]
-    return voted, int(won.sum()) + won_settled, vote.num_fallback
+    voted[open_files], won, fallback = _vote_open(replicas[open_files], adv_replica[open_files],
+                                                  rtol, atol)
+    return voted, won + won_settled, fallback
+
+
+def _vote_open(
+    replicas: Tensor, adv_replica: Tensor, rtol: float, atol: float
+) -> tuple[Tensor, int, int]:
+    """:func:`~.vote.vote_replicas` of unsettled files: voted rows, files won by adversaries,
+    files without a majority."""
+    vote = vote_replicas(replicas, rtol=rtol, atol=atol)
+    won = vote.has_majority & adv_replica[torch.arange(len(replicas)), vote.winner.clamp(min=0)]
+    return vote.voted, int(won.sum()), vote.num_fallback
+
+
+def _vote_simulated(
+    honest: Tensor, bad: Tensor | None, adv_replica: Tensor, rtol: float, atol: float
+) -> tuple[Tensor, int, int]:
+    """:func:`_vote` of the replicas a simulated step holds, without building all of them.
+
+    Every honest replica of file f is ``honest[f]`` (one computation) and every adversarial one
+    ``bad[f]``: a file is settled in one comparison of two rows, and the ``(F, r, d)`` replicas
+    are built only for the files whose values differ (or are not finite) and voted. Same result
+    as ``_vote`` on the full replicas, without its ``F·r·d`` copy and second settling pass.
+    """
+    finite = torch.isfinite(honest).all(dim=1)
+    voted = honest.clone()
+    if bad is None:
+        settled = finite
+    else:
+        has_adv = adv_replica.any(dim=1)
+        same = torch.ones_like(finite)
+        if bool(has_adv.any()):
+            same[has_adv] = (bad[has_adv] == honest[has_adv]).all(dim=1)
+        settled = finite & same
+    won_settled = int((settled & adv_replica.all(dim=1)).sum())
+    open_files = torch.nonzero(~settled).flatten()
+    if open_files.numel() == 0:
+        return voted, won_settled, 0
+    r = adv_replica.shape[1]
+    rows = honest[open_files].unsqueeze(1).expand(-1, r, -1)
+    if bad is not None:
+        rows = torch.where(adv_replica[open_files].unsqueeze(-1), bad[open_files].unsqueeze(1),
+                           rows)
+    voted[open_files], won, fallback = _vote_open(rows, adv_replica[open_files], rtol, atol)
+    return voted, won + won_settled, fallback
 
 
 def redundant_step(
@@ -164,13 +205,13 @@ def redundant_step(
 
     placement = setup.placement
     honest, losses = file_gradients(model, flat, params, x, y)
-    nf, r = placement.num_files, placement.replication
+    nf = placement.num_files
     adversaries = setup.adversaries(seed, step)
     workers = placement.replica_workers  # (F, r)
     is_adv = torch.zeros(placement.num_workers, dtype=torch.bool)
     is_adv[adversaries] = True
     adv_replica = is_adv[workers].to(honest.device)  # (F, r)
-    replicas = honest.unsqueeze(1).expand(nf, r, honest.shape[1])  # r copies, one computation
+    bad = None
     if bool(adv_replica.any()):
         ctx = AttackContext(
             n=nf,
@@ -182,8 +223,7 @@ def redundant_step(
             num_classes=num_classes,
         )
         bad = ATTACKS.get(setup.attack)(honest, nf, ctx, **setup.attack_params)
-        replicas = torch.where(adv_replica.unsqueeze(-1), bad.unsqueeze(1), replicas)
-    voted, won, fallback = _vote(replicas, adv_replica, rtol, atol)
+    voted, won, fallback = _vote_simulated(honest, bad, adv_replica, rtol, atol)
     result = aggregate(setup.aggregator, voted, setup.f)
     return StepResult(
         aggregate=result.vector,
