@@ -127,7 +127,7 @@ def _vote(
 
     Files whose r replicas are all finite and equal value by value agree under any tolerance:
     their vote is that value (checked in one pass). :func:`~.vote.vote_replicas` runs on the
-    rest only, which saves its r(r − 1)/2 pairwise ``isclose`` passes on untouched files.
+    rest only, which saves its r(r − 1)/2 pairwise closeness passes on untouched files.
     """
     first = replicas[:, :1]
     settled = (replicas == first).all(dim=(1, 2)) & torch.isfinite(first).all(dim=(1, 2))
