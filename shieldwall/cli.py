@@ -89,9 +89,13 @@ def quiet_stdout() -> None:
     Python flushes stdout again at exit; with the pipe gone that flush would raise once more and
     print a traceback of its own.
     """
+    try:
+        target = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (a captured or replaced stdout): nothing to do
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, target)
     finally:
         os.close(devnull)
 
