@@ -1,17 +1,18 @@
-"""Mimic with the paper's targets: the Krum cells of the bucketing reproduction, target pinned.
+"""Mimic with the paper's targets: cells of the bucketing reproduction with the target pinned.
 
 Mimic copies one honest worker, chosen on the first step from a random start z₀ (the paper's
 ``MimicVariantAttacker`` with warm-up 1, our ``mimic(warmup=1,knowledge=honest)``). The paper
 drew z₀ on its GPU; its logs name the worker it chose (``mmc_count`` in each run's ``stats``):
 honest ranks 14, 17 and 1 for seeds 0, 1 and 2, in every rule's run. Ours draws z₀ on the CPU
 and picks other workers, and Krum — which keeps selecting the copies — learns whatever that
-worker's shard holds. This script reruns Krum's mimic cells (β = 0.9, s ∈ {2, none}) with the
-target pinned to the paper's choice (``mimic(target=K,knowledge=honest)``; everything else as in
-``reproduce_bucketing.py``, same seeds) and writes every evaluation to
+worker's shard holds. This script reruns mimic cells (β = 0.9; by default Krum's, s ∈ {2,
+none}, seeds 0–2) with the target pinned to the paper's choice
+(``mimic(target=K,knowledge=honest)``; everything else as in ``reproduce_bucketing.py``, same
+seeds) and writes every evaluation of every finished one to
 ``experiments/results/bucketing_mnist_mimic_targets.csv`` (the curves layout plus ``target``).
 
-    nice -n 15 python experiments/bucketing_mimic_targets.py --jobs 2     # run / resume
-    python experiments/bucketing_mimic_targets.py --cells 2:1 none:0      # some of them (s:seed)
+    nice -n 15 python experiments/bucketing_mimic_targets.py --jobs 2       # run / resume
+    python experiments/bucketing_mimic_targets.py --cells rfa:none:0 krum:2:1  # AGG:S:SEED
 
 The run directories live under ``runs/bucketing_mimic_targets/`` (git-ignored); finished cells
 are skipped, as in the grid.
@@ -40,51 +41,56 @@ BETA = 0.9
 OUT = ROOT / "experiments" / "results" / "bucketing_mnist_mimic_targets.csv"
 
 
-def pinned_cell(s: int, seed: int) -> Cell:
+RULES = ("krum", "rfa", "cm", "cp", "tm")
+
+
+def pinned_cell(agg: str, s: int, seed: int) -> Cell:
     attack = f"mimic(target={PAPER_TARGETS[seed]},knowledge=honest)"
-    return Cell(attack, rb.defense("krum", s, BETA), seed, ((rb.MOMENTUM, BETA),))
+    return Cell(attack, rb.defense(agg, s, BETA), seed, ((rb.MOMENTUM, BETA),))
 
 
-def parse_cell(text: str) -> tuple[int, int]:
-    s, _, seed = text.partition(":")
+def parse_cell(text: str) -> tuple[str, int, int]:
+    """``AGG:S:SEED`` (``krum:none:1``) → ``("krum", 0, 1)``."""
+    agg, s, seed = (text.split(":") + ["", "", ""])[:3]
     try:
-        pair = (0 if s == "none" else int(s), int(seed))
+        cell = (agg, 0 if s == "none" else int(s), int(seed))
     except ValueError:
-        pair = (-1, -1)
-    if pair[0] not in rb.BUCKETS or pair[1] not in PAPER_TARGETS:
-        raise argparse.ArgumentTypeError(f"a cell is S:SEED with S in 2, none and SEED in 0, 1, "
-                                         f"2; got {text!r}")
-    return pair
+        cell = ("", -1, -1)
+    if cell[0] not in RULES or cell[1] not in rb.BUCKETS or cell[2] not in PAPER_TARGETS:
+        raise argparse.ArgumentTypeError(
+            f"a cell is AGG:S:SEED with AGG in {', '.join(RULES)}, S in 2, none and SEED in 0, 1, "
+            f"2; got {text!r}")
+    return cell
 
 
-ALL = [(s, seed) for s in rb.BUCKETS for seed in PAPER_TARGETS]
+ALL = [(agg, s, seed) for agg in RULES for s in rb.BUCKETS for seed in PAPER_TARGETS]
+DEFAULT = [c for c in ALL if c[0] == "krum"]
 
 
 def write_curves(out: Path) -> int:
     """Every finished cell's evaluations to :data:`OUT`; the number of cells written."""
     rows = []
-    for s, seed in ALL:
-        run = out / "cells" / pinned_cell(s, seed).name
+    for agg, s, seed in ALL:
+        run = out / "cells" / pinned_cell(agg, s, seed).name
         if not (run / "summary.json").is_file():
             continue
         curve, _ = rb.cell_curve(run)
-        rows += [("mimic", "krum", s, BETA, seed, PAPER_TARGETS[seed], step, f"{acc:.2f}")
+        rows += [("mimic", agg, s, BETA, seed, PAPER_TARGETS[seed], step, f"{acc:.2f}")
                  for step, acc in sorted(curve.items())]
     with OUT.open("w", newline="") as fh:
-        fh.write("# Krum under mimic with the target pinned to the paper's choice "
+        fh.write("# Mimic with the target pinned to the paper's choice "
                  "(experiments/bucketing_mimic_targets.py): test top-1 (%) every 30 steps\n")
         w = csv.writer(fh)
         w.writerow(["attack", "aggregator", "s", "beta", "seed", "target", "iterations",
                     "accuracy"])
         w.writerows(rows)
-    return len({(r[2], r[4]) for r in rows})
+    return len({(r[1], r[2], r[4]) for r in rows})
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cells", nargs="+", type=parse_cell, metavar="S:SEED",
-                    default=ALL,
-                    help="which cells (default: all six)")
+    ap.add_argument("--cells", nargs="+", type=parse_cell, metavar="AGG:S:SEED",
+                    default=DEFAULT, help="which cells (default: Krum's six)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel cell processes (default 1)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bucketing_mimic_targets"),
                     help="run directories")
@@ -93,7 +99,7 @@ def main() -> int:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     base = load_config(str(rb.BASE), [])
-    run_cells(base, [pinned_cell(s, seed) for s, seed in args.cells], args.out, jobs=args.jobs)
+    run_cells(base, [pinned_cell(*c) for c in args.cells], args.out, jobs=args.jobs)
     print(f"{write_curves(Path(args.out))} cells in {OUT}")
     return 0
 

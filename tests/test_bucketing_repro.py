@@ -393,26 +393,28 @@ def test_mimic_targets_script_pins_the_papers_targets(tmp_path, monkeypatch):
     mt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mt)
     rb = _script()
-    for s in (2, 0):  # the grid's Krum mimic cell, with the paper's seed-1 target instead
-        grid = rb.cell("mimic", "krum", s, 0.9, 1)
-        pinned = mt.pinned_cell(s, 1)
+    for agg, s in (("krum", 2), ("krum", 0), ("rfa", 0)):  # the grid's cell, the paper's target
+        grid = rb.cell("mimic", agg, s, 0.9, 1)
+        pinned = mt.pinned_cell(agg, s, 1)
         assert (pinned.defense, pinned.seed, pinned.axes) == (grid.defense, 1, grid.axes)
         assert pinned.attack == "mimic(target=17,knowledge=honest)"
-    assert [mt.pinned_cell(2, k).attack.split(",")[0] for k in (0, 2)] == \
+    assert [mt.pinned_cell("krum", 2, k).attack.split(",")[0] for k in (0, 2)] == \
         ["mimic(target=14", "mimic(target=1"]
-    assert mt.parse_cell("none:2") == (0, 2) and mt.parse_cell("2:0") == (2, 0)
-    for bad in ("3:1", "2:5", "x", "2:"):
-        with pytest.raises(argparse.ArgumentTypeError, match="S:SEED"):
+    assert mt.parse_cell("krum:none:2") == ("krum", 0, 2)
+    assert mt.parse_cell("rfa:2:0") == ("rfa", 2, 0)
+    for bad in ("krum:3:1", "krum:2:5", "x", "krum:2:", "avg:2:0", "2:0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="AGG:S:SEED"):
             mt.parse_cell(bad)
-    run = tmp_path / "cells" / mt.pinned_cell(2, 1).name  # one finished cell, one unfinished
+    run = tmp_path / "cells" / mt.pinned_cell("krum", 2, 1).name  # one finished, one not
     run.mkdir(parents=True)
     (run / "metrics.jsonl").write_text("\n".join(
         json.dumps({"round": r - 1, "test_accuracy": r / 1000}) for r in (30, 60)))
     (run / "summary.json").write_text("{}")
-    (tmp_path / "cells" / mt.pinned_cell(0, 0).name).mkdir()
+    (tmp_path / "cells" / mt.pinned_cell("rfa", 0, 0).name).mkdir()
     monkeypatch.setattr(mt, "OUT", tmp_path / "targets.csv")
     assert mt.write_curves(tmp_path) == 1
     with (tmp_path / "targets.csv").open() as fh:
         rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
-    assert [(r["s"], r["seed"], r["target"], r["iterations"], r["accuracy"]) for r in rows] == \
-        [("2", "1", "17", "30", "3.00"), ("2", "1", "17", "60", "6.00")]
+    assert [(r["aggregator"], r["s"], r["seed"], r["target"], r["iterations"], r["accuracy"])
+            for r in rows] == [("krum", "2", "1", "17", "30", "3.00"),
+                               ("krum", "2", "1", "17", "60", "6.00")]
