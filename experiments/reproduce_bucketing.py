@@ -336,6 +336,45 @@ def progress_lines(results: dict[Cell, float], out: Path | None = None) -> list[
             "|---|---|---|---|---|---|---|", *rows]
 
 
+Means = dict[tuple[str, str, int, float], list[float]]
+BINS = (2.0, 5.0, 10.0)
+
+
+def agreement_lines(pairs: list[tuple[str, Means, Means]]) -> list[str]:
+    """How far our means sit from the paper's, counted per β: for each measure (``name``, the
+    paper's and our per-cell values), the cells with both, binned by ``|ours − paper|``; then the
+    cells more than 10 points off at the end."""
+    lines = ["", "Agreement with the paper, per cell that both have (|mean of ours − mean of the "
+             "paper's| in points; counts are cumulative):", "",
+             "| β | measure | cells | within 2 | within 5 | within 10 | more than 10 |",
+             "|---|---|---|---|---|---|---|"]
+    for beta in (0.9, 0.0):
+        for name, paper, ours in pairs:
+            gaps = [abs(statistics.fmean(ours[k]) - statistics.fmean(v))
+                    for k, v in paper.items() if k[3] == beta and ours.get(k)]
+            if not gaps:
+                continue
+            counts = [sum(g <= b for g in gaps) for b in BINS] + [sum(g > BINS[-1] for g in gaps)]
+            cols = " | ".join(map(str, counts))
+            lines.append(f"| {beta} | {name} | {len(gaps)} | {cols} |")
+    _, paper, ours = pairs[0]
+    far = sorted((k for k, v in paper.items() if ours.get(k)
+                  and abs(statistics.fmean(ours[k]) - statistics.fmean(v)) > BINS[-1]),
+                 key=lambda k: (-k[3], k[2] == 0, k[1], k[0]))
+    if far:
+        cells = [f"β = {b}, s = {s or 'none'}, {agg}, {atk} ({_delta(ours[k], paper[k])}; "
+                 f"paper's seeds {_span(paper[k])}, ours {_span(ours[k])})"
+                 for k in far for atk, agg, s, b in [k]]
+        lines += ["", "More than 10 points off at the end (see the notes below the table): "
+                  + "; ".join(cells) + "."]
+    return lines
+
+
+def _span(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.0f}" if round(low) == round(high) else f"{low:.0f}–{high:.0f}"
+
+
 def report(results: dict[Cell, float], out: Path | None = None) -> Path:
     """The side-by-side table (Markdown) and heatmaps per (β, s): ours and the paper's."""
     DOCS.mkdir(parents=True, exist_ok=True)
@@ -346,7 +385,7 @@ def report(results: dict[Cell, float], out: Path | None = None) -> Path:
     paper_all = late_means(paper_curves, EVAL_STEPS)
     ours_all = late_means(ours_curves, EVAL_STEPS)
     diverged = read_diverged()
-    ours: dict[tuple[str, str, int, float], list[float]] = {}
+    ours: Means = {}
     for c, acc in results.items():
         ours.setdefault(labels(c), []).append(100 * acc)
     lines = [
@@ -376,6 +415,9 @@ def report(results: dict[Cell, float], out: Path | None = None) -> Path:
                   "accuracy): " + "; ".join(
                       f"β = {b}, s = {s or 'none'}, {agg}, {atk}, seed {seed} at step {step}"
                       for (atk, agg, s, b, seed), step in sorted(diverged.items())) + "."]
+    lines += agreement_lines([("final (step 600)", paper, ours),
+                              ("steps 480–600", paper_late, ours_late),
+                              ("all 20 evaluations", paper_all, ours_all)])
     lines += progress_lines(results)
     table = DOCS / "bucketing_table.md"
     table.write_text("\n".join(lines) + "\n")

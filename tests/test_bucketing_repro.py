@@ -418,3 +418,17 @@ def test_mimic_targets_script_pins_the_papers_targets(tmp_path, monkeypatch):
     assert [(r["aggregator"], r["s"], r["seed"], r["target"], r["iterations"], r["accuracy"])
             for r in rows] == [("krum", "2", "1", "17", "30", "3.00"),
                                ("krum", "2", "1", "17", "60", "6.00")]
+
+
+def test_agreement_counts_cells_by_gap_and_lists_the_far_ones():
+    rb = _script()
+    paper = {("IPM", "cm", 2, 0.9): [60.0, 62.0, 64.0], ("BF", "krum", 0, 0.9): [10.0, 50.0],
+             ("LF", "cp", 0, 0.0): [90.0], ("ALIE", "rfa", 0, 0.9): [11.0]}
+    ours = {("IPM", "cm", 2, 0.9): [65.0], ("BF", "krum", 0, 0.9): [9.5, 10.5],
+            ("LF", "cp", 0, 0.0): [89.0]}  # no run of the ALIE cell: not counted
+    lines = rb.agreement_lines([("final", paper, ours)])
+    # β = 0.9: gaps 3 (IPM) and 20 (BF); β = 0: gap 1 (LF); the counts are cumulative
+    assert "| 0.9 | final | 2 | 0 | 1 | 1 | 1 |" in lines
+    assert "| 0.0 | final | 1 | 1 | 1 | 1 | 0 |" in lines
+    assert lines[-1].endswith("β = 0.9, s = none, krum, BF (-20.0; paper's seeds 10–50, ours "
+                              "10).")
