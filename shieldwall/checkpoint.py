@@ -4,11 +4,20 @@ All of a run's randomness is derived from ``(seed, purpose, round, client)`` (se
 :mod:`shieldwall.seeding`), so restoring these is enough for a resumed run to match an
 uninterrupted one exactly; the global RNG states are saved too, for code that uses them.
 Writes are atomic (temporary file, then rename), so a crash never leaves a torn checkpoint.
+
+Every file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers,
+never an arbitrary pickled object, so a run directory or state file handed over by someone
+else cannot run code when it is resumed (unpickling a crafted ``checkpoint.pt`` otherwise
+executes whatever it names). NumPy's RNG state is therefore stored as plain data; checkpoints
+written before that (an ``ndarray``) are still read, with NumPy's array constructor as the one
+allowed global.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +27,8 @@ from torch import Tensor
 
 from shieldwall.atomic import save_atomic
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_torch_file", "CHECKPOINT_NAME"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_tensors", "read_torch_file",
+           "numpy_rng_state", "set_numpy_rng_state", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_KEYS = frozenset({"round", "params", "algorithm", "rng"})
@@ -48,22 +58,62 @@ def save_checkpoint(
         "attack": attack_state or {},
         "rng": {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
+            "numpy": numpy_rng_state(),
             "python": random.getstate(),
         },
     }
     return save_atomic(state, path)
 
 
-def read_torch_file(path: str | Path, what: str = "file") -> Any:
-    """``torch.load`` of ``path`` onto the CPU (tensors and plain containers only); a truncated,
-    corrupt or foreign file is one :class:`ValueError` naming it and ``what`` it should be."""
+def numpy_rng_state() -> dict[str, Any]:
+    """NumPy's global RNG state as plain data (``np.random.get_state()`` holds an ``ndarray``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"bit_generator": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def set_numpy_rng_state(state: Any) -> None:
+    """Restore :func:`numpy_rng_state`'s dict, or the tuple of a checkpoint from before it."""
+    if isinstance(state, dict):
+        keys = np.asarray(state["keys"].numpy(), dtype=np.uint32)
+        state = (state["bit_generator"], keys, state["pos"], state["has_gauss"],
+                 state["cached_gaussian"])
+    np.random.set_state(state)
+
+
+def _legacy_numpy_globals() -> list[Any]:
+    """What an ``ndarray`` in an older checkpoint unpickles through: data, never code."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_tensors(path: str | Path) -> Any:
+    """``torch.load`` of ``path`` onto the CPU with ``weights_only=True``; a pickled object
+    other than tensors and plain data is refused with :class:`pickle.UnpicklingError` naming
+    it in one line (torch's own message spans a dozen, with terminal escapes)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f"a pickled {named.group(1)}" if named else "a pickled object"
+        raise pickle.UnpicklingError(
+            f"it holds {what}, not only tensors and plain data; shieldwall does not run "
+            "code from a file it loads") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else "no detail"
+
+
+def read_torch_file(path: str | Path, what: str = "file") -> Any:
+    """:func:`load_tensors` of ``path``; a truncated, corrupt or foreign file is one
+    :class:`ValueError` naming it and ``what`` it should be."""
+    try:
+        return load_tensors(path)
     except Exception as exc:  # truncated, corrupt, foreign pickle: one line naming it
-        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
-        raise ValueError(f"{what} {str(path)!r} cannot be read ({type(exc).__name__}: {detail})"
-                         ) from None
+        raise ValueError(f"{what} {str(path)!r} cannot be read ({type(exc).__name__}: "
+                         f"{_one_line(exc)})") from None
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
@@ -75,16 +125,15 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {str(path)!r} does not exist")
     try:
-        state = torch.load(path, weights_only=False)
+        state = load_tensors(path)
         if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= set(state):
             raise ValueError("not a shieldwall checkpoint")
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        set_numpy_rng_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
     except Exception as exc:  # truncated, corrupt or foreign file: one line naming it
         raise ValueError(
             f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); the run cannot be "
-            "resumed from it"
+            f"{_one_line(exc)}); the run cannot be resumed from it"
         ) from None
     return state

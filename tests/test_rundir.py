@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -499,6 +500,59 @@ def test_corrupt_checkpoint_is_one_line(finished_run, tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:300])
     line = one_error(cli("run", "--resume", str(run), "--set", "train_args.comm_round=3"))
     assert str(ckpt) in line and "cannot be read" in line
+
+
+class _Planted:
+    """Unpickling this runs ``Path.touch`` on its path: code a crafted checkpoint would run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_none(finished_run, tmp_path):
+    """A run directory handed over by someone else: resuming it must not unpickle objects."""
+    run = copy_run(finished_run, tmp_path / "run")
+    ckpt, planted = run / "checkpoint.pt", tmp_path / "code-ran"
+    state = torch.load(ckpt, weights_only=True)  # a checkpoint we write is tensors and data
+    state["algorithm"]["extra"] = _Planted(planted)
+    torch.save(state, ckpt)
+    line = one_error(cli("run", "--resume", str(run), "--set", "train_args.comm_round=3"))
+    assert str(ckpt) in line and "Path.touch" not in line and "pickled" in line
+    assert not planted.exists()
+
+
+def test_btard_checkpoint_that_would_run_code_is_refused_and_runs_none(tmp_path):
+    raw, run = _one_round_btard_run(tmp_path)
+    ckpt, planted = run / "btard_checkpoint.pt", tmp_path / "code-ran"
+    state = torch.load(ckpt, weights_only=True)
+    state["ledger"] = _Planted(planted)
+    torch.save(state, ckpt)
+    raw["train_args"]["comm_round"] = 2
+    with pytest.raises(ValueError, match="btard_checkpoint.pt' cannot be read.*pickled"):
+        train(config_from_dict(raw), resume=run)
+    assert not planted.exists()
+
+
+def test_checkpoints_from_before_plain_rng_state_still_resume(finished_run, tmp_path):
+    """Checkpoints that stored NumPy's RNG state as an ndarray tuple resume exactly as before."""
+    run = copy_run(finished_run, tmp_path / "run")
+    ckpt = run / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    np.random.seed(7)
+    legacy = np.random.get_state()
+    state["rng"]["numpy"] = legacy
+    torch.save(state, ckpt)
+    np.random.seed(0)
+    from shieldwall.checkpoint import load_checkpoint
+
+    load_checkpoint(run)
+    assert np.random.get_state()[2] == legacy[2]
+    assert (np.random.get_state()[1] == legacy[1]).all()
+    proc = cli("run", "--resume", str(run), "--set", "train_args.comm_round=3")
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_torn_last_metrics_line_is_left_out_on_resume(finished_run, tmp_path):

@@ -42,6 +42,7 @@ from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import BanRecord, Ledger, run_step
 from shieldwall.btard.state import load_into, read_state, state_file, write_state
 from shieldwall.btard.transport import InMemoryTransport, TorchDistTransport, Transport
+from shieldwall.checkpoint import load_tensors
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
 from shieldwall.data.split import split_clients
@@ -285,7 +286,7 @@ def _resume(run_dir: Path, peers: dict[int, Peer], ledger: Ledger, transport: Tr
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {str(path)!r} does not exist")
     try:
-        state = torch.load(path, weights_only=False)
+        state = load_tensors(path)
         for p in peers.values():
             if state["params"].numel() != p.params.numel():
                 raise ConfigError(
