@@ -15,9 +15,11 @@ allowed global.
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from torch import Tensor
 
 from shieldwall.atomic import save_atomic
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_tensors", "read_torch_file",
+__all__ = ["save_checkpoint", "load_checkpoint", "load_tensors", "check_archive", "read_torch_file",
            "numpy_rng_state", "set_numpy_rng_state", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -87,13 +89,42 @@ def _legacy_numpy_globals() -> list[Any]:
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def load_tensors(path: str | Path) -> Any:
-    """``torch.load`` of ``path`` onto the CPU with ``weights_only=True``; a pickled object
-    other than tensors and plain data is refused with :class:`pickle.UnpicklingError` naming
-    it in one line (torch's own message spans a dozen, with terminal escapes)."""
+def check_archive(source: str | Path | bytes) -> None:
+    """Refuse a ``torch.save`` zip archive whose entries are compressed or claim more bytes
+    than the archive holds. ``torch.save`` never compresses, but ``torch.load`` inflates what it
+    is given: a 1 MB message of deflated zeros made it allocate 1 GiB, a 64 MB one would take
+    64 GiB. A source that is not a zip archive is left to ``torch.load`` (its legacy format reads
+    each storage from the bytes present)."""
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
     try:
-        with torch.serialization.safe_globals(_legacy_numpy_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    with archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                raise ValueError(f"entry {info.filename!r} is compressed; torch.save writes "
+                                 "stored entries only")
+            if info.file_size > size:
+                raise ValueError(f"entry {info.filename!r} claims {info.file_size} bytes of "
+                                 f"a {size}-byte archive")
+
+
+def load_tensors(source: str | Path | bytes) -> Any:
+    """``torch.load`` onto the CPU with ``weights_only=True`` of a file or, as a peer sent it,
+    of bytes; a pickled object other than tensors and plain data is refused with
+    :class:`pickle.UnpicklingError` naming it in one line (torch's own message spans a dozen,
+    with terminal escapes). Bytes must be ``torch.save``'s zip archive, and only a file may hold
+    an older checkpoint's NumPy array. See :func:`check_archive` for what else is refused."""
+    check_archive(source)
+    from_peer = isinstance(source, bytes)
+    if from_peer and not zipfile.is_zipfile(io.BytesIO(source)):
+        raise ValueError("not a torch.save archive")
+    allowed = [] if from_peer else _legacy_numpy_globals()
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(io.BytesIO(source) if from_peer else source, map_location="cpu",
+                              weights_only=True)
     except pickle.UnpicklingError as exc:
         named = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         what = f"a pickled {named.group(1)}" if named else "a pickled object"

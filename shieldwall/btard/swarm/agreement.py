@@ -10,7 +10,6 @@ keeps it only if it matches that answer in every field (:func:`matching_state`).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 
 from shieldwall.btard.crypto import tensor_digest
 from shieldwall.btard.wire import from_bytes
+from shieldwall.checkpoint import load_tensors
 
 __all__ = ["state_hash", "majority_answer", "matching_state", "Answer"]
 
@@ -81,7 +81,7 @@ def matching_state(raw: bytes | None, answer: Answer,
     fit is as wrong as garbage."""
     step, digest, group, banned = answer
     try:
-        state = torch.load(io.BytesIO(raw or b""), weights_only=True)
+        state = load_tensors(raw or b"")
         ok = (isinstance(state, dict) and state_hash(state) == digest
               and state["step"] == step and tuple(state["group"]) == tuple(group)
               and tuple(sorted(state["ledger"]["banned"])) == tuple(banned)
