@@ -110,12 +110,14 @@ def check_archive(source: str | Path | bytes) -> None:
                                  f"a {size}-byte archive")
 
 
-def load_tensors(source: str | Path | bytes) -> Any:
+def load_tensors(source: str | Path | bytes, *, map_location: str | None = "cpu") -> Any:
     """``torch.load`` onto the CPU with ``weights_only=True`` of a file or, as a peer sent it,
     of bytes; a pickled object other than tensors and plain data is refused with
     :class:`pickle.UnpicklingError` naming it in one line (torch's own message spans a dozen,
     with terminal escapes). Bytes must be ``torch.save``'s zip archive, and only a file may hold
-    an older checkpoint's NumPy array. See :func:`check_archive` for what else is refused."""
+    an older checkpoint's NumPy array. See :func:`check_archive` for what else is refused.
+    ``map_location=None`` keeps each tensor on the device it was saved from (a run's own
+    checkpoint, resumed where it ran)."""
     check_archive(source)
     from_peer = isinstance(source, bytes)
     if from_peer and not zipfile.is_zipfile(io.BytesIO(source)):
@@ -123,8 +125,8 @@ def load_tensors(source: str | Path | bytes) -> Any:
     allowed = [] if from_peer else _legacy_numpy_globals()
     try:
         with torch.serialization.safe_globals(allowed):
-            return torch.load(io.BytesIO(source) if from_peer else source, map_location="cpu",
-                              weights_only=True)
+            return torch.load(io.BytesIO(source) if from_peer else source,
+                              map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         named = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         what = f"a pickled {named.group(1)}" if named else "a pickled object"
@@ -156,7 +158,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {str(path)!r} does not exist")
     try:
-        state = load_tensors(path)
+        state = load_tensors(path, map_location=None)
         if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= set(state):
             raise ValueError("not a shieldwall checkpoint")
         torch.set_rng_state(state["rng"]["torch"])

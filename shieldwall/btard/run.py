@@ -286,7 +286,7 @@ def _resume(run_dir: Path, peers: dict[int, Peer], ledger: Ledger, transport: Tr
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {str(path)!r} does not exist")
     try:
-        state = load_tensors(path)
+        state = load_tensors(path, map_location=None)
         for p in peers.values():
             if state["params"].numel() != p.params.numel():
                 raise ConfigError(
