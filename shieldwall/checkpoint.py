@@ -30,7 +30,7 @@ from torch import Tensor
 from shieldwall.atomic import save_atomic
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_tensors", "check_archive", "read_torch_file",
-           "numpy_rng_state", "set_numpy_rng_state", "CHECKPOINT_NAME"]
+           "numpy_rng_state", "set_numpy_rng_state", "error_line", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_KEYS = frozenset({"round", "params", "algorithm", "rng"})
@@ -89,17 +89,17 @@ def _legacy_numpy_globals() -> list[Any]:
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def check_archive(source: str | Path | bytes) -> None:
+def check_archive(source: str | Path | bytes) -> bool:
     """Refuse a ``torch.save`` zip archive whose entries are compressed or claim more bytes
     than the archive holds. ``torch.save`` never compresses, but ``torch.load`` inflates what it
     is given: a 1 MB message of deflated zeros made it allocate 1 GiB, a 64 MB one would take
-    64 GiB. A source that is not a zip archive is left to ``torch.load`` (its legacy format reads
-    each storage from the bytes present)."""
+    64 GiB. Returns whether ``source`` is a zip archive at all: one that is not is left to the
+    caller (``torch.load``'s legacy format reads each storage from the bytes present)."""
     size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
     try:
         archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (zipfile.BadZipFile, OSError, ValueError):
-        return
+        return False
     with archive:
         for info in archive.infolist():
             if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
@@ -108,19 +108,19 @@ def check_archive(source: str | Path | bytes) -> None:
             if info.file_size > size:
                 raise ValueError(f"entry {info.filename!r} claims {info.file_size} bytes of "
                                  f"a {size}-byte archive")
+    return True
 
 
 def load_tensors(source: str | Path | bytes, *, map_location: str | None = "cpu") -> Any:
-    """``torch.load`` onto the CPU with ``weights_only=True`` of a file or, as a peer sent it,
+    """``torch.load`` with ``weights_only=True`` of a file or, as a peer sent it,
     of bytes; a pickled object other than tensors and plain data is refused with
     :class:`pickle.UnpicklingError` naming it in one line (torch's own message spans a dozen,
     with terminal escapes). Bytes must be ``torch.save``'s zip archive, and only a file may hold
     an older checkpoint's NumPy array. See :func:`check_archive` for what else is refused.
     ``map_location=None`` keeps each tensor on the device it was saved from (a run's own
     checkpoint, resumed where it ran)."""
-    check_archive(source)
     from_peer = isinstance(source, bytes)
-    if from_peer and not zipfile.is_zipfile(io.BytesIO(source)):
+    if not check_archive(source) and from_peer:
         raise ValueError("not a torch.save archive")
     allowed = [] if from_peer else _legacy_numpy_globals()
     try:
@@ -135,7 +135,8 @@ def load_tensors(source: str | Path | bytes, *, map_location: str | None = "cpu"
             "code from a file it loads") from None
 
 
-def _one_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (torch's errors span many), for one-line errors."""
     return str(exc).splitlines()[0] if str(exc) else "no detail"
 
 
@@ -146,7 +147,7 @@ def read_torch_file(path: str | Path, what: str = "file") -> Any:
         return load_tensors(path)
     except Exception as exc:  # truncated, corrupt, foreign pickle: one line naming it
         raise ValueError(f"{what} {str(path)!r} cannot be read ({type(exc).__name__}: "
-                         f"{_one_line(exc)})") from None
+                         f"{error_line(exc)})") from None
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
@@ -167,6 +168,6 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     except Exception as exc:  # truncated, corrupt or foreign file: one line naming it
         raise ValueError(
             f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
-            f"{_one_line(exc)}); the run cannot be resumed from it"
+            f"{error_line(exc)}); the run cannot be resumed from it"
         ) from None
     return state

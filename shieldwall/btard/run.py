@@ -42,7 +42,7 @@ from shieldwall.btard.peer import Peer
 from shieldwall.btard.protocol import BanRecord, Ledger, run_step
 from shieldwall.btard.state import load_into, read_state, state_file, write_state
 from shieldwall.btard.transport import InMemoryTransport, TorchDistTransport, Transport
-from shieldwall.checkpoint import load_tensors
+from shieldwall.checkpoint import error_line, load_tensors
 from shieldwall.config import ConfigError, ExperimentConfig
 from shieldwall.data import load_dataset
 from shieldwall.data.split import split_clients
@@ -301,9 +301,8 @@ def _resume(run_dir: Path, peers: dict[int, Peer], ledger: Ledger, transport: Tr
     except ConfigError:
         raise
     except Exception as exc:  # truncated, corrupt or foreign file: one line naming it
-        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
         raise ValueError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: "
-                         f"{detail}); the run cannot be resumed from it") from None
+                         f"{error_line(exc)}); the run cannot be resumed from it") from None
     transport.set_members(ledger.active)
     return int(state["round"]) + 1
 
