@@ -7,7 +7,7 @@ honest ranks 14, 17 and 1 for seeds 0, 1 and 2, in every rule's run. Ours draws 
 and picks other workers, and Krum — which keeps selecting the copies — learns whatever that
 worker's shard holds. This script reruns mimic cells (β = 0.9; by default Krum's, s ∈ {2,
 none}, seeds 0–2) with the target pinned to the paper's choice
-(``mimic(target=K,knowledge=honest)``; everything else as in ``reproduce_bucketing.py``, same
+(``mimic(target=K,knowledge=honest)``; everything else as in ``bucketing_grid.py``, same
 seeds) and writes every evaluation of every finished one to
 ``experiments/results/bucketing_mnist_mimic_targets.csv`` (the curves layout plus ``target``).
 
@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import reproduce_bucketing as rb  # noqa: E402
+import bucketing_grid as grid  # noqa: E402
+from bucketing_report import cell_curve  # noqa: E402
 
 from shieldwall.config import load_config  # noqa: E402
 from shieldwall.matrix import Cell, run_cells  # noqa: E402
@@ -46,7 +47,7 @@ RULES = ("krum", "rfa", "cm", "cp", "tm")
 
 def pinned_cell(agg: str, s: int, seed: int) -> Cell:
     attack = f"mimic(target={PAPER_TARGETS[seed]},knowledge=honest)"
-    return Cell(attack, rb.defense(agg, s, BETA), seed, ((rb.MOMENTUM, BETA),))
+    return Cell(attack, grid.defense(agg, s, BETA), seed, ((grid.MOMENTUM, BETA),))
 
 
 def parse_cell(text: str) -> tuple[str, int, int]:
@@ -56,14 +57,14 @@ def parse_cell(text: str) -> tuple[str, int, int]:
         cell = (agg, 0 if s == "none" else int(s), int(seed))
     except ValueError:
         cell = ("", -1, -1)
-    if cell[0] not in RULES or cell[1] not in rb.BUCKETS or cell[2] not in PAPER_TARGETS:
+    if cell[0] not in RULES or cell[1] not in grid.BUCKETS or cell[2] not in PAPER_TARGETS:
         raise argparse.ArgumentTypeError(
             f"a cell is AGG:S:SEED with AGG in {', '.join(RULES)}, S in 2, none and SEED in 0, 1, "
             f"2; got {text!r}")
     return cell
 
 
-ALL = [(agg, s, seed) for agg in RULES for s in rb.BUCKETS for seed in PAPER_TARGETS]
+ALL = [(agg, s, seed) for agg in RULES for s in grid.BUCKETS for seed in PAPER_TARGETS]
 DEFAULT = [c for c in ALL if c[0] == "krum"]
 
 
@@ -74,7 +75,7 @@ def write_curves(out: Path) -> int:
         run = out / "cells" / pinned_cell(agg, s, seed).name
         if not (run / "summary.json").is_file():
             continue
-        curve, _ = rb.cell_curve(run)
+        curve, _ = cell_curve(run)
         rows += [("mimic", agg, s, BETA, seed, PAPER_TARGETS[seed], step, f"{acc:.2f}")
                  for step, acc in sorted(curve.items())]
     with OUT.open("w", newline="") as fh:
@@ -98,7 +99,7 @@ def main() -> int:
     if args.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    base = load_config(str(rb.BASE), [])
+    base = load_config(str(grid.BASE), [])
     run_cells(base, [pinned_cell(*c) for c in args.cells], args.out, jobs=args.jobs)
     print(f"{write_curves(Path(args.out))} cells in {OUT}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -301,64 +302,77 @@ def test_rules_match_the_papers_code_on_random_rows():
     assert not torch.equal(krum(x, 5), _paper_krum(rows, 5))
 
 
-def _script():
-    import importlib.util
+def _experiment(name: str):
+    """A module of ``experiments/`` (the bucketing scripts import each other by name)."""
+    import importlib
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "reproduce_bucketing.py"
-    spec = importlib.util.spec_from_file_location("reproduce_bucketing", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    folder = str(Path(__file__).resolve().parents[1] / "experiments")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 
 def test_reproduction_grid_cells_and_cclip_radius():
-    rb = _script()
-    cells = rb.ordered_cells()
+    grid = _experiment("bucketing_grid")
+    cells = grid.ordered_cells()
     assert len(cells) == len(set(cells)) == 286
     for c in cells:  # every cell's labels give the cell back (the CSV round trip)
-        atk, agg, s, beta = rb.labels(c)
-        assert rb.cell(atk, agg, s, beta, c.seed) == c
+        atk, agg, s, beta = grid.labels(c)
+        assert grid.cell(atk, agg, s, beta, c.seed) == c
     # the exp3 logs ran CClip with tau = 10 / (1 - beta) (the code's default then)
-    assert rb.defense("cp", 0, 0.9) == "centered_clip(tau=100,iterations=3,init=previous)"
-    assert rb.defense("cp", 2, 0.0) == \
+    assert grid.defense("cp", 0, 0.9) == "centered_clip(tau=100,iterations=3,init=previous)"
+    assert grid.defense("cp", 2, 0.0) == \
         "bucketing(s=2)+centered_clip(tau=10,iterations=3,init=previous)"
 
 
+def test_reproduction_script_lists_the_grid_in_run_order():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "reproduce_bucketing.py"
+    out = subprocess.run([sys.executable, str(script), "--list"], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.splitlines()
+    grid = _experiment("bucketing_grid")
+    assert [line.split()[2] for line in out] == [c.name for c in grid.ordered_cells()]
+    assert {line.split()[1] for line in out} <= {"done", "todo"}
+
+
 def test_late_means_and_curves_round_trip(tmp_path, monkeypatch):
-    rb = _script()
-    late = {step: 10.0 * i for i, step in enumerate(rb.LATE)}  # 0, 10, 20, 30, 40: mean 20
+    grid = _experiment("bucketing_grid")
+    rep = _experiment("bucketing_report")
+    late = {step: 10.0 * i for i, step in enumerate(rep.LATE)}  # 0, 10, 20, 30, 40: mean 20
     curves = {
         ("IPM", "cm", 2, 0.9, 0): {30: 90.0, **late},
-        ("IPM", "cm", 2, 0.9, 1): {step: 50.0 for step in rb.LATE},
+        ("IPM", "cm", 2, 0.9, 1): {step: 50.0 for step in rep.LATE},
         ("IPM", "cm", 2, 0.9, 2): {600: 99.0},  # evaluations missing: left out
     }
-    assert rb.late_means(curves) == {("IPM", "cm", 2, 0.9): [20.0, 50.0]}
+    assert rep.late_means(curves) == {("IPM", "cm", 2, 0.9): [20.0, 50.0]}
     # the whole-run column: every evaluation 30..600 must be present
-    full = {step: 1.0 * step for step in rb.EVAL_STEPS}
-    assert rb.late_means({**curves, ("BF", "cm", 0, 0.0, 0): full}, rb.EVAL_STEPS) == {
+    full = {step: 1.0 * step for step in rep.EVAL_STEPS}
+    assert rep.late_means({**curves, ("BF", "cm", 0, 0.0, 0): full}, rep.EVAL_STEPS) == {
         ("BF", "cm", 0, 0.0): [315.0]}
-    assert rb._delta([40.0, 50.0], [50.0]) == "-5.0" and rb._delta([], [1.0]) == ""
+    assert rep._delta([40.0, 50.0], [50.0]) == "-5.0" and rep._delta([], [1.0]) == ""
     # a finished cell's metrics.jsonl reaches the committed curves CSV; rows there are kept
-    monkeypatch.setattr(rb, "CURVES", tmp_path / "curves.csv")
-    c = rb.cell("IPM", "cm", 2, 0.9, 0)
+    monkeypatch.setattr(rep, "CURVES", tmp_path / "curves.csv")
+    c = grid.cell("IPM", "cm", 2, 0.9, 0)
     run = tmp_path / "out" / "cells" / c.name
     run.mkdir(parents=True)
     run.joinpath("metrics.jsonl").write_text(
         '{"round": 0, "train_loss": 2.3}\n{"round": 29, "test_accuracy": 0.5}\n'
         '{"round": 599, "test_accuracy": 0.975}\n'
     )
-    assert rb.update_curves([c], tmp_path / "out") == {("IPM", "cm", 2, 0.9, 0): {30: 50.0,
+    assert rep.update_curves([c], tmp_path / "out") == {("IPM", "cm", 2, 0.9, 0): {30: 50.0,
                                                                                   600: 97.5}}
-    other = rb.cell("BF", "rfa", 0, 0.0, 1)  # no run directory here: its rows stay as they are
-    rb.update_curves([other], tmp_path / "out")
-    assert rb.read_curves(rb.CURVES) == {("IPM", "cm", 2, 0.9, 0): {30: 50.0, 600: 97.5}}
+    other = grid.cell("BF", "rfa", 0, 0.0, 1)  # no run directory here: its rows stay as they are
+    rep.update_curves([other], tmp_path / "out")
+    assert rep.read_curves(rep.CURVES) == {("IPM", "cm", 2, 0.9, 0): {30: 50.0, 600: 97.5}}
 
 
 def test_a_diverged_cell_repeats_its_last_accuracy_and_is_marked(tmp_path, monkeypatch):
-    rb = _script()
-    monkeypatch.setattr(rb, "CURVES", tmp_path / "curves.csv")
-    monkeypatch.setattr(rb, "DIVERGED", tmp_path / "diverged.csv")
-    c = rb.cell("BF", "krum", 2, 0.0, 0)
+    grid = _experiment("bucketing_grid")
+    rep = _experiment("bucketing_report")
+    monkeypatch.setattr(rep, "CURVES", tmp_path / "curves.csv")
+    monkeypatch.setattr(rep, "DIVERGED", tmp_path / "diverged.csv")
+    c = grid.cell("BF", "krum", 2, 0.0, 0)
     run = tmp_path / "out" / "cells" / c.name
     run.mkdir(parents=True)
     # evaluated after 30 and 60 steps, then round 60's updates were all non-finite: the loop
@@ -367,19 +381,19 @@ def test_a_diverged_cell_repeats_its_last_accuracy_and_is_marked(tmp_path, monke
         '{"round": 29, "test_accuracy": 0.5}\n{"round": 59, "test_accuracy": 0.099}\n'
         '{"round": 60, "diverged": "round 60: the model has diverged", "test_accuracy": 0.098}\n'
     )
-    curve, step = rb.cell_curve(run)
+    curve, step = rep.cell_curve(run)
     assert step == 60
     assert curve == {30: 50.0, 60: 9.9, **{s: 9.8 for s in range(90, 601, 30)}}
-    rb.update_curves([c], tmp_path / "out")
-    assert rb.read_diverged() == {("BF", "krum", 2, 0.0, 0): 60}
-    assert rb.late_means(rb.read_curves(rb.CURVES)) == {("BF", "krum", 2, 0.0): [9.8]}
+    rep.update_curves([c], tmp_path / "out")
+    assert rep.read_diverged() == {("BF", "krum", 2, 0.0, 0): 60}
+    assert rep.late_means(rep.read_curves(rep.CURVES)) == {("BF", "krum", 2, 0.0): [9.8]}
 
 
 def test_exp3_figure_draws_any_subset_of_runs(tmp_path):
-    rb = _script()
+    figures = _experiment("bucketing_figures")
     curves = {("IPM", "cm", 2, 0.9, seed): {30: 40.0 + seed, 600: 60.0} for seed in range(3)}
     curves[("ALIE", "rfa", 0, 0.0, 0)] = {30: 80.0}  # one seed, one evaluation; other panels empty
-    path = rb.plot_curves(curves, tmp_path / "exp3.png", "test")  # (bucketing_figures.py)
+    path = figures.plot_curves(curves, tmp_path / "exp3.png", "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -392,11 +406,11 @@ def test_mimic_targets_script_pins_the_papers_targets(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("bucketing_mimic_targets", path)
     mt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mt)
-    rb = _script()
+    grid = _experiment("bucketing_grid")
     for agg, s in (("krum", 2), ("krum", 0), ("rfa", 0)):  # the grid's cell, the paper's target
-        grid = rb.cell("mimic", agg, s, 0.9, 1)
+        ours = grid.cell("mimic", agg, s, 0.9, 1)
         pinned = mt.pinned_cell(agg, s, 1)
-        assert (pinned.defense, pinned.seed, pinned.axes) == (grid.defense, 1, grid.axes)
+        assert (pinned.defense, pinned.seed, pinned.axes) == (ours.defense, 1, ours.axes)
         assert pinned.attack == "mimic(target=17,knowledge=honest)"
     assert [mt.pinned_cell("krum", 2, k).attack.split(",")[0] for k in (0, 2)] == \
         ["mimic(target=14", "mimic(target=1"]
@@ -421,12 +435,12 @@ def test_mimic_targets_script_pins_the_papers_targets(tmp_path, monkeypatch):
 
 
 def test_agreement_counts_cells_by_gap_and_lists_the_far_ones():
-    rb = _script()
+    rep = _experiment("bucketing_report")
     paper = {("IPM", "cm", 2, 0.9): [60.0, 62.0, 64.0], ("BF", "krum", 0, 0.9): [10.0, 50.0],
              ("LF", "cp", 0, 0.0): [90.0], ("ALIE", "rfa", 0, 0.9): [11.0]}
     ours = {("IPM", "cm", 2, 0.9): [65.0], ("BF", "krum", 0, 0.9): [9.5, 10.5],
             ("LF", "cp", 0, 0.0): [89.0]}  # no run of the ALIE cell: not counted
-    lines = rb.agreement_lines([("final", paper, ours)])
+    lines = rep.agreement_lines([("final", paper, ours)])
     # β = 0.9: gaps 3 (IPM) and 20 (BF); β = 0: gap 1 (LF); the counts are cumulative
     assert "| 0.9 | final | 2 | 0 | 1 | 1 | 1 |" in lines
     assert "| 0.0 | final | 1 | 1 | 1 | 1 | 0 |" in lines
