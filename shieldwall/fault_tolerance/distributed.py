@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from shieldwall.checkpoint import load_tensors
 from shieldwall.fault_tolerance.config import DDPConfig
 from shieldwall.fault_tolerance.faults import FaultInjector
 from shieldwall.fault_tolerance.resume import load_checkpoint
@@ -188,4 +189,4 @@ def run_distributed(cfg: DDPConfig, *, echo: bool = False,
             if said:  # a bad setting or file every rank met: its message, not a traceback
                 raise ValueError(said[0].read_text()) from None
             raise
-        return torch.load(out, weights_only=False)
+        return load_tensors(out)  # rank 0's summary: tensors and plain data
