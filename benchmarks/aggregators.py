@@ -49,7 +49,6 @@ import math
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +60,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from byzfl_import import import_byzfl  # noqa: E402  (beside this script)
+from _timing import paired_medians  # noqa: E402  (beside this script)
+from byzfl_import import import_byzfl  # noqa: E402
 
 from shieldwall.aggregators import AGGREGATORS  # noqa: E402
 from shieldwall.preaggregators import PREAGGREGATORS  # noqa: E402
@@ -245,32 +245,9 @@ def timeit(fn: Callable[[], object], repeats: int, budget: float) -> float:
 
 
 def timeit_paired(fns: list[Callable[[], object]], repeats: int, budget: float) -> list[float]:
-    """Median wall time of each of ``fns``, called in turn in every round (after one warm-up
-    round), so that the ratios between them come from the same stretch of a shared machine.
-
-    Rounds stop after ``repeats`` or once ``budget`` seconds are spent (at least one timed
-    round); a warm-up round longer than ``budget / 2`` counts as the only sample.
-    """
-    samples: list[list[float]] = [[] for _ in fns]
-
-    def one_round() -> float:
-        total = 0.0
-        for fn, bucket in zip(fns, samples):
-            _sync()
-            start = CLOCK()
-            fn()
-            _sync()
-            bucket.append(CLOCK() - start)
-            total += bucket[-1]
-        return total
-
-    if one_round() <= budget / 2:
-        for bucket in samples:
-            bucket.clear()
-        spent = 0.0
-        while len(samples[0]) < repeats and (spent < budget or not samples[0]):
-            spent += one_round()
-    return [statistics.median(bucket) for bucket in samples]
+    """Median time of each of ``fns``, taking turns in every round (:func:`_timing.paired_medians`
+    with this run's ``--repeats``, ``--budget``, ``--clock`` and device)."""
+    return paired_medians(fns, repeats, budget=budget, clock=CLOCK, sync=_sync)
 
 
 def _uptime() -> str:

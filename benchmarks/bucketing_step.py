@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _timing import median_time  # (beside this script)
 from torch import nn
 
 import shieldwall.algorithms  # noqa: F401  (imports algorithms before the runtime package)
@@ -43,17 +42,6 @@ from shieldwall.runtime.simulator import SimulatorRuntime
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "datasets"
 CLIENTS, BATCH, SHARD = 25, 32, 300
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median process CPU time of ``fn`` over ``repeats`` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
 
 
 def load(root: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -82,7 +70,7 @@ def round_time(x: torch.Tensor, y: torch.Tensor, batched: str, dropout: bool, re
     }
     runtime = SimulatorRuntime(ClientExecutor(alg, shards, seed=0), batched=batched)
     params, plan = alg.flat.vector(), RoundPlan(0, tuple(range(CLIENTS)))
-    return median_time(lambda: runtime.run_clients(params, plan), reps)
+    return median_time(lambda: runtime.run_clients(params, plan), reps, clock=time.process_time)
 
 
 def floor_time(x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
@@ -94,7 +82,7 @@ def floor_time(x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(xb), yb).backward()
 
-    return median_time(once, reps)
+    return median_time(once, reps, clock=time.process_time)
 
 
 def main() -> None:

@@ -15,25 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from _timing import median_time  # (beside this script)
 
 from shieldwall.fault_tolerance import FaultInjector, FaultTolerantStep, RedundancySchedule
 from shieldwall.fault_tolerance.gradients import SubBatchGradients
 from shieldwall.models import build_model
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench(arch: str, workers: int, batch: int, faulty: int, repeats: int) -> list[str]:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _timing import paired_medians  # (beside this script)
 from torch import nn
 
 from shieldwall.models.cnn import BucketingCNN
@@ -30,18 +29,9 @@ from shieldwall.models.pooling import MaxPool2d
 
 
 def medians_ms(fns: list[Callable[[], object]], repeats: int, inner: int) -> list[float]:
-    """Each function's median time (ms) over ``repeats`` runs of ``inner`` calls, the functions
-    taking turns so that anything else the machine does slows them alike."""
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, out in zip(fns, times):
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            out.append((time.perf_counter() - start) / inner * 1e3)
-    return [statistics.median(t) for t in times]
+    """Each function's median time (ms) per call over ``repeats`` rounds of ``inner`` calls,
+    the functions taking turns so that anything else the machine does slows them alike."""
+    return [1e3 * t for t in paired_medians(fns, repeats, inner=inner)]
 
 
 def layer_rows(repeats: int) -> list[tuple[str, float]]:

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _timing import paired_medians  # (beside this script)
 from torch import Tensor
 
 from shieldwall.attacks._utils import coordinate_std
@@ -37,15 +36,8 @@ from shieldwall.redundancy.vote import majority_threshold
 
 
 def medians_ms(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, out in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - start) * 1e3)
-    return [statistics.median(t) for t in times]
+    """Each function's median time (ms), the functions taking turns in every round."""
+    return [1e3 * t for t in paired_medians(fns, repeats)]
 
 
 def vote_before(honest: Tensor, bad: Tensor, adv: Tensor, rtol: float, atol: float) -> Tensor:
