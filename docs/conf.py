@@ -1,7 +1,8 @@
 """Sphinx configuration of shieldwall's documentation site.
 
 Build: ``sphinx-build -W --keep-going -b html docs site`` (what ``.ci/run`` runs). The API and
-config reference under ``reference/`` is generated from the code by ``_ext/shieldwall_reference``.
+config reference under ``reference/`` is generated from the code by ``_ext/shieldwall_reference``
+(with its two generators beside it, ``reference_families`` and ``reference_config``).
 Every page is read from this folder: a new ``docs/*.md`` page joins the navigation by itself.
 Math is rendered by MathJax 3 copied from the ``sphinx-mathjax-offline`` package into the site,
 so nothing is fetched from the network at build or view time.

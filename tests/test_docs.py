@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 
-import shieldwall_reference as ref  # noqa: E402
+import reference_config as config_ref  # noqa: E402
+import reference_families as ref  # noqa: E402
+import shieldwall_reference as site  # noqa: E402
 
 FAMILIES = {f.slug: f for f in ref.FAMILIES}
 
@@ -71,7 +73,7 @@ def test_every_family_is_not_empty():
 
 def test_reference_pages_cover_every_entry_and_config_key():
     pytest.importorskip("sphinx", reason="the docs extra is not installed")
-    pages = ref.all_pages()
+    pages = site.all_pages()
     for family, entry in ENTRIES:
         text = "\n".join(t for p, t in pages.items() if p.startswith(f"{family.slug}/"))
         assert f".. _{family.slug}-{entry.name}:" in text, (family.slug, entry.name)
@@ -93,7 +95,7 @@ def test_reference_pages_cover_every_entry_and_config_key():
 def test_config_reference_reads_field_docs_and_fedml_plans():
     from shieldwall.config import schema
 
-    docs = ref.field_docs(Path(schema.__file__).read_text())
+    docs = config_ref.field_docs(Path(schema.__file__).read_text())
     for cls in schema.SECTIONS.values():
         _, fields = docs[cls.__name__]
         for field in dataclasses.fields(cls):
