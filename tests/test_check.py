@@ -121,6 +121,7 @@ def test_unloadable_config_is_one_line(capsys, tmp_path):
         (b"train_args:\n\tcomm_round: 3\n", "line 2, column 1: found character '\\t'"),
         (b"train_args:\n  comm_round: \xff3\n", "is not UTF-8 text (byte 0xff at offset 26)"),
         (None, "is a folder; give a YAML file"),
+        (b"#" * (16 << 20) + b"\n", "is larger than 16 MiB"),
     ],
 )
 def test_unreadable_config_file_is_one_line_naming_it(capsys, tmp_path, text, expected):
@@ -133,6 +134,26 @@ def test_unreadable_config_file_is_one_line_naming_it(capsys, tmp_path, text, ex
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert f"config file {str(path)!r}" in err and expected in err
+
+
+def test_a_config_from_a_pipe_is_read(capsys, tmp_path):
+    """``shieldwall check <(sed ... cfg.yaml)``: the shell hands over a pipe, not a file."""
+    import os
+    import threading
+
+    pipe = tmp_path / "cfg.fifo"
+    os.mkfifo(pipe)
+
+    def feed() -> None:
+        with pipe.open("w") as fh:
+            fh.write("train_args:\n  comm_round: 7\n")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    code = main(["check", str(pipe)])
+    writer.join(timeout=10)
+    out = capsys.readouterr().out
+    assert code == 0 and "7 rounds [train_args.comm_round (file)]" in out, out
 
 
 def test_preaggregator_params_that_are_not_a_mapping(capsys, tmp_path):

@@ -73,16 +73,29 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(f"{where}{problem}".split())
 
 
+#: the most bytes :func:`read_yaml` reads (a config of FedML's size is a few KiB)
+MAX_YAML_BYTES = 16 << 20
+
+
 def read_yaml(path: str | Path, what: str = "config file") -> Any:
     """The parsed YAML in ``path``; :class:`ConfigError` (one line naming ``what`` and the file)
-    if it is missing, a folder, not UTF-8 text or not valid YAML."""
+    if it is missing, a folder, unreadable, over :data:`MAX_YAML_BYTES`, not UTF-8 text or
+    not valid YAML."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise ConfigError(f"{what} {str(path)!r} is a folder; give a YAML file")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{what} {str(path)!r} does not exist")
+    try:  # a pipe (``--cf <(...)``, /dev/stdin) is read too, up to the same cap as a file
+        with path.open("rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"{what} {str(path)!r} is larger than {MAX_YAML_BYTES >> 20} MiB; "
+                          "a config or spec is a small YAML file")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{what} {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
