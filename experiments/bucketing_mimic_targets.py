@@ -5,14 +5,16 @@ Mimic copies one honest worker, chosen on the first step from a random start z�
 drew z₀ on its GPU; its logs name the worker it chose (``mmc_count`` in each run's ``stats``):
 honest ranks 14, 17 and 1 for seeds 0, 1 and 2, in every rule's run. Ours draws z₀ on the CPU
 and picks other workers, and Krum — which keeps selecting the copies — learns whatever that
-worker's shard holds. This script reruns mimic cells (β = 0.9; by default Krum's, s ∈ {2,
-none}, seeds 0–2) with the target pinned to the paper's choice
+worker's shard holds (the paper's β = 0 runs copied the same three workers). This script
+reruns mimic cells (β = 0.9 unless a cell says ``:0``; by default Krum's, s ∈ {2, none}, seeds
+0–2) with the target pinned to the paper's choice
 (``mimic(target=K,knowledge=honest)``; everything else as in ``bucketing_grid.py``, same
 seeds) and writes every evaluation of every finished one to
-``experiments/results/bucketing_mnist_mimic_targets.csv`` (the curves layout plus ``target``).
+``experiments/results/bucketing_mnist_mimic_targets.csv`` (the curves layout plus ``target``;
+cells already in the file and without a run directory here are kept).
 
     nice -n 15 python experiments/bucketing_mimic_targets.py --jobs 2       # run / resume
-    python experiments/bucketing_mimic_targets.py --cells rfa:none:0 krum:2:1  # AGG:S:SEED
+    python experiments/bucketing_mimic_targets.py --cells rfa:none:0 cm:none:1:0  # AGG:S:SEED[:BETA]
 
 The run directories live under ``runs/bucketing_mimic_targets/`` (git-ignored); finished cells
 are skipped, as in the grid.
@@ -38,59 +40,83 @@ from shieldwall.matrix import Cell, run_cells  # noqa: E402
 
 #: the honest worker the paper's mimic copied at each seed (its exp3 logs, ``mmc_count``)
 PAPER_TARGETS = {0: 14, 1: 17, 2: 1}
-BETA = 0.9
+BETAS = (0.9, 0.0)
 OUT = ROOT / "experiments" / "results" / "bucketing_mnist_mimic_targets.csv"
 
 
 RULES = ("krum", "rfa", "cm", "cp", "tm")
 
 
-def pinned_cell(agg: str, s: int, seed: int) -> Cell:
+def pinned_cell(agg: str, s: int, seed: int, beta: float = 0.9) -> Cell:
     attack = f"mimic(target={PAPER_TARGETS[seed]},knowledge=honest)"
-    return Cell(attack, grid.defense(agg, s, BETA), seed, ((grid.MOMENTUM, BETA),))
+    return Cell(attack, grid.defense(agg, s, beta), seed, ((grid.MOMENTUM, beta),))
 
 
-def parse_cell(text: str) -> tuple[str, int, int]:
-    """``AGG:S:SEED`` (``krum:none:1``) → ``("krum", 0, 1)``."""
-    agg, s, seed = (text.split(":") + ["", "", ""])[:3]
+def parse_cell(text: str) -> tuple[str, int, int, float]:
+    """``AGG:S:SEED[:BETA]`` (``krum:none:1``, ``cm:none:1:0``) → ``("krum", 0, 1, 0.9)``."""
+    parts = text.split(":")
+    if len(parts) == 3:
+        parts.append("0.9")
+    agg, s, seed, beta = parts if len(parts) == 4 else [""] * 4
     try:
-        cell = (agg, 0 if s == "none" else int(s), int(seed))
+        cell = (agg, 0 if s == "none" else int(s), int(seed), float(beta))
     except ValueError:
-        cell = ("", -1, -1)
-    if cell[0] not in RULES or cell[1] not in grid.BUCKETS or cell[2] not in PAPER_TARGETS:
+        cell = ("", -1, -1, -1.0)
+    if (cell[0] not in RULES or cell[1] not in grid.BUCKETS or cell[2] not in PAPER_TARGETS
+            or cell[3] not in BETAS):
         raise argparse.ArgumentTypeError(
-            f"a cell is AGG:S:SEED with AGG in {', '.join(RULES)}, S in 2, none and SEED in 0, 1, "
-            f"2; got {text!r}")
+            f"a cell is AGG:S:SEED[:BETA] with AGG in {', '.join(RULES)}, S in 2, none, SEED in "
+            f"0, 1, 2 and BETA in 0.9 (default), 0; got {text!r}")
     return cell
 
 
-ALL = [(agg, s, seed) for agg in RULES for s in grid.BUCKETS for seed in PAPER_TARGETS]
-DEFAULT = [c for c in ALL if c[0] == "krum"]
+ALL = [(agg, s, seed, beta) for beta in BETAS for agg in RULES for s in grid.BUCKETS
+       for seed in PAPER_TARGETS]
+DEFAULT = [c for c in ALL if c[0] == "krum" and c[3] == 0.9]
+
+
+def read_rows(path: Path) -> dict[tuple[str, int, float, int], list[list[str]]]:
+    """The rows of a targets CSV (as :func:`write_curves` writes it), by (agg, s, β, seed)."""
+    out: dict[tuple[str, int, float, int], list[list[str]]] = {}
+    if path.is_file():
+        with path.open() as fh:
+            for row in csv.reader(line for line in fh if not line.startswith("#")):
+                if row and row[0] != "attack":
+                    key = (row[1], int(row[2]), float(row[3]), int(row[4]))
+                    out.setdefault(key, []).append(row)
+    return out
 
 
 def write_curves(out: Path) -> int:
-    """Every finished cell's evaluations to :data:`OUT`; the number of cells written."""
-    rows = []
-    for agg, s, seed in ALL:
-        run = out / "cells" / pinned_cell(agg, s, seed).name
+    """Every finished cell's evaluations under ``out`` into :data:`OUT`, beside the cells
+    already there (a checkout without their run directories loses none); the number of cells
+    in the file."""
+    cells = read_rows(OUT)
+    for agg, s, seed, beta in ALL:
+        run = out / "cells" / pinned_cell(agg, s, seed, beta).name
         if not (run / "summary.json").is_file():
             continue
         curve, _ = cell_curve(run)
-        rows += [("mimic", agg, s, BETA, seed, PAPER_TARGETS[seed], step, f"{acc:.2f}")
-                 for step, acc in sorted(curve.items())]
-    with OUT.open("w", newline="") as fh:
+        cells[(agg, s, beta, seed)] = [
+            ["mimic", agg, str(s), str(beta), str(seed), str(PAPER_TARGETS[seed]), str(step),
+             f"{acc:.2f}"] for step, acc in sorted(curve.items())]
+    tmp = OUT.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
         fh.write("# Mimic with the target pinned to the paper's choice "
                  "(experiments/bucketing_mimic_targets.py): test top-1 (%) every 30 steps\n")
         w = csv.writer(fh)
         w.writerow(["attack", "aggregator", "s", "beta", "seed", "target", "iterations",
                     "accuracy"])
-        w.writerows(rows)
-    return len({(r[1], r[2], r[4]) for r in rows})
+        for key in sorted(cells, key=lambda k: (BETAS.index(k[2]), RULES.index(k[0]),
+                                                grid.BUCKETS.index(k[1]), k[3])):
+            w.writerows(cells[key])
+    tmp.replace(OUT)
+    return len(cells)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cells", nargs="+", type=parse_cell, metavar="AGG:S:SEED",
+    ap.add_argument("--cells", nargs="+", type=parse_cell, metavar="AGG:S:SEED[:BETA]",
                     default=DEFAULT, help="which cells (default: Krum's six)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel cell processes (default 1)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bucketing_mimic_targets"),

@@ -414,9 +414,13 @@ def test_mimic_targets_script_pins_the_papers_targets(tmp_path, monkeypatch):
         assert pinned.attack == "mimic(target=17,knowledge=honest)"
     assert [mt.pinned_cell("krum", 2, k).attack.split(",")[0] for k in (0, 2)] == \
         ["mimic(target=14", "mimic(target=1"]
-    assert mt.parse_cell("krum:none:2") == ("krum", 0, 2)
-    assert mt.parse_cell("rfa:2:0") == ("rfa", 2, 0)
-    for bad in ("krum:3:1", "krum:2:5", "x", "krum:2:", "avg:2:0", "2:0"):
+    assert mt.parse_cell("krum:none:2") == ("krum", 0, 2, 0.9)
+    assert mt.parse_cell("rfa:2:0") == ("rfa", 2, 0, 0.9)
+    assert mt.parse_cell("cm:none:1:0") == ("cm", 0, 1, 0.0)
+    at_0 = mt.pinned_cell("cm", 0, 1, 0.0)
+    assert (at_0.defense, at_0.axes) == ("median", ((grid.MOMENTUM, 0.0),))
+    for bad in ("krum:3:1", "krum:2:5", "x", "krum:2:", "avg:2:0", "2:0", "cm:none:1:0.5",
+                "cm:none:1:0:7"):
         with pytest.raises(argparse.ArgumentTypeError, match="AGG:S:SEED"):
             mt.parse_cell(bad)
     run = tmp_path / "cells" / mt.pinned_cell("krum", 2, 1).name  # one finished, one not
@@ -432,6 +436,16 @@ def test_mimic_targets_script_pins_the_papers_targets(tmp_path, monkeypatch):
     assert [(r["aggregator"], r["s"], r["seed"], r["target"], r["iterations"], r["accuracy"])
             for r in rows] == [("krum", "2", "1", "17", "30", "3.00"),
                                ("krum", "2", "1", "17", "60", "6.00")]
+    # a cell finished in another checkout (rows in the CSV, no run directory here) is kept
+    with (tmp_path / "targets.csv").open("a") as fh:
+        fh.write("mimic,cm,0,0.0,1,17,600,50.14\n")
+    (run / "summary.json").unlink()  # and a cell whose directory is gone keeps its rows too
+    assert mt.write_curves(tmp_path) == 2
+    with (tmp_path / "targets.csv").open() as fh:
+        kept = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    assert kept == rows + [{"attack": "mimic", "aggregator": "cm", "s": "0", "beta": "0.0",
+                            "seed": "1", "target": "17", "iterations": "600",
+                            "accuracy": "50.14"}]
 
 
 def test_agreement_counts_cells_by_gap_and_lists_the_far_ones():
