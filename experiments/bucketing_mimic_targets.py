@@ -14,7 +14,7 @@ seeds) and writes every evaluation of every finished one to
 cells already in the file and without a run directory here are kept).
 
     nice -n 15 python experiments/bucketing_mimic_targets.py --jobs 2       # run / resume
-    python experiments/bucketing_mimic_targets.py --cells rfa:none:0 cm:none:1:0  # AGG:S:SEED[:BETA]
+    python experiments/bucketing_mimic_targets.py --cells rfa:none:0 cm:none:1:0   # AGG:S:SEED[:β]
 
 The run directories live under ``runs/bucketing_mimic_targets/`` (git-ignored); finished cells
 are skipped, as in the grid.
