@@ -25,12 +25,15 @@ labels: (attack, aggregator, s, β, seed).
 from __future__ import annotations
 
 import csv
+import io
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from shieldwall.atomic import write_text_atomic  # noqa: E402
 from shieldwall.matrix import Cell  # noqa: E402
 
 BASE = ROOT / "experiments" / "bucketing_mnist.yaml"
@@ -146,14 +149,23 @@ def read_results(path: Path = RESULTS) -> dict[Cell, float]:
     return out
 
 
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]],
+              comment: str = "") -> None:
+    """``rows`` under ``header`` (after a ``# comment`` line, if any) into ``path``, whole or
+    not at all (:func:`shieldwall.atomic.write_text_atomic`); the csv module's line ends."""
+    text = io.StringIO(newline="")
+    if comment:
+        text.write(f"# {comment}\n")
+    w = csv.writer(text)
+    w.writerow(header)
+    w.writerows(rows)
+    write_text_atomic(path, text.getvalue())
+
+
 def write_results(results: dict[Cell, float]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     rows = sorted((*labels(c), c.seed, acc) for c, acc in results.items() if acc is not None)
-    tmp = RESULTS.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["attack", "aggregator", "s", "beta", "seed", "accuracy"])
-        for atk, agg, s, beta, seed, acc in rows:
-            w.writerow([atk, agg, s, beta, seed, f"{100 * acc:.2f}"])
-    tmp.replace(RESULTS)
+    write_csv(RESULTS, ["attack", "aggregator", "s", "beta", "seed", "accuracy"],
+              ([atk, agg, s, beta, seed, f"{100 * acc:.2f}"]
+               for atk, agg, s, beta, seed, acc in rows))
 

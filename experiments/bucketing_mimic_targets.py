@@ -23,7 +23,6 @@ are skipped, as in the grid.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from pathlib import Path
@@ -33,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bucketing_grid as grid  # noqa: E402
-from bucketing_report import cell_curve  # noqa: E402
+from bucketing_grid import write_csv  # noqa: E402
+from bucketing_report import CURVE_HEADER, cell_curve, read_curves  # noqa: E402
 
 from shieldwall.config import load_config  # noqa: E402
 from shieldwall.matrix import Cell, run_cells  # noqa: E402
@@ -75,43 +75,23 @@ ALL = [(agg, s, seed, beta) for beta in BETAS for agg in RULES for s in grid.BUC
 DEFAULT = [c for c in ALL if c[0] == "krum" and c[3] == 0.9]
 
 
-def read_rows(path: Path) -> dict[tuple[str, int, float, int], list[list[str]]]:
-    """The rows of a targets CSV (as :func:`write_curves` writes it), by (agg, s, β, seed)."""
-    out: dict[tuple[str, int, float, int], list[list[str]]] = {}
-    if path.is_file():
-        with path.open() as fh:
-            for row in csv.reader(line for line in fh if not line.startswith("#")):
-                if row and row[0] != "attack":
-                    key = (row[1], int(row[2]), float(row[3]), int(row[4]))
-                    out.setdefault(key, []).append(row)
-    return out
-
-
 def write_curves(out: Path) -> int:
     """Every finished cell's evaluations under ``out`` into :data:`OUT`, beside the cells
     already there (a checkout without their run directories loses none); the number of cells
     in the file."""
-    cells = read_rows(OUT)
+    curves = read_curves(OUT)  # its extra ``target`` column follows from the seed
     for agg, s, seed, beta in ALL:
         run = out / "cells" / pinned_cell(agg, s, seed, beta).name
-        if not (run / "summary.json").is_file():
-            continue
-        curve, _ = cell_curve(run)
-        cells[(agg, s, beta, seed)] = [
-            ["mimic", agg, str(s), str(beta), str(seed), str(PAPER_TARGETS[seed]), str(step),
-             f"{acc:.2f}"] for step, acc in sorted(curve.items())]
-    tmp = OUT.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        fh.write("# Mimic with the target pinned to the paper's choice "
-                 "(experiments/bucketing_mimic_targets.py): test top-1 (%) every 30 steps\n")
-        w = csv.writer(fh)
-        w.writerow(["attack", "aggregator", "s", "beta", "seed", "target", "iterations",
-                    "accuracy"])
-        for key in sorted(cells, key=lambda k: (BETAS.index(k[2]), RULES.index(k[0]),
-                                                grid.BUCKETS.index(k[1]), k[3])):
-            w.writerows(cells[key])
-    tmp.replace(OUT)
-    return len(cells)
+        if (run / "summary.json").is_file():
+            curves[("mimic", agg, s, beta, seed)] = cell_curve(run)[0]
+    order = sorted(curves, key=lambda k: (BETAS.index(k[3]), RULES.index(k[1]),
+                                          grid.BUCKETS.index(k[2]), k[4]))
+    rows = ([*key, PAPER_TARGETS[key[4]], step, f"{curves[key][step]:.2f}"]
+            for key in order for step in sorted(curves[key]))
+    write_csv(OUT, [*CURVE_HEADER[:5], "target", *CURVE_HEADER[5:]], rows,
+              comment="Mimic with the target pinned to the paper's choice "
+              "(experiments/bucketing_mimic_targets.py): test top-1 (%) every 30 steps")
+    return len(curves)
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from bucketing_figures import plot_curves
-from bucketing_grid import ATTACKS, BUCKETS, ROOT, labels, ordered_cells
+from bucketing_grid import ATTACKS, BUCKETS, ROOT, labels, ordered_cells, write_csv
 
 from shieldwall.matrix import Cell, plot_heatmap
 
@@ -112,25 +112,24 @@ def update_curves(cells: list[Cell], out: Path) -> dict[tuple[str, str, int, flo
         if step is not None:
             diverged[(*labels(c), c.seed)] = step
     if diverged:
-        tmp = DIVERGED.with_suffix(".tmp")
-        with tmp.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["attack", "aggregator", "s", "beta", "seed", "step"])
-            for key in sorted(diverged):
-                w.writerow([*key, diverged[key]])
-        tmp.replace(DIVERGED)
-    tmp = CURVES.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        fh.write("# Test top-1 (%) of every finished cell of experiments/reproduce_bucketing.py, "
-                 "each evaluation (every 30 steps); a run in bucketing_mnist_diverged.csv "
-                 "repeats its diverged model's accuracy after the step it diverged at\n")
-        w = csv.writer(fh)
-        w.writerow(["attack", "aggregator", "s", "beta", "seed", "iterations", "accuracy"])
-        for key in sorted(curves):
-            for step in sorted(curves[key]):
-                w.writerow([*key, step, f"{curves[key][step]:.2f}"])
-    tmp.replace(CURVES)
+        write_csv(DIVERGED, ["attack", "aggregator", "s", "beta", "seed", "step"],
+                  ([*key, diverged[key]] for key in sorted(diverged)))
+    write_csv(CURVES, CURVE_HEADER, curve_rows(curves),
+              comment="Test top-1 (%) of every finished cell of "
+              "experiments/reproduce_bucketing.py, each evaluation (every 30 steps); a run "
+              "in bucketing_mnist_diverged.csv repeats its diverged model's accuracy after "
+              "the step it diverged at")
     return curves
+
+
+#: the columns of a curves CSV (ours, the paper's transcription)
+CURVE_HEADER = ["attack", "aggregator", "s", "beta", "seed", "iterations", "accuracy"]
+
+
+def curve_rows(curves: dict[tuple[str, str, int, float, int], Curve]) -> list[list[object]]:
+    """:func:`read_curves`' inverse: one row per run and evaluation, sorted."""
+    return [[*key, step, f"{curve[step]:.2f}"]
+            for key, curve in sorted(curves.items()) for step in sorted(curve)]
 
 
 def late_means(curves: dict[tuple[str, str, int, float, int], Curve],
