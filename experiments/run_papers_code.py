@@ -9,6 +9,13 @@ simulator run unchanged, on the CPU with one thread.
 
     python experiments/run_papers_code.py --repo PATH cp IPM 0.9 0 --seed 0 --epochs 1
     python experiments/run_papers_code.py --repo PATH cp IPM 0.9 0 --clip-scaling linear
+    python experiments/run_papers_code.py --repo PATH cm mimic 0.0 0 --shuffle-offset 100000
+
+The paper's honest workers walk their shards in an order that does not depend on ``--seed``:
+epoch ``e`` of worker ``r`` is the permutation seeded by ``r ** 3 + e`` (its
+``NONIIDLTSampler``), so all of its seeds share one sequence of batches. ``--shuffle-offset K``
+seeds it by ``r ** 3 + e + K`` instead (0: the paper's), to tell that shared order's effect from
+the seed's.
 
 Prints the validation top-1 after each 30-step epoch (the paper's ``stats`` entries); the
 paper's logs are under ``outputs/exp3/all/<agg>_<attack>_<β>_s<s>_seed<k>/stats`` of the same
@@ -62,6 +69,22 @@ def _torchvision(data_dir: str) -> types.ModuleType:
     return tv
 
 
+def _shifted(sampler: type, offset: int) -> type:
+    """The paper's ``NONIIDLTSampler`` with its per-epoch permutations seeded by
+    ``rank ** 3 + epoch + offset`` (it seeds them by ``rank ** 3 + epoch``)."""
+
+    class Shifted(sampler):
+        def __iter__(self):
+            epoch = self.epoch
+            self.epoch = epoch + offset
+            try:
+                return super().__iter__()  # draws the whole permutation before returning
+            finally:
+                self.epoch = epoch
+
+    return Shifted
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("agg", help="cm, cp, krum, rfa, avg, tm")
@@ -72,6 +95,9 @@ def main() -> int:
     ap.add_argument("--seed", default="0")
     ap.add_argument("--epochs", type=int, default=1, help="30-step epochs (exp3: 20)")
     ap.add_argument("--clip-scaling", default=None, help="linear or sqrt (CClip's τ)")
+    ap.add_argument("--shuffle-offset", type=int, default=0,
+                    help="added to the seed of every honest worker's per-epoch permutation "
+                    "(default 0: the paper's batches)")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "datasets"))
     args = ap.parse_args()
     repo = Path(args.repo).expanduser().resolve()
@@ -91,6 +117,8 @@ def main() -> int:
     import utils  # the paper's utils.py
 
     paper_args = utils.get_args()
+    if args.shuffle_offset:
+        utils.NONIIDLTSampler = _shifted(utils.NONIIDLTSampler, args.shuffle_offset)
     with tempfile.TemporaryDirectory(prefix="papers_code") as log_dir:
         utils.main(paper_args, log_dir + "/", args.epochs, 30)
         for line in Path(log_dir, "stats").read_text().splitlines():

@@ -460,3 +460,41 @@ def test_agreement_counts_cells_by_gap_and_lists_the_far_ones():
     assert "| 0.0 | final | 1 | 1 | 1 | 1 | 0 |" in lines
     assert lines[-1].endswith("β = 0.9, s = none, krum, BF (-20.0; paper's seeds 10–50, ours "
                               "10).")
+
+
+def test_data_order_script_takes_the_papers_batches(tmp_path, monkeypatch):
+    """Honest worker r's batch at step t is batch t mod 30 of randperm seeded r³ + t // 30 (+K),
+    the paper's NONIIDLTSampler; Byzantine workers keep PS-SGD's own draw."""
+    from shieldwall.algorithms.base import ClientTask
+    from shieldwall.algorithms.ps_sgd import PSSGD
+    from shieldwall.attacks.schedule import byzantine_ids
+    from shieldwall.config.schema import TrainArgs
+    from shieldwall.runtime.batched import unbatchable_reason
+
+    bdo = _experiment("bucketing_data_order")
+
+    def perm(seed):
+        return torch.randperm(3000, generator=torch.Generator().manual_seed(seed))
+
+    assert bdo.paper_batch(0, 0, 3000, 32, 0).tolist() == perm(0)[:32].tolist()
+    assert bdo.paper_batch(2, 29, 3000, 32, 0).tolist() == perm(8)[928:960].tolist()
+    assert bdo.paper_batch(2, 30, 3000, 32, 0).tolist() == perm(9)[:32].tolist()  # next epoch
+    assert bdo.paper_batch(3, 65, 3000, 32, 100).tolist() == perm(27 + 2 + 100)[160:192].tolist()
+    with pytest.raises(ValueError, match="no batch 29"):
+        bdo.paper_batch(0, 29, 900, 32, 0)
+
+    alg = PSSGD(TrainArgs(batch_size=32), torch.nn.Linear(2, 2), torch.device("cpu"))
+    gen = torch.Generator().manual_seed(5)
+    assert alg.batch_indices(3000, 32, ClientTask(0, 0, 0), gen).tolist() == \
+        torch.randperm(3000, generator=torch.Generator().manual_seed(5))[:32].tolist()
+    assert "batch_indices" not in (unbatchable_reason(alg) or "")
+    monkeypatch.setattr(PSSGD, "batch_indices", PSSGD.batch_indices)  # undone after the test
+    bdo.install(7)
+    assert "overrides batch_indices" in unbatchable_reason(alg)
+    byz = byzantine_ids(25, 5, 0, seed=3, redraw=False)
+    honest = [c for c in range(25) if c not in byz]
+    got = alg.batch_indices(3000, 32, ClientTask(31, honest[4], 3), gen)
+    assert got.tolist() == perm(64 + 1 + 7)[32:64].tolist()  # rank 4, epoch 1, batch 1
+    own = alg.batch_indices(3000, 32, ClientTask(31, byz[0], 3), torch.Generator().manual_seed(5))
+    assert own.tolist() == torch.randperm(3000, generator=torch.Generator().manual_seed(5))[
+        :32].tolist()

@@ -96,12 +96,22 @@ class PSSGD(Algorithm):
             size, loss = self._accumulate(data, gen, task, data_attack)
         else:
             size = min(self.args.batch_size, len(data))
-            idx = torch.randperm(len(data), generator=gen)[:size].to(data.y.device)
+            idx = self.batch_indices(len(data), size, task, gen).to(data.y.device)
             x, y = apply_data_attack(data.x[idx], data.y[idx], data_attack, task.poisoned, gen)
             loss = F.cross_entropy(self.model(x), y)
             loss.backward()
         update = torch.cat([self.flat.grad_vector(), self.flat.buffer_vector() - buffers_before])
         return LocalResult(update.detach(), size, float(loss.detach()))
+
+    def batch_indices(
+        self, num_samples: int, size: int, task: ClientTask, gen: torch.Generator
+    ) -> Tensor:
+        """Which ``size`` of the client's ``num_samples`` samples form its batch this step: the
+        first ``size`` of a permutation drawn from ``gen`` (fresh each step, so batches are
+        independent draws without replacement within a step). The batched simulator replays
+        this draw (:mod:`shieldwall.runtime.batched_plan`); a subclass that orders batches
+        otherwise must run the per-client loop."""
+        return torch.randperm(num_samples, generator=gen)[:size]
 
     def _accumulate(
         self, data: ClientData, gen: torch.Generator, task: ClientTask,
@@ -109,7 +119,7 @@ class PSSGD(Algorithm):
     ) -> tuple[int, Tensor]:
         """Gradient over ``target_batch_size`` samples in micro-batches; (samples, mean loss)."""
         size = min(int(self.args.target_batch_size), len(data))
-        idx = torch.randperm(len(data), generator=gen)[:size].to(data.y.device)
+        idx = self.batch_indices(len(data), size, task, gen).to(data.y.device)
         total = torch.zeros(())
         for micro in idx.split(self.args.batch_size):
             x, y = apply_data_attack(data.x[micro], data.y[micro], data_attack, task.poisoned,

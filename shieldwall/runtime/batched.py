@@ -26,9 +26,9 @@ The rows are equal to the loop's up to floating-point rounding (~1e-7 relative).
 not hold the executor declines and the loop runs (logged once at INFO with the reason): models
 with floating buffers (batch-norm running statistics, updated per batch and coupling samples),
 dropout (the loop draws masks from the global RNG), FedAvg with local Adam, algorithms other than
-FedAvg/PS-SGD (or subclasses overriding ``client_update``), and models whose batched gradient
-fails or differs from autograd's on a probe batch. Clients with no data, or whose data attack
-changes a batch's size, run through the loop within a batched round.
+FedAvg/PS-SGD (or subclasses overriding ``client_update``, or PS-SGD's ``batch_indices``), and
+models whose batched gradient fails or differs from autograd's on a probe batch. Clients with no
+data, or whose data attack changes a batch's size, run through the loop within a batched round.
 """
 
 from __future__ import annotations
@@ -65,6 +65,14 @@ matrix products become memory-bound (measured: MLP best at 16 clients, CNN at 4)
 MIN_CPU_CHUNK = 4
 
 
+def _draws_batches_as_pssgd(cls: type) -> bool:
+    """Whether ``cls.batch_indices`` is PS-SGD's own draw, the one the batched plan replays (a
+    subclass's override or a function patched onto the class is not)."""
+    fn = getattr(cls, "batch_indices", None)
+    return (getattr(fn, "__module__", None) == PSSGD.__module__
+            and getattr(fn, "__qualname__", None) == "PSSGD.batch_indices")
+
+
 def unbatchable_reason(algorithm: Algorithm) -> str | None:
     """Why ``algorithm``'s clients cannot be batched exactly, or ``None`` if they can."""
     cls = type(algorithm)
@@ -73,6 +81,8 @@ def unbatchable_reason(algorithm: Algorithm) -> str | None:
     base = FedAvg if isinstance(algorithm, FedAvg) else PSSGD
     if cls.client_update is not base.client_update:
         return f"{cls.__name__} overrides client_update"
+    if isinstance(algorithm, PSSGD) and not _draws_batches_as_pssgd(cls):
+        return f"{cls.__name__} orders its batches itself (overrides batch_indices)"
     if isinstance(algorithm, FedAvg) and cls.local_loss is not FedAvg.local_loss:
         return f"{cls.__name__} has its own local objective"
     if isinstance(algorithm, FedAvg) and algorithm.args.client_optimizer.lower() != "sgd":
