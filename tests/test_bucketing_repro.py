@@ -462,7 +462,7 @@ def test_agreement_counts_cells_by_gap_and_lists_the_far_ones():
                               "10).")
 
 
-def test_data_order_script_takes_the_papers_batches(tmp_path, monkeypatch):
+def test_papers_draws_script_takes_the_papers_batches(monkeypatch):
     """Honest worker r's batch at step t is batch t mod 30 of randperm seeded r³ + t // 30 (+K),
     the paper's NONIIDLTSampler; Byzantine workers keep PS-SGD's own draw."""
     from shieldwall.algorithms.base import ClientTask
@@ -471,7 +471,7 @@ def test_data_order_script_takes_the_papers_batches(tmp_path, monkeypatch):
     from shieldwall.config.schema import TrainArgs
     from shieldwall.runtime.batched import unbatchable_reason
 
-    bdo = _experiment("bucketing_data_order")
+    bdo = _experiment("bucketing_papers_draws")
 
     def perm(seed):
         return torch.randperm(3000, generator=torch.Generator().manual_seed(seed))
@@ -489,7 +489,7 @@ def test_data_order_script_takes_the_papers_batches(tmp_path, monkeypatch):
         torch.randperm(3000, generator=torch.Generator().manual_seed(5))[:32].tolist()
     assert "batch_indices" not in (unbatchable_reason(alg) or "")
     monkeypatch.setattr(PSSGD, "batch_indices", PSSGD.batch_indices)  # undone after the test
-    bdo.install(7)
+    bdo.install_batches(7)
     assert "overrides batch_indices" in unbatchable_reason(alg)
     byz = byzantine_ids(25, 5, 0, seed=3, redraw=False)
     honest = [c for c in range(25) if c not in byz]
@@ -498,3 +498,36 @@ def test_data_order_script_takes_the_papers_batches(tmp_path, monkeypatch):
     own = alg.batch_indices(3000, 32, ClientTask(31, byz[0], 3), torch.Generator().manual_seed(5))
     assert own.tolist() == torch.randperm(3000, generator=torch.Generator().manual_seed(5))[
         :32].tolist()
+
+
+def test_papers_draws_script_builds_the_papers_initial_model(monkeypatch):
+    """--init paper: the paper's Net layers built right after torch.manual_seed(seed), copied
+    into bucketing_cnn by the rounds driver; the global RNG is left alone."""
+    from shieldwall.drivers import rounds
+    from shieldwall.models import build_model
+    from shieldwall.seeding import derive_seed
+
+    bdo = _experiment("bucketing_papers_draws")
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(1, 32, 3, 1)
+    weights = bdo.paper_init(1)
+    assert [tuple(w.shape) for w in weights] == [(32, 1, 3, 3), (32,), (64, 32, 3, 3), (64,),
+                                                 (128, 9216), (128,), (10, 128), (10,)]
+    assert torch.equal(weights[0], conv.weight) and torch.equal(weights[1], conv.bias)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    bdo.paper_init(2)
+    assert torch.equal(torch.rand(3), expected)
+    assert bdo.run_seed(derive_seed(2, "init")) == 2
+    with pytest.raises(ValueError, match="no run seed below 10"):
+        bdo.run_seed(12345, limit=10)
+
+    monkeypatch.setattr(rounds, "build_model", build_model)  # undone after the test
+    bdo.install_init()
+    torch.manual_seed(derive_seed(1, "init"))  # as the rounds driver seeds before building
+    model = rounds.build_model("bucketing_cnn", (1, 28, 28), 10)
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights, strict=True))
+    torch.manual_seed(derive_seed(1, "init"))
+    with pytest.raises(ValueError, match="paper's Net shapes"):
+        rounds.build_model("lenet", (1, 28, 28), 10)

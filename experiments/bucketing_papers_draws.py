@@ -1,0 +1,203 @@
+"""Mimic cells of the bucketing reproduction with the paper's own batches or initial model.
+
+Two of the paper's random draws differ from ours by construction, and this script puts either
+of them into our runs to see which of the two a cell's outcome follows:
+
+* **Batches.** The paper's honest workers (``NONIIDLTSampler`` of github.com/epfml/byzantine-
+  robust-noniid-optimizer) walk their label-sorted shards epoch by epoch: step ``t`` of honest
+  worker ``r`` (its shard's rank) is batch ``t mod 30`` of the permutation of the shard seeded by
+  ``r ** 3 + t // 30`` (30 steps per epoch, batches of 32, the rest of each permutation unused).
+  That seed leaves out the run's seed, so every run of the paper sees the same batches in the
+  same order; ours draws each step's batch afresh from ``(seed, step, client)``.
+  ``--batches paper`` takes the paper's (``--offset K`` shifts its seeds to
+  ``r ** 3 + t // 30 + K``); the Byzantine workers keep our draws.
+* **Initial model.** The paper builds its ``Net`` right after ``torch.manual_seed(seed)``; ours
+  is built from ``derive_seed(seed, "init")``. ``--init paper`` starts from the paper's
+  initial weights for the cell's seed (the same layers built in the same order after
+  ``torch.manual_seed(seed)``, which draws exactly its ``Net``'s weights).
+
+The dropout masks stay ours. Cells are mimic cells with the target pinned to the paper's choice,
+as ``bucketing_mimic_targets.py`` runs them (everything else as in ``bucketing_grid.py``):
+
+    nice -n 15 python experiments/bucketing_papers_draws.py --cells cm:none:0:0 cm:none:1:0 \
+        --batches paper
+    python experiments/bucketing_papers_draws.py --cells cm:none:0:0 --init paper
+
+Every evaluation of every finished cell goes to
+``experiments/results/bucketing_mnist_papers_draws.csv`` (the curves layout plus ``target``,
+``batches`` — ``ours``, or ``paper+K`` for the paper's order shifted by K — and ``init``; rows
+already there whose run directory is absent are kept). Run directories:
+``runs/bucketing_papers_draws/<batches>-<init>/`` (git-ignored); finished cells are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bucketing_grid as grid  # noqa: E402
+import torch  # noqa: E402
+from bucketing_grid import write_csv  # noqa: E402
+from bucketing_mimic_targets import ALL, PAPER_TARGETS, parse_cell, pinned_cell  # noqa: E402
+from bucketing_report import CURVE_HEADER, cell_curve  # noqa: E402
+from torch import nn  # noqa: E402
+
+from shieldwall.algorithms.base import ClientTask  # noqa: E402
+from shieldwall.algorithms.ps_sgd import PSSGD  # noqa: E402
+from shieldwall.attacks.schedule import byzantine_ids  # noqa: E402
+from shieldwall.config import load_config  # noqa: E402
+from shieldwall.drivers import rounds  # noqa: E402
+from shieldwall.matrix import run_cells  # noqa: E402
+from shieldwall.seeding import derive_seed  # noqa: E402
+
+OUT = ROOT / "experiments" / "results" / "bucketing_mnist_papers_draws.csv"
+#: environment variables that carry the options into the spawned cell processes
+ENV_BATCHES, ENV_INIT = "SHIELDWALL_PAPER_BATCHES", "SHIELDWALL_PAPER_INIT"
+STEPS_PER_EPOCH = 30  # exp3.py: MAX_BATCHES_PER_EPOCH
+NUM_CLIENTS, NUM_BYZANTINE = 25, 5  # bucketing_mnist.yaml
+
+
+def paper_batch(rank: int, step: int, num_samples: int, size: int, offset: int) -> torch.Tensor:
+    """Positions in honest worker ``rank``'s shard of its batch at ``step``, in the paper's
+    order shifted by ``offset``: batch ``step mod 30`` of ``randperm(num_samples)`` seeded by
+    ``rank ** 3 + step // 30 + offset``."""
+    epoch, b = divmod(step, STEPS_PER_EPOCH)
+    gen = torch.Generator().manual_seed(rank ** 3 + epoch + offset)
+    perm = torch.randperm(num_samples, generator=gen)
+    if (b + 1) * size > num_samples:
+        raise ValueError(f"a shard of {num_samples} samples has no batch {b} of {size}")
+    return perm[b * size:(b + 1) * size]
+
+
+def paper_init(seed: int) -> list[torch.Tensor]:
+    """The paper's initial ``Net`` weights for ``seed``, in parameter order: its layers built
+    in its order (conv 1→32, conv 32→64, fc 9216→128, fc 128→10; dropout draws nothing) right
+    after ``torch.manual_seed(seed)``. The global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers = [nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1), nn.Linear(9216, 128),
+                  nn.Linear(128, 10)]
+    return [p.detach() for layer in layers for p in layer.parameters()]
+
+
+def install_batches(offset: int) -> None:
+    """Make every PS-SGD honest worker of this process take the paper's batches (shifted by
+    ``offset``); Byzantine workers keep their own draws."""
+    ours = PSSGD.batch_indices
+
+    def batch_indices(self: PSSGD, num_samples: int, size: int, task: ClientTask,
+                      gen: torch.Generator) -> torch.Tensor:
+        byz = byzantine_ids(NUM_CLIENTS, NUM_BYZANTINE, 0, seed=task.seed, redraw=False)
+        if task.client_id in byz:
+            return ours(self, num_samples, size, task, gen)
+        rank = sorted(set(range(NUM_CLIENTS)) - set(byz)).index(task.client_id)
+        return paper_batch(rank, task.round, num_samples, size, offset)
+
+    PSSGD.batch_indices = batch_indices  # type: ignore[method-assign]
+
+
+def run_seed(init_seed: int, limit: int = 1000) -> int:
+    """The run's seed whose ``derive_seed(seed, "init")`` is ``init_seed`` (the rounds driver
+    seeds the global RNG with it right before building the model)."""
+    for seed in range(limit):
+        if derive_seed(seed, "init") == init_seed:
+            return seed
+    raise ValueError(f"no run seed below {limit} derives the init seed {init_seed}")
+
+
+def install_init() -> None:
+    """Make the rounds driver of this process start from the paper's initial model for the
+    run's seed (the model must have the paper's ``Net`` shapes: ``bucketing_cnn`` on MNIST)."""
+    build = rounds.build_model
+
+    def build_model(*args, **kwargs) -> nn.Module:
+        model = build(*args, **kwargs)
+        weights = paper_init(run_seed(torch.initial_seed()))
+        params = list(model.parameters())
+        if [p.shape for p in params] != [w.shape for w in weights]:
+            raise ValueError("--init paper needs the paper's Net shapes (bucketing_cnn, MNIST)")
+        with torch.no_grad():
+            for p, w in zip(params, weights, strict=True):
+                p.copy_(w)
+        return model
+
+    rounds.build_model = build_model  # type: ignore[assignment]
+
+
+if os.environ.get(ENV_BATCHES) is not None:  # a spawned cell process re-imports this module
+    install_batches(int(os.environ[ENV_BATCHES]))
+if os.environ.get(ENV_INIT):
+    install_init()
+
+
+def write_results(out: Path, batches: str, init: str) -> int:
+    """Every finished cell under ``out`` (run with ``batches`` and ``init``) into :data:`OUT`,
+    beside the rows already there; the number of curves in the file."""
+    header = [*CURVE_HEADER[:5], "target", "batches", "init", *CURVE_HEADER[5:]]
+    curves: dict[tuple, dict[int, float]] = {}
+    if OUT.is_file():
+        lines = [ln for ln in OUT.read_text().splitlines() if not ln.startswith("#")]
+        for row in csv.DictReader(io.StringIO("\n".join(lines))):
+            key = (row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
+                   int(row["seed"]), int(row["target"]), row["batches"], row["init"])
+            curves.setdefault(key, {})[int(row["iterations"])] = float(row["accuracy"])
+    for agg, s, seed, beta in ALL:
+        run = out / "cells" / pinned_cell(agg, s, seed, beta).name
+        if (run / "summary.json").is_file():
+            key = ("mimic", agg, s, beta, seed, PAPER_TARGETS[seed], batches, init)
+            curves[key] = cell_curve(run)[0]
+    rows = ([*key, step, f"{curves[key][step]:.2f}"]
+            for key in sorted(curves, key=lambda k: (-k[3], k[1], k[2], k[6], k[7], k[4]))
+            for step in sorted(curves[key]))
+    write_csv(OUT, header, rows, comment="Mimic (target pinned to the paper's) with the paper's "
+              "batches (paper+K: permutations seeded by rank**3 + epoch + K) or initial model "
+              "(experiments/bucketing_papers_draws.py): test top-1 (%) every 30 steps")
+    return len(curves)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", nargs="+", type=parse_cell, metavar="AGG:S:SEED[:BETA]",
+                    required=True, help="which cells, as in bucketing_mimic_targets.py")
+    ap.add_argument("--batches", choices=("ours", "paper"), default="ours",
+                    help="the honest workers' batches (default ours)")
+    ap.add_argument("--offset", type=int, default=0,
+                    help="with --batches paper: added to the seed of each permutation "
+                    "(default 0: the paper's exact batches)")
+    ap.add_argument("--init", choices=("ours", "paper"), default="ours",
+                    help="the initial model (default ours)")
+    ap.add_argument("--jobs", type=int, default=1, help="parallel cell processes (default 1)")
+    ap.add_argument("--out", default=None, help="run directories (default "
+                    "runs/bucketing_papers_draws/<batches>-<init>)")
+    args = ap.parse_args()
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.offset < 0 or (args.offset and args.batches != "paper"):
+        ap.error(f"--offset must be >= 0 and goes with --batches paper, got {args.offset}")
+    if args.batches == args.init == "ours":
+        ap.error("nothing of the paper's to put in: give --batches paper and/or --init paper "
+                 "(bucketing_mimic_targets.py runs these cells with all of our own draws)")
+    batches = f"paper+{args.offset}" if args.batches == "paper" else "ours"
+    out = Path(args.out or ROOT / "runs" / "bucketing_papers_draws" / f"{batches}-{args.init}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.batches == "paper":  # the cell processes are spawned: they read these
+        os.environ[ENV_BATCHES] = str(args.offset)
+    if args.init == "paper":
+        os.environ[ENV_INIT] = "1"
+    base = load_config(str(grid.BASE), [])
+    run_cells(base, [pinned_cell(*c) for c in args.cells], out, jobs=args.jobs)
+    print(f"{write_results(out, batches, args.init)} curves in {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
