@@ -37,6 +37,7 @@ import csv
 import io
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -62,6 +63,8 @@ from shieldwall.seeding import derive_seed  # noqa: E402
 OUT = ROOT / "experiments" / "results" / "bucketing_mnist_papers_draws.csv"
 #: environment variables that carry the options into the spawned cell processes
 ENV_BATCHES, ENV_INIT = "SHIELDWALL_PAPER_BATCHES", "SHIELDWALL_PAPER_INIT"
+#: a combination's folder: ``<batches>-<init>``
+COMBO = re.compile(r"(ours|paper\+\d+)-(ours|paper)")
 STEPS_PER_EPOCH = 30  # exp3.py: MAX_BATCHES_PER_EPOCH
 NUM_CLIENTS, NUM_BYZANTINE = 25, 5  # bucketing_mnist.yaml
 
@@ -139,9 +142,10 @@ if os.environ.get(ENV_INIT):
     install_init()
 
 
-def write_results(out: Path, batches: str, init: str) -> int:
-    """Every finished cell under ``out`` (run with ``batches`` and ``init``) into :data:`OUT`,
-    beside the rows already there; the number of curves in the file."""
+def write_results(root: Path) -> int:
+    """Every finished cell under ``root`` (one folder ``<batches>-<init>`` per combination) into
+    :data:`OUT`, beside the rows already there (so two runs of this script that finish together
+    lose nothing: each rescans every combination); the number of curves in the file."""
     header = [*CURVE_HEADER[:5], "target", "batches", "init", *CURVE_HEADER[5:]]
     curves: dict[tuple, dict[int, float]] = {}
     if OUT.is_file():
@@ -150,11 +154,15 @@ def write_results(out: Path, batches: str, init: str) -> int:
             key = (row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
                    int(row["seed"]), int(row["target"]), row["batches"], row["init"])
             curves.setdefault(key, {})[int(row["iterations"])] = float(row["accuracy"])
-    for agg, s, seed, beta in ALL:
-        run = out / "cells" / pinned_cell(agg, s, seed, beta).name
-        if (run / "summary.json").is_file():
-            key = ("mimic", agg, s, beta, seed, PAPER_TARGETS[seed], batches, init)
-            curves[key] = cell_curve(run)[0]
+    combos = [d for d in sorted(root.glob("*-*")) if COMBO.fullmatch(d.name)] if \
+        root.is_dir() else []
+    for out in combos:
+        batches, init = out.name.rsplit("-", 1)
+        for agg, s, seed, beta in ALL:
+            run = out / "cells" / pinned_cell(agg, s, seed, beta).name
+            if (run / "summary.json").is_file():
+                key = ("mimic", agg, s, beta, seed, PAPER_TARGETS[seed], batches, init)
+                curves[key] = cell_curve(run)[0]
     rows = ([*key, step, f"{curves[key][step]:.2f}"]
             for key in sorted(curves, key=lambda k: (-k[3], k[1], k[2], k[6], k[7], k[4]))
             for step in sorted(curves[key]))
@@ -176,8 +184,9 @@ def main() -> int:
     ap.add_argument("--init", choices=("ours", "paper"), default="ours",
                     help="the initial model (default ours)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel cell processes (default 1)")
-    ap.add_argument("--out", default=None, help="run directories (default "
-                    "runs/bucketing_papers_draws/<batches>-<init>)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bucketing_papers_draws"),
+                    help="run directories, one folder <batches>-<init> per combination "
+                    "(default runs/bucketing_papers_draws)")
     args = ap.parse_args()
     if args.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
@@ -187,7 +196,7 @@ def main() -> int:
         ap.error("nothing of the paper's to put in: give --batches paper and/or --init paper "
                  "(bucketing_mimic_targets.py runs these cells with all of our own draws)")
     batches = f"paper+{args.offset}" if args.batches == "paper" else "ours"
-    out = Path(args.out or ROOT / "runs" / "bucketing_papers_draws" / f"{batches}-{args.init}")
+    out = Path(args.out) / f"{batches}-{args.init}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.batches == "paper":  # the cell processes are spawned: they read these
         os.environ[ENV_BATCHES] = str(args.offset)
@@ -195,7 +204,7 @@ def main() -> int:
         os.environ[ENV_INIT] = "1"
     base = load_config(str(grid.BASE), [])
     run_cells(base, [pinned_cell(*c) for c in args.cells], out, jobs=args.jobs)
-    print(f"{write_results(out, batches, args.init)} curves in {OUT}")
+    print(f"{write_results(Path(args.out))} curves in {OUT}")
     return 0
 
 

@@ -531,3 +531,27 @@ def test_papers_draws_script_builds_the_papers_initial_model(monkeypatch):
     torch.manual_seed(derive_seed(1, "init"))
     with pytest.raises(ValueError, match="paper's Net shapes"):
         rounds.build_model("lenet", (1, 28, 28), 10)
+
+
+def test_papers_draws_results_gather_every_combination(tmp_path, monkeypatch):
+    import json
+
+    bdo = _experiment("bucketing_papers_draws")
+    monkeypatch.setattr(bdo, "OUT", tmp_path / "draws.csv")
+    for combo, cell, acc in (("paper+0-ours", ("cm", 0, 1, 0.0), 0.5),
+                             ("ours-paper", ("cm", 0, 1, 0.0), 0.625),
+                             ("stray", ("cm", 0, 0, 0.0), 0.1)):  # not a combination: skipped
+        run = tmp_path / "runs" / combo / "cells" / bdo.pinned_cell(*cell).name
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"round": 29, "test_accuracy": acc}))
+        (run / "summary.json").write_text("{}")
+    assert bdo.write_results(tmp_path / "runs") == 2
+    with (tmp_path / "draws.csv").open("a") as fh:  # a row from another checkout is kept
+        fh.write("mimic,cm,0,0.0,2,1,ours,paper,30,70.00\n")
+    assert bdo.write_results(tmp_path / "runs") == 3
+    with (tmp_path / "draws.csv").open() as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    assert [(r["seed"], r["target"], r["batches"], r["init"], r["accuracy"]) for r in rows] == [
+        ("1", "17", "ours", "paper", "62.50"), ("2", "1", "ours", "paper", "70.00"),
+        ("1", "17", "paper+0", "ours", "50.00")]
+    assert bdo.write_results(tmp_path / "absent") == 3
