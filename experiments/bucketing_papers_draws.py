@@ -16,29 +16,43 @@ of them into our runs to see which of the two a cell's outcome follows:
   initial weights for the cell's seed (the same layers built in the same order after
   ``torch.manual_seed(seed)``, which draws exactly its ``Net``'s weights).
 
-The dropout masks stay ours. Cells are mimic cells with the target pinned to the paper's choice,
+* **Dropout masks.** Both share one set of masks among all workers; the paper's come from the
+  global RNG as it stands after building the model (its simulator restores the RNG after each
+  worker), moved on once per 30-step epoch by the test loader (on a CPU; on its GPUs, never);
+  ours from ``derive_seed(seed, "dropout")``, drawn once. ``--masks paper`` takes the masks the
+  paper's code draws on a CPU: the RNG state after ``torch.manual_seed(seed)`` and its ``Net``,
+  moved on by one 64-bit draw per epoch, as its test loader's iterator does.
+
+With all three the run is the paper's own on a CPU up to floating-point rounding (same
+weights, batches and masks; the rules and attacks match its code on the same rows). Cells are
+mimic cells with the target pinned to the paper's choice,
 as ``bucketing_mimic_targets.py`` runs them (everything else as in ``bucketing_grid.py``):
 
     nice -n 15 python experiments/bucketing_papers_draws.py --cells cm:none:0:0 cm:none:1:0 \
         --batches paper
     python experiments/bucketing_papers_draws.py --cells cm:none:0:0 --init paper
+    python experiments/bucketing_papers_draws.py --cells cm:none:0:0 --init paper \
+        --batches paper --masks paper
 
 Every evaluation of every finished cell goes to
 ``experiments/results/bucketing_mnist_papers_draws.csv`` (the curves layout plus ``target``,
-``batches`` — ``ours``, or ``paper+K`` for the paper's order shifted by K — and ``init``; rows
-already there whose run directory is absent are kept). Run directories:
-``runs/bucketing_papers_draws/<batches>-<init>/`` (git-ignored); finished cells are skipped.
+``batches`` — ``ours``, or ``paper+K`` for the paper's order shifted by K — ``init`` and
+``masks``; rows already there whose run directory is absent are kept). Run directories:
+``runs/bucketing_papers_draws/<batches>-<init>-<masks>/`` (git-ignored); finished cells are
+skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,13 +72,15 @@ from shieldwall.attacks.schedule import byzantine_ids  # noqa: E402
 from shieldwall.config import load_config  # noqa: E402
 from shieldwall.drivers import rounds  # noqa: E402
 from shieldwall.matrix import run_cells  # noqa: E402
+from shieldwall.runtime import base as runtime_base  # noqa: E402
 from shieldwall.seeding import derive_seed  # noqa: E402
 
 OUT = ROOT / "experiments" / "results" / "bucketing_mnist_papers_draws.csv"
 #: environment variables that carry the options into the spawned cell processes
 ENV_BATCHES, ENV_INIT = "SHIELDWALL_PAPER_BATCHES", "SHIELDWALL_PAPER_INIT"
-#: a combination's folder: ``<batches>-<init>``
-COMBO = re.compile(r"(ours|paper\+\d+)-(ours|paper)")
+ENV_MASKS = "SHIELDWALL_PAPER_MASKS"
+#: a combination's folder: ``<batches>-<init>-<masks>``
+COMBO = re.compile(r"(ours|paper\+\d+)-(ours|paper)-(ours|paper)")
 STEPS_PER_EPOCH = 30  # exp3.py: MAX_BATCHES_PER_EPOCH
 NUM_CLIENTS, NUM_BYZANTINE = 25, 5  # bucketing_mnist.yaml
 
@@ -90,6 +106,39 @@ def paper_init(seed: int) -> list[torch.Tensor]:
         layers = [nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1), nn.Linear(9216, 128),
                   nn.Linear(128, 10)]
     return [p.detach() for layer in layers for p in layer.parameters()]
+
+
+def paper_mask_states(seed: int, epochs: int = 20) -> list[torch.Tensor]:
+    """The global RNG state each of the paper's 30-step epochs draws its dropout masks from, on
+    a CPU: after ``torch.manual_seed(seed)`` and its ``Net`` (:func:`paper_init`), then one
+    64-bit draw per epoch (the test loader's iterator takes its base seed; everything else
+    between two epochs runs inside the simulator's save/restore). The global RNG is left as it
+    was."""
+    states = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _ = [nn.Conv2d(1, 32, 3, 1), nn.Conv2d(32, 64, 3, 1), nn.Linear(9216, 128),
+             nn.Linear(128, 10)]
+        for _epoch in range(epochs):
+            states.append(torch.get_rng_state())
+            torch.empty((), dtype=torch.int64).random_()
+    return states
+
+
+def install_masks() -> None:
+    """Make every client run of this process draw the paper's CPU dropout masks for the run's
+    seed and the step's epoch (in place of ``shared_dropout_rng``'s)."""
+    cache: dict[int, list[torch.Tensor]] = {}
+
+    @contextlib.contextmanager
+    def paper_masks(seed: int, round: int, period: int,
+                    device: torch.device | None = None) -> Iterator[None]:
+        states = cache.setdefault(seed, paper_mask_states(seed))
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(states[min(max(round, 0) // STEPS_PER_EPOCH, len(states) - 1)])
+            yield
+
+    runtime_base.shared_dropout_rng = paper_masks  # type: ignore[assignment]
 
 
 def install_batches(offset: int) -> None:
@@ -140,35 +189,40 @@ if os.environ.get(ENV_BATCHES) is not None:  # a spawned cell process re-imports
     install_batches(int(os.environ[ENV_BATCHES]))
 if os.environ.get(ENV_INIT):
     install_init()
+if os.environ.get(ENV_MASKS):
+    install_masks()
 
 
 def write_results(root: Path) -> int:
-    """Every finished cell under ``root`` (one folder ``<batches>-<init>`` per combination) into
-    :data:`OUT`, beside the rows already there (so two runs of this script that finish together
-    lose nothing: each rescans every combination); the number of curves in the file."""
-    header = [*CURVE_HEADER[:5], "target", "batches", "init", *CURVE_HEADER[5:]]
+    """Every finished cell under ``root`` (a folder ``<batches>-<init>-<masks>`` per
+    combination) into :data:`OUT`, beside the rows already there (so two runs of this script
+    that finish together lose nothing: each rescans every combination); the number of curves in
+    the file."""
+    header = [*CURVE_HEADER[:5], "target", "batches", "init", "masks", *CURVE_HEADER[5:]]
     curves: dict[tuple, dict[int, float]] = {}
     if OUT.is_file():
         lines = [ln for ln in OUT.read_text().splitlines() if not ln.startswith("#")]
         for row in csv.DictReader(io.StringIO("\n".join(lines))):
             key = (row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
-                   int(row["seed"]), int(row["target"]), row["batches"], row["init"])
+                   int(row["seed"]), int(row["target"]), row["batches"], row["init"],
+                   row.get("masks") or "ours")
             curves.setdefault(key, {})[int(row["iterations"])] = float(row["accuracy"])
     combos = [d for d in sorted(root.glob("*-*")) if COMBO.fullmatch(d.name)] if \
         root.is_dir() else []
     for out in combos:
-        batches, init = out.name.rsplit("-", 1)
+        batches, init, masks = out.name.rsplit("-", 2)
         for agg, s, seed, beta in ALL:
             run = out / "cells" / pinned_cell(agg, s, seed, beta).name
             if (run / "summary.json").is_file():
-                key = ("mimic", agg, s, beta, seed, PAPER_TARGETS[seed], batches, init)
+                key = ("mimic", agg, s, beta, seed, PAPER_TARGETS[seed], batches, init, masks)
                 curves[key] = cell_curve(run)[0]
     rows = ([*key, step, f"{curves[key][step]:.2f}"]
-            for key in sorted(curves, key=lambda k: (-k[3], k[1], k[2], k[6], k[7], k[4]))
+            for key in sorted(curves, key=lambda k: (-k[3], k[1], k[2], k[6:], k[4]))
             for step in sorted(curves[key]))
     write_csv(OUT, header, rows, comment="Mimic (target pinned to the paper's) with the paper's "
-              "batches (paper+K: permutations seeded by rank**3 + epoch + K) or initial model "
-              "(experiments/bucketing_papers_draws.py): test top-1 (%) every 30 steps")
+              "batches (paper+K: permutations seeded by rank**3 + epoch + K), initial model or "
+              "dropout masks (experiments/bucketing_papers_draws.py): test top-1 (%) every 30 "
+              "steps")
     return len(curves)
 
 
@@ -183,25 +237,29 @@ def main() -> int:
                     "(default 0: the paper's exact batches)")
     ap.add_argument("--init", choices=("ours", "paper"), default="ours",
                     help="the initial model (default ours)")
+    ap.add_argument("--masks", choices=("ours", "paper"), default="ours",
+                    help="the dropout masks (default ours)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel cell processes (default 1)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bucketing_papers_draws"),
-                    help="run directories, one folder <batches>-<init> per combination "
+                    help="run directories, one folder <batches>-<init>-<masks> per combination "
                     "(default runs/bucketing_papers_draws)")
     args = ap.parse_args()
     if args.jobs < 1:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.offset < 0 or (args.offset and args.batches != "paper"):
         ap.error(f"--offset must be >= 0 and goes with --batches paper, got {args.offset}")
-    if args.batches == args.init == "ours":
-        ap.error("nothing of the paper's to put in: give --batches paper and/or --init paper "
+    if args.batches == args.init == args.masks == "ours":
+        ap.error("nothing of the paper's to put in: give --batches, --init or --masks paper "
                  "(bucketing_mimic_targets.py runs these cells with all of our own draws)")
     batches = f"paper+{args.offset}" if args.batches == "paper" else "ours"
-    out = Path(args.out) / f"{batches}-{args.init}"
+    out = Path(args.out) / f"{batches}-{args.init}-{args.masks}"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.batches == "paper":  # the cell processes are spawned: they read these
         os.environ[ENV_BATCHES] = str(args.offset)
     if args.init == "paper":
         os.environ[ENV_INIT] = "1"
+    if args.masks == "paper":
+        os.environ[ENV_MASKS] = "1"
     base = load_config(str(grid.BASE), [])
     run_cells(base, [pinned_cell(*c) for c in args.cells], out, jobs=args.jobs)
     print(f"{write_results(Path(args.out))} curves in {OUT}")

@@ -538,20 +538,51 @@ def test_papers_draws_results_gather_every_combination(tmp_path, monkeypatch):
 
     bdo = _experiment("bucketing_papers_draws")
     monkeypatch.setattr(bdo, "OUT", tmp_path / "draws.csv")
-    for combo, cell, acc in (("paper+0-ours", ("cm", 0, 1, 0.0), 0.5),
-                             ("ours-paper", ("cm", 0, 1, 0.0), 0.625),
+    for combo, cell, acc in (("paper+0-ours-ours", ("cm", 0, 1, 0.0), 0.5),
+                             ("ours-paper-ours", ("cm", 0, 1, 0.0), 0.625),
+                             ("ours-ours-paper", ("cm", 0, 1, 0.0), 0.75),
                              ("stray", ("cm", 0, 0, 0.0), 0.1)):  # not a combination: skipped
         run = tmp_path / "runs" / combo / "cells" / bdo.pinned_cell(*cell).name
         run.mkdir(parents=True)
         (run / "metrics.jsonl").write_text(json.dumps({"round": 29, "test_accuracy": acc}))
         (run / "summary.json").write_text("{}")
-    assert bdo.write_results(tmp_path / "runs") == 2
-    with (tmp_path / "draws.csv").open("a") as fh:  # a row from another checkout is kept
-        fh.write("mimic,cm,0,0.0,2,1,ours,paper,30,70.00\n")
     assert bdo.write_results(tmp_path / "runs") == 3
+    with (tmp_path / "draws.csv").open("a") as fh:  # a row from another checkout is kept
+        fh.write("mimic,cm,0,0.0,2,1,ours,paper,ours,30,70.00\n")
+    assert bdo.write_results(tmp_path / "runs") == 4
     with (tmp_path / "draws.csv").open() as fh:
         rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
-    assert [(r["seed"], r["target"], r["batches"], r["init"], r["accuracy"]) for r in rows] == [
-        ("1", "17", "ours", "paper", "62.50"), ("2", "1", "ours", "paper", "70.00"),
-        ("1", "17", "paper+0", "ours", "50.00")]
-    assert bdo.write_results(tmp_path / "absent") == 3
+    assert [(r["seed"], r["target"], r["batches"], r["init"], r["masks"], r["accuracy"])
+            for r in rows] == [("1", "17", "ours", "ours", "paper", "75.00"),
+                               ("1", "17", "ours", "paper", "ours", "62.50"),
+                               ("2", "1", "ours", "paper", "ours", "70.00"),
+                               ("1", "17", "paper+0", "ours", "ours", "50.00")]
+    assert bdo.write_results(tmp_path / "absent") == 4
+
+
+def test_papers_draws_script_draws_the_papers_cpu_masks(monkeypatch):
+    """--masks paper: every client of a step draws from the RNG state the paper's epoch starts
+    from: after torch.manual_seed(seed) and its Net, then one int64 draw per epoch."""
+    from shieldwall.runtime import base as runtime_base
+
+    bdo = _experiment("bucketing_papers_draws")
+    states = bdo.paper_mask_states(3, epochs=3)
+    torch.manual_seed(3)
+    bdo.paper_init(0)  # builds under its own fork: draws nothing from this RNG
+    assert not torch.equal(states[0], torch.get_rng_state())  # the Net is not drawn yet
+    torch.manual_seed(3)
+    [torch.nn.Conv2d(1, 32, 3, 1), torch.nn.Conv2d(32, 64, 3, 1), torch.nn.Linear(9216, 128),
+     torch.nn.Linear(128, 10)]
+    assert torch.equal(states[0], torch.get_rng_state())
+    iter(torch.utils.data.DataLoader(list(range(4))))  # the paper's test loader, once an epoch
+    assert torch.equal(states[1], torch.get_rng_state())
+
+    monkeypatch.setattr(runtime_base, "shared_dropout_rng", runtime_base.shared_dropout_rng)
+    bdo.install_masks()
+    torch.manual_seed(99)
+    expected = torch.rand(2)
+    torch.manual_seed(99)
+    for round, state in ((0, states[0]), (29, states[0]), (30, states[1]), (-1, states[0])):
+        with runtime_base.shared_dropout_rng(3, round, 600):
+            assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(torch.rand(2), expected)  # the global RNG is restored after each step
