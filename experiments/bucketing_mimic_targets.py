@@ -47,8 +47,11 @@ OUT = ROOT / "experiments" / "results" / "bucketing_mnist_mimic_targets.csv"
 RULES = ("krum", "rfa", "cm", "cp", "tm")
 
 
-def pinned_cell(agg: str, s: int, seed: int, beta: float = 0.9) -> Cell:
-    attack = f"mimic(target={PAPER_TARGETS[seed]},knowledge=honest)"
+def pinned_cell(agg: str, s: int, seed: int, beta: float = 0.9, target: int | None = None) -> Cell:
+    """The grid's mimic cell with the target pinned: to ``target``, or by default to the
+    worker the paper's logs copied at ``seed``."""
+    target = PAPER_TARGETS[seed] if target is None else target
+    attack = f"mimic(target={target},knowledge=honest)"
     return Cell(attack, grid.defense(agg, s, beta), seed, ((grid.MOMENTUM, beta),))
 
 

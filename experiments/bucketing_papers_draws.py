@@ -23,16 +23,18 @@ of them into our runs to see which of the two a cell's outcome follows:
   paper's code draws on a CPU: the RNG state after ``torch.manual_seed(seed)`` and its ``Net``,
   moved on by one 64-bit draw per epoch, as its test loader's iterator does.
 
-With all three the run is the paper's own on a CPU up to floating-point rounding (same
-weights, batches and masks; the rules and attacks match its code on the same rows). Cells are
-mimic cells with the target pinned to the paper's choice,
-as ``bucketing_mimic_targets.py`` runs them (everything else as in ``bucketing_grid.py``):
+Cells are mimic cells with the target pinned, as ``bucketing_mimic_targets.py`` runs them
+(everything else as in ``bucketing_grid.py``): to the worker the paper's logs copied at the
+seed, or to ``--target K``. The paper's code on a CPU copies another worker than its logs (its
+z₀ comes from the CPU generator; ``run_papers_code.py`` prints the choice); with all three draws
+and that target, a run is the paper's own CPU run up to floating-point rounding (same weights,
+batches and masks; the rules and attacks match its code on the same rows).
 
     nice -n 15 python experiments/bucketing_papers_draws.py --cells cm:none:0:0 cm:none:1:0 \
         --batches paper
     python experiments/bucketing_papers_draws.py --cells cm:none:0:0 --init paper
     python experiments/bucketing_papers_draws.py --cells cm:none:0:0 --init paper \
-        --batches paper --masks paper
+        --batches paper --masks paper --target 7
 
 Every evaluation of every finished cell goes to
 ``experiments/results/bucketing_mnist_papers_draws.csv`` (the curves layout plus ``target``,
@@ -48,6 +50,7 @@ import argparse
 import contextlib
 import csv
 import io
+import itertools
 import logging
 import os
 import re
@@ -62,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bucketing_grid as grid  # noqa: E402
 import torch  # noqa: E402
 from bucketing_grid import write_csv  # noqa: E402
-from bucketing_mimic_targets import ALL, PAPER_TARGETS, parse_cell, pinned_cell  # noqa: E402
+from bucketing_mimic_targets import ALL, parse_cell, pinned_cell  # noqa: E402
 from bucketing_report import CURVE_HEADER, cell_curve  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -83,6 +86,7 @@ ENV_MASKS = "SHIELDWALL_PAPER_MASKS"
 COMBO = re.compile(r"(ours|paper\+\d+)-(ours|paper)-(ours|paper)")
 STEPS_PER_EPOCH = 30  # exp3.py: MAX_BATCHES_PER_EPOCH
 NUM_CLIENTS, NUM_BYZANTINE = 25, 5  # bucketing_mnist.yaml
+NUM_HONEST = NUM_CLIENTS - NUM_BYZANTINE
 
 
 def paper_batch(rank: int, step: int, num_samples: int, size: int, offset: int) -> torch.Tensor:
@@ -211,10 +215,10 @@ def write_results(root: Path) -> int:
         root.is_dir() else []
     for out in combos:
         batches, init, masks = out.name.rsplit("-", 2)
-        for agg, s, seed, beta in ALL:
-            run = out / "cells" / pinned_cell(agg, s, seed, beta).name
+        for (agg, s, seed, beta), target in itertools.product(ALL, range(NUM_HONEST)):
+            run = out / "cells" / pinned_cell(agg, s, seed, beta, target).name
             if (run / "summary.json").is_file():
-                key = ("mimic", agg, s, beta, seed, PAPER_TARGETS[seed], batches, init, masks)
+                key = ("mimic", agg, s, beta, seed, target, batches, init, masks)
                 curves[key] = cell_curve(run)[0]
     rows = ([*key, step, f"{curves[key][step]:.2f}"]
             for key in sorted(curves, key=lambda k: (-k[3], k[1], k[2], k[6:], k[4]))
@@ -239,6 +243,9 @@ def main() -> int:
                     help="the initial model (default ours)")
     ap.add_argument("--masks", choices=("ours", "paper"), default="ours",
                     help="the dropout masks (default ours)")
+    ap.add_argument("--target", type=int, default=None, metavar="K",
+                    help="mimic copies honest worker K (default: the one the paper's logs name "
+                    "for the seed; its code on a CPU picks others, see run_papers_code.py)")
     ap.add_argument("--jobs", type=int, default=1, help="parallel cell processes (default 1)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bucketing_papers_draws"),
                     help="run directories, one folder <batches>-<init>-<masks> per combination "
@@ -248,6 +255,8 @@ def main() -> int:
         ap.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.offset < 0 or (args.offset and args.batches != "paper"):
         ap.error(f"--offset must be >= 0 and goes with --batches paper, got {args.offset}")
+    if args.target is not None and not 0 <= args.target < NUM_HONEST:
+        ap.error(f"--target must be an honest worker in [0, {NUM_HONEST}), got {args.target}")
     if args.batches == args.init == args.masks == "ours":
         ap.error("nothing of the paper's to put in: give --batches, --init or --masks paper "
                  "(bucketing_mimic_targets.py runs these cells with all of our own draws)")
@@ -261,7 +270,8 @@ def main() -> int:
     if args.masks == "paper":
         os.environ[ENV_MASKS] = "1"
     base = load_config(str(grid.BASE), [])
-    run_cells(base, [pinned_cell(*c) for c in args.cells], out, jobs=args.jobs)
+    cells = [pinned_cell(*c, target=args.target) for c in args.cells]
+    run_cells(base, cells, out, jobs=args.jobs)
     print(f"{write_results(Path(args.out))} curves in {OUT}")
     return 0
 

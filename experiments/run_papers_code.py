@@ -121,10 +121,15 @@ def main() -> int:
         utils.NONIIDLTSampler = _shifted(utils.NONIIDLTSampler, args.shuffle_offset)
     with tempfile.TemporaryDirectory(prefix="papers_code") as log_dir:
         utils.main(paper_args, log_dir + "/", args.epochs, 30)
+        targets = []
         for line in Path(log_dir, "stats").read_text().splitlines():
             entry = ast.literal_eval(line)  # the paper logs Python dict reprs
             if entry["_meta"]["type"] == "validation":
                 print(f"epoch {entry['E']} (step {30 * entry['E']}): top-1 {entry['top1']:.2f}")
+            elif entry["_meta"]["type"] == "mmc_count":  # mimic's choice, once per warm-up step
+                targets.append(entry["select"])
+        if targets:
+            print(f"mimic copied honest worker {targets[-1]} (its choices: {targets})")
     return 0
 
 

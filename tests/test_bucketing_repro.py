@@ -541,23 +541,25 @@ def test_papers_draws_results_gather_every_combination(tmp_path, monkeypatch):
     for combo, cell, acc in (("paper+0-ours-ours", ("cm", 0, 1, 0.0), 0.5),
                              ("ours-paper-ours", ("cm", 0, 1, 0.0), 0.625),
                              ("ours-ours-paper", ("cm", 0, 1, 0.0), 0.75),
+                             ("paper+0-paper-paper", ("cm", 0, 0, 0.0, 7), 0.25),
                              ("stray", ("cm", 0, 0, 0.0), 0.1)):  # not a combination: skipped
         run = tmp_path / "runs" / combo / "cells" / bdo.pinned_cell(*cell).name
         run.mkdir(parents=True)
         (run / "metrics.jsonl").write_text(json.dumps({"round": 29, "test_accuracy": acc}))
         (run / "summary.json").write_text("{}")
-    assert bdo.write_results(tmp_path / "runs") == 3
+    assert bdo.write_results(tmp_path / "runs") == 4
     with (tmp_path / "draws.csv").open("a") as fh:  # a row from another checkout is kept
         fh.write("mimic,cm,0,0.0,2,1,ours,paper,ours,30,70.00\n")
-    assert bdo.write_results(tmp_path / "runs") == 4
+    assert bdo.write_results(tmp_path / "runs") == 5
     with (tmp_path / "draws.csv").open() as fh:
         rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     assert [(r["seed"], r["target"], r["batches"], r["init"], r["masks"], r["accuracy"])
             for r in rows] == [("1", "17", "ours", "ours", "paper", "75.00"),
                                ("1", "17", "ours", "paper", "ours", "62.50"),
                                ("2", "1", "ours", "paper", "ours", "70.00"),
-                               ("1", "17", "paper+0", "ours", "ours", "50.00")]
-    assert bdo.write_results(tmp_path / "absent") == 4
+                               ("1", "17", "paper+0", "ours", "ours", "50.00"),
+                               ("0", "7", "paper+0", "paper", "paper", "25.00")]
+    assert bdo.write_results(tmp_path / "absent") == 5
 
 
 def test_papers_draws_script_draws_the_papers_cpu_masks(monkeypatch):
