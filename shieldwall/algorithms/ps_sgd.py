@@ -109,8 +109,8 @@ class PSSGD(Algorithm):
         """Which ``size`` of the client's ``num_samples`` samples form its batch this step: the
         first ``size`` of a permutation drawn from ``gen`` (fresh each step, so batches are
         independent draws without replacement within a step). The batched simulator replays
-        this draw (:mod:`shieldwall.runtime.batched_plan`); a subclass that orders batches
-        otherwise must run the per-client loop."""
+        this draw (:mod:`shieldwall.runtime.batched_plan`) and declines a class whose
+        ``batch_indices`` is another (the per-client loop runs it)."""
         return torch.randperm(num_samples, generator=gen)[:size]
 
     def _accumulate(
