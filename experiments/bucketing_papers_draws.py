@@ -1,7 +1,7 @@
-"""Mimic cells of the bucketing reproduction with the paper's own batches or initial model.
+"""Mimic cells of the bucketing reproduction with the paper's own random draws in ours.
 
-Two of the paper's random draws differ from ours by construction, and this script puts either
-of them into our runs to see which of the two a cell's outcome follows:
+Three of the paper's random draws differ from ours by construction; this script puts any of
+them into our runs, to see which of them a cell's outcome follows:
 
 * **Batches.** The paper's honest workers (``NONIIDLTSampler`` of github.com/epfml/byzantine-
   robust-noniid-optimizer) walk their label-sorted shards epoch by epoch: step ``t`` of honest
@@ -15,7 +15,6 @@ of them into our runs to see which of the two a cell's outcome follows:
   is built from ``derive_seed(seed, "init")``. ``--init paper`` starts from the paper's
   initial weights for the cell's seed (the same layers built in the same order after
   ``torch.manual_seed(seed)``, which draws exactly its ``Net``'s weights).
-
 * **Dropout masks.** Both share one set of masks among all workers; the paper's come from the
   global RNG as it stands after building the model (its simulator restores the RNG after each
   worker), moved on once per 30-step epoch by the test loader (on a CPU; on its GPUs, never);
