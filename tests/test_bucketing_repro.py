@@ -588,3 +588,30 @@ def test_papers_draws_script_draws_the_papers_cpu_masks(monkeypatch):
         with runtime_base.shared_dropout_rng(3, round, 600):
             assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(torch.rand(2), expected)  # the global RNG is restored after each step
+
+
+def test_extra_seeds_script_runs_grid_cells_at_other_seeds(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    es = _experiment("bucketing_extra_seeds")
+    grid = _experiment("bucketing_grid")
+    assert es.parse_cell("mimic:cm:none:0") == ("mimic", "cm", 0, 0.0)
+    assert es.parse_cell("IPM:krum:2:0.9") == ("IPM", "krum", 2, 0.9)
+    for bad in ("mimic:cm:3:0", "x:cm:none:0", "mimic:avg:none:0", "mimic:cm:none:0.5",
+                "mimic:cm:none"):
+        with pytest.raises(argparse.ArgumentTypeError, match="ATTACK:AGG:S:BETA"):
+            es.parse_cell(bad)
+    run = tmp_path / "cells" / grid.cell("mimic", "cm", 0, 0.0, 3).name
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"round": 599, "test_accuracy": 0.685}))
+    (run / "summary.json").write_text("{}")
+    monkeypatch.setattr(es, "OUT", tmp_path / "extra.csv")
+    assert es.write_results(tmp_path, [("mimic", "cm", 0, 0.0)], [3, 4]) == 1  # seed 4 unrun
+    with (tmp_path / "extra.csv").open("a") as fh:  # a row from another checkout is kept
+        fh.write("mimic,cm,0,0.0,4,600,60.07\n")
+    assert es.write_results(tmp_path, [("mimic", "cm", 0, 0.0)], [3]) == 2
+    with (tmp_path / "extra.csv").open() as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    assert [(r["seed"], r["iterations"], r["accuracy"]) for r in rows] == [
+        ("3", "600", "68.50"), ("4", "600", "60.07")]
