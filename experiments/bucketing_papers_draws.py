@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import itertools
 import logging
 import os
@@ -65,7 +63,7 @@ import bucketing_grid as grid  # noqa: E402
 import torch  # noqa: E402
 from bucketing_grid import write_csv  # noqa: E402
 from bucketing_mimic_targets import ALL, parse_cell, pinned_cell  # noqa: E402
-from bucketing_report import CURVE_HEADER, cell_curve  # noqa: E402
+from bucketing_report import CURVE_HEADER, cell_curve, read_curves  # noqa: E402
 from torch import nn  # noqa: E402
 
 from shieldwall.algorithms.base import ClientTask  # noqa: E402
@@ -202,14 +200,7 @@ def write_results(root: Path) -> int:
     that finish together lose nothing: each rescans every combination); the number of curves in
     the file."""
     header = [*CURVE_HEADER[:5], "target", "batches", "init", "masks", *CURVE_HEADER[5:]]
-    curves: dict[tuple, dict[int, float]] = {}
-    if OUT.is_file():
-        lines = [ln for ln in OUT.read_text().splitlines() if not ln.startswith("#")]
-        for row in csv.DictReader(io.StringIO("\n".join(lines))):
-            key = (row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
-                   int(row["seed"]), int(row["target"]), row["batches"], row["init"],
-                   row.get("masks") or "ours")
-            curves.setdefault(key, {})[int(row["iterations"])] = float(row["accuracy"])
+    curves = read_curves(OUT, {"target": int, "batches": str, "init": str, "masks": str})
     combos = [d for d in sorted(root.glob("*-*")) if COMBO.fullmatch(d.name)] if \
         root.is_dir() else []
     for out in combos:

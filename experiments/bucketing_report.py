@@ -14,7 +14,9 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from bucketing_figures import plot_curves
 from bucketing_grid import ATTACKS, BUCKETS, ROOT, labels, ordered_cells, write_csv
@@ -49,16 +51,20 @@ Curve = dict[int, float]
 """Accuracy (%) by step of one run."""
 
 
-def read_curves(path: Path) -> dict[tuple[str, str, int, float, int], Curve]:
+def read_curves(
+    path: Path, extra: Mapping[str, Callable[[str], Any]] | None = None
+) -> dict[tuple, Curve]:
     """Every run's evaluations from a CSV in the paper's layout (``attack, aggregator, s, beta,
-    seed, iterations, accuracy``; ``#`` lines are comments), keyed by (attack, agg, s, β, seed)."""
-    out: dict[tuple[str, str, int, float, int], Curve] = {}
+    seed, iterations, accuracy``; ``#`` lines are comments), keyed by (attack, agg, s, β, seed)
+    and then by the ``extra`` columns (name → type), in their order."""
+    out: dict[tuple, Curve] = {}
     if not path.is_file():
         return out
+    extra = extra or {}
     with path.open() as fh:
         for row in csv.DictReader(line for line in fh if not line.startswith("#")):
             key = (row["attack"], row["aggregator"], int(row["s"]), float(row["beta"]),
-                   int(row["seed"]))
+                   int(row["seed"]), *(kind(row[name]) for name, kind in extra.items()))
             out.setdefault(key, {})[int(row["iterations"])] = float(row["accuracy"])
     return out
 
